@@ -1,0 +1,391 @@
+"""Typed configuration: dataclasses validated on construction, YAML files that compose, and
+``key=value`` overrides.
+
+A config file is YAML whose keys mirror the dataclasses below. A file may name a ``base``
+(another YAML file, relative to itself, or a built-in name such as ``tiny``) whose values it
+overrides. Built-in names resolve to the YAML files shipped in ``vlparse/configs``.
+
+Errors name the file, the dotted key and the valid keys, e.g.::
+
+    ConfigError: configs/my.yaml: unknown key 'model.visul'; valid keys of 'model': visual, text
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any, Literal, get_args, get_origin
+
+import yaml
+
+__all__ = [
+    "ConfigError",
+    "VisualConfig",
+    "TextConfig",
+    "ModelConfig",
+    "ObjectiveConfig",
+    "DataConfig",
+    "OptimConfig",
+    "TrainConfig",
+    "PretrainConfig",
+    "load_config",
+    "builtin_configs",
+    "apply_overrides",
+    "to_dict",
+    "from_dict",
+]
+
+
+class ConfigError(ValueError):
+    """A config value or key is wrong; the message says which and what is allowed."""
+
+
+@dataclass
+class VisualConfig:
+    """The visual embedder.
+
+    ``kind='swin'`` builds a timm Swin Transformer named ``arch``; ``embed_dim``, ``depths``,
+    ``num_heads`` override the named architecture (used by the ``tiny`` config). The last stage
+    must be a single window (``window_size`` equal to the final grid side) so that its attention
+    is a full ``(m, m)`` map; other settings still work, the map is then block-diagonal.
+    ``pretrained`` is ``None`` (random init), ``"timm"`` (the weights timm knows for ``arch``,
+    from its cache) or a local checkpoint path.
+    """
+
+    kind: Literal["swin"] = "swin"
+    arch: str = "swin_tiny_patch4_window7_224"
+    image_size: int = 224
+    window_size: int = 7
+    embed_dim: int | None = None
+    depths: list[int] | None = None
+    num_heads: list[int] | None = None
+    drop_path_rate: float = 0.1
+    pretrained: str | None = None
+
+
+@dataclass
+class TextConfig:
+    """Tokenizer and the multi-modal Transformer (BERT-style encoder over ``[CLS] V [SEP] W``).
+
+    ``tokenizer`` is ``"bert-base-uncased"`` (resolved offline, see
+    :func:`vlparse.data.tokenization.build_tokenizer`), any Hugging Face tokenizer name or a local
+    path. ``max_text_len`` counts the text part ``W`` (words, trailing ``[SEP]``, padding), so a
+    sequence has ``2 + m + max_text_len`` tokens. ``pretrained`` initialises the encoder from a
+    BERT checkpoint (Hugging Face name or local path); ``vocab_size`` 0 means "from the tokenizer".
+    """
+
+    tokenizer: str = "bert-base-uncased"
+    vocab_size: int = 0
+    hidden_size: int = 768
+    num_layers: int = 12
+    num_heads: int = 12
+    intermediate_size: int = 3072
+    dropout: float = 0.1
+    attention_dropout: float = 0.1
+    max_text_len: int = 40
+    layer_norm_eps: float = 1e-12
+    pretrained: str | None = None
+
+
+@dataclass
+class ModelConfig:
+    name: str = "custom"
+    visual: VisualConfig = field(default_factory=VisualConfig)
+    text: TextConfig = field(default_factory=TextConfig)
+
+
+@dataclass
+class ObjectiveConfig:
+    """Pre-training objectives (paper section 3.3 and 4.1).
+
+    ``itm_pass``: ``"separate"`` (default) runs ITM and VLA on clean texts of all four pairs and a
+    second pass with masked text and masked visual tokens on the two matched pairs for MLM and MFR;
+    ``"shared"`` runs one pass over all four pairs with masking applied to all of them and computes
+    MLM and MFR on the matched pairs only (cheaper, one pass; masks then appear in both matched and
+    unmatched pairs, so they carry no label information).
+    ``mfr_k``: tokens masked by MFR (the picked token plus its top attended ones); if ``mfr_ratio``
+    is set, ``k = round(m * mfr_ratio)`` instead (the ablation's ``k = m * p``).
+    """
+
+    mlm_prob: float = 0.15
+    itm_pass: Literal["separate", "shared"] = "separate"
+    num_pos: int = 2
+    num_neg: int = 2
+    vla_weight: float = 0.1
+    ipot_beta: float = 0.5
+    ipot_iters: int = 50
+    mfr_mode: Literal["attention", "random", "off"] = "attention"
+    mfr_k: int = 7
+    mfr_ratio: float | None = None
+    lambda_itm: float = 1.0
+    lambda_mfr: float = 0.01
+
+
+@dataclass
+class DataConfig:
+    """Which data sets of the manifest to pre-train on, and how to treat bad input.
+
+    ``on_error``: ``"skip"`` replaces a missing or corrupt image with another sample, counts it
+    and names it in the log; ``"raise"`` makes it fatal. A run fails when more than
+    ``max_bad_fraction`` of the images seen are bad.
+    """
+
+    train_sets: list[str] = field(default_factory=lambda: ["coco", "vg"])
+    train_splits: list[str] = field(default_factory=lambda: ["train", "restval"])
+    val_set: str = "coco"
+    val_split: str = "val"
+    num_workers: int = 2
+    on_error: Literal["skip", "raise"] = "skip"
+    max_bad_fraction: float = 0.01
+
+
+@dataclass
+class OptimConfig:
+    lr: float = 5e-5
+    visual_lr: float = 5e-6
+    weight_decay: float = 0.01
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
+    eps: float = 1e-8
+    warmup_steps: int = 500
+    decay_epochs: list[float] = field(default_factory=lambda: [25, 35])
+    decay_factor: float = 0.1
+    grad_clip: float | None = 1.0
+
+
+@dataclass
+class TrainConfig:
+    """The loop. ``batch_size`` counts images per optimizer step over all processes (each image
+    comes with ``num_pos + num_neg`` texts); ``grad_accum`` splits it into micro-batches."""
+
+    epochs: float = 40
+    max_steps: int | None = None
+    batch_size: int = 2048
+    grad_accum: int = 1
+    precision: Literal["auto", "fp32", "bf16"] = "auto"
+    compile: bool = False
+    seed: int = 0
+    log_every: int = 10
+    ckpt_every: int = 1000
+    keep_checkpoints: int = 3
+    eval_every: int = 0
+    eval_images: int = 500
+    progress: bool = True
+
+
+@dataclass
+class PretrainConfig:
+    model: ModelConfig = field(default_factory=ModelConfig)
+    objectives: ObjectiveConfig = field(default_factory=ObjectiveConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    def __post_init__(self) -> None:
+        validate(self)
+
+
+# --------------------------------------------------------------------------- construction
+
+
+def _type_name(tp: Any) -> str:
+    return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
+
+
+def _coerce(value: Any, tp: Any, where: str) -> Any:
+    """Check ``value`` against the annotation ``tp`` and convert YAML/CLI values (int -> float,
+    list -> list of the element type, dict -> nested dataclass)."""
+    origin = get_origin(tp)
+    if dataclasses.is_dataclass(tp):
+        if isinstance(value, tp):
+            return value
+        if not isinstance(value, dict):
+            raise ConfigError(f"{where}: expected a mapping, got {value!r}")
+        return from_dict(tp, value, where)
+    if origin in (typing.Union, types.UnionType):
+        args = get_args(tp)
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return _coerce(value, arg, where)
+            except ConfigError as e:
+                errors.append(str(e))
+        raise ConfigError(f"{where}: {value!r} is not {' or '.join(_type_name(a) for a in args)}")
+    if origin is Literal:
+        if value not in get_args(tp):
+            choices = ", ".join(repr(a) for a in get_args(tp))
+            raise ConfigError(f"{where}: {value!r} is not one of {choices}")
+        return value
+    if origin is list:
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{where}: expected a list, got {value!r}")
+        (elem,) = get_args(tp)
+        return [_coerce(v, elem, f"{where}[{i}]") for i, v in enumerate(value)]
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{where}: expected a number, got {value!r}")
+        return float(value)
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{where}: expected an integer, got {value!r}")
+        return value
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{where}: expected true or false, got {value!r}")
+        return value
+    if tp is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{where}: expected a string, got {value!r}")
+        return value
+    return value
+
+
+def from_dict(cls: type, data: dict[str, Any], where: str = "") -> Any:
+    """Build dataclass ``cls`` from a nested dict, rejecting unknown keys by name."""
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    kwargs = {}
+    for key, value in data.items():
+        path = f"{where}.{key}" if where else key
+        if key not in names:
+            scope = f" of '{where}'" if where else ""
+            raise ConfigError(f"unknown key '{path}'; valid keys{scope}: {', '.join(names)}")
+        kwargs[key] = _coerce(value, hints[key], path)
+    return cls(**kwargs)
+
+
+def to_dict(cfg: Any) -> dict[str, Any]:
+    """The config as plain nested dicts and lists (YAML/JSON-ready)."""
+    return dataclasses.asdict(cfg)
+
+
+def validate(cfg: PretrainConfig) -> None:
+    """Cross-field checks that types alone cannot express."""
+    o, t, v = cfg.objectives, cfg.train, cfg.model.visual
+    checks = [
+        (0.0 < o.mlm_prob < 1.0, "objectives.mlm_prob must be in (0, 1)"),
+        (o.num_pos >= 1 and o.num_neg >= 0, "objectives.num_pos >= 1 and num_neg >= 0"),
+        (o.mfr_k >= 1, "objectives.mfr_k must be >= 1"),
+        (o.mfr_ratio is None or 0.0 < o.mfr_ratio <= 1.0, "objectives.mfr_ratio must be in (0, 1]"),
+        (o.ipot_iters >= 1 and o.ipot_beta > 0, "objectives.ipot_iters >= 1, ipot_beta > 0"),
+        (t.batch_size >= 1 and t.grad_accum >= 1, "train.batch_size and grad_accum must be >= 1"),
+        (
+            t.batch_size % t.grad_accum == 0,
+            "train.batch_size must be divisible by train.grad_accum",
+        ),
+        (v.image_size > 0 and v.window_size > 0, "model.visual sizes must be positive"),
+        (
+            cfg.model.text.hidden_size % cfg.model.text.num_heads == 0,
+            "model.text.hidden_size must be divisible by model.text.num_heads",
+        ),
+        (0.0 <= cfg.data.max_bad_fraction <= 1.0, "data.max_bad_fraction must be in [0, 1]"),
+    ]
+    for ok, message in checks:
+        if not ok:
+            raise ConfigError(message)
+
+
+# --------------------------------------------------------------------------- YAML and overrides
+
+
+def builtin_configs() -> list[str]:
+    """Names of the YAML configs shipped with vlparse (``tiny``, ``ablation``, ``paper``, ...)."""
+    root = resources.files("vlparse") / "configs"
+    return sorted(p.name[:-5] for p in root.iterdir() if p.name.endswith(".yaml"))
+
+
+def _resolve(name_or_path: str | Path, relative_to: Path | None = None) -> Path:
+    p = Path(name_or_path)
+    if relative_to is not None and not p.is_absolute() and (relative_to / p).exists():
+        return relative_to / p
+    if p.exists():
+        return p
+    if str(name_or_path) in builtin_configs():
+        return Path(str(resources.files("vlparse") / "configs" / f"{name_or_path}.yaml"))
+    raise ConfigError(
+        f"config '{name_or_path}' is neither a file nor a built-in name; "
+        f"built-in: {', '.join(builtin_configs())}"
+    )
+
+
+def _deep_merge(base: dict[str, Any], top: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for k, v in top.items():
+        out[k] = (
+            _deep_merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+        )
+    return out
+
+
+def load_yaml(name_or_path: str | Path, _seen: tuple[Path, ...] = ()) -> dict[str, Any]:
+    """Read a YAML config, following its ``base`` chain."""
+    path = _resolve(name_or_path)
+    if path in _seen:
+        raise ConfigError(f"{path}: 'base' chain loops back to itself")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path}: invalid YAML: {e}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: the top level must be a mapping")
+    base = data.pop("base", None)
+    if base is not None:
+        base_path = _resolve(base, path.parent)
+        data = _deep_merge(load_yaml(base_path, (*_seen, path)), data)
+    return data
+
+
+def _parse_value(text: str) -> Any:
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError:
+        return text
+
+
+def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """Apply ``a.b.c=value`` strings (values parsed as YAML) to a nested dict."""
+    out = _deep_merge({}, data)
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(
+                f"override '{item}' must look like key=value, e.g. train.batch_size=32"
+            )
+        key, _, raw = item.partition("=")
+        node = out
+        parts = key.strip().split(".")
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"override '{item}': '{part}' is not a section")
+        node[parts[-1]] = _parse_value(raw)
+    return out
+
+
+def load_config(
+    name_or_path: str | Path | None = None,
+    overrides: list[str] | None = None,
+    cls: type = PretrainConfig,
+) -> Any:
+    """Load a config by built-in name or path, apply overrides, validate.
+
+    >>> cfg = load_config("tiny", ["train.batch_size=8"])
+    """
+    data = load_yaml(name_or_path) if name_or_path is not None else {}
+    data = apply_overrides(data, overrides or [])
+    where = str(name_or_path) if name_or_path is not None else "<defaults>"
+    try:
+        return from_dict(cls, data)
+    except ConfigError as e:
+        raise ConfigError(f"{where}: {e}") from None
+
+
+def model_config(name_or_path: str | Path, overrides: list[str] | None = None) -> ModelConfig:
+    """The ``model`` section of a named or file config."""
+    return load_config(name_or_path, overrides).model

@@ -1,0 +1,37 @@
+"""Collation of pre-training items into batches."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+__all__ = ["collate_pretrain"]
+
+
+def collate_pretrain(items: list[dict[str, Any]]) -> dict[str, Any]:
+    """Stack :class:`~vlparse.data.pretrain.PretrainDataset` items into a batch.
+
+    Returns:
+        ``image (B, 3, S, S)``, ``input_ids`` / ``attention_mask`` ``(B, P+N, L)``,
+        ``mlm_input_ids`` / ``mlm_labels`` ``(B, P, L)``, ``mfr_noise (B, m)`` (every tensor
+        field stacked along a new first dimension), ``index (B,)`` long, and ``skipped``: the
+        items' lists of ``(path, reason)`` concatenated.
+    """
+    if not items:
+        raise ValueError("collate_pretrain: got an empty list of items")
+    batch: dict[str, Any] = {}
+    for key, value in items[0].items():
+        if key == "skipped":
+            batch[key] = [entry for item in items for entry in item["skipped"]]
+        elif key == "index":
+            batch[key] = torch.tensor([int(item["index"]) for item in items], dtype=torch.long)
+        elif isinstance(value, torch.Tensor):
+            try:
+                batch[key] = torch.stack([item[key] for item in items])
+            except RuntimeError as e:
+                shapes = sorted({tuple(item[key].shape) for item in items})
+                raise ValueError(f"collate_pretrain: field '{key}' has shapes {shapes}") from e
+        else:
+            batch[key] = [item[key] for item in items]
+    return batch

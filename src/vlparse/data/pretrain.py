@@ -1,0 +1,231 @@
+"""The pre-training data: records from the manifest, and the dataset of seeded items.
+
+Every random choice of an item (matched captions, negative images and their captions, MLM masks,
+MFR noise) comes from one generator seeded by ``(seed, epoch, index)``, so an item is the same
+whatever the number of processes or workers, and after a resume.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import torch
+from torch.utils.data import Dataset
+
+from vlparse.data.formats.karpathy import read_karpathy
+from vlparse.data.formats.records import ImageCaptions
+from vlparse.data.formats.vg import read_vg
+from vlparse.data.images import BadImageError, load_image
+from vlparse.data.sampler import stable_seed
+from vlparse.data.tokenization import encode_texts, special_ids
+from vlparse.data.transforms import image_transform
+from vlparse.objectives.itm import sample_negatives
+from vlparse.objectives.mlm import mask_tokens
+
+__all__ = ["PretrainDataset", "read_pretrain_records"]
+
+log = logging.getLogger(__name__)
+
+
+def _role(roles: dict, role: str, where: str) -> Any:
+    if role not in roles:
+        raise ValueError(
+            f"manifest {where}: missing role '{role}' (roles present: {', '.join(sorted(roles))})"
+        )
+    return roles[role]
+
+
+def read_pretrain_records(
+    manifest: dict, sets: list[str], splits: list[str]
+) -> list[ImageCaptions]:
+    """Image-caption records of the pre-training sets, in the order of ``sets`` and ``splits``.
+
+    A split entry with a ``region_descriptions`` role (Visual Genome, which has only ``train``)
+    is read with :func:`read_vg`; one with a ``karpathy`` role with :func:`read_karpathy` (a file
+    shared by several splits is parsed once). Sets or splits the manifest lacks are skipped with
+    a warning (``restval`` of VG silently); images without any caption are left out.
+
+    Args:
+        manifest: ``{dataset: {split: {role: path}}}`` (see ``vlparse.data.manifest``).
+        sets: data set names, e.g. ``["coco", "vg"]``.
+        splits: split names, e.g. ``["train", "restval"]``.
+
+    Raises:
+        ValueError: nothing at all was found; the message lists what the manifest has.
+    """
+    records: list[ImageCaptions] = []
+    for name in sets:
+        if name not in manifest:
+            log.warning("manifest has no data set '%s'; skipping it", name)
+            continue
+        entry = manifest[name]
+        karpathy_groups: dict[tuple[str, str], list[str]] = {}
+        for split in splits:
+            if split not in entry:
+                if not (name == "vg" and split == "restval"):
+                    log.warning("manifest has no split '%s' of '%s'; skipping it", split, name)
+                continue
+            roles, where = entry[split], f"{name}.{split}"
+            if "region_descriptions" in roles:
+                records += read_vg(
+                    _role(roles, "region_descriptions", where),
+                    _role(roles, "image_data", where),
+                    _role(roles, "image_root", where),
+                )
+            elif "karpathy" in roles:
+                key = (str(roles["karpathy"]), str(_role(roles, "image_root", where)))
+                karpathy_groups.setdefault(key, []).append(split)
+            else:
+                log.warning(
+                    "manifest %s has neither a 'karpathy' nor a 'region_descriptions' role "
+                    "(roles: %s); skipping it", where, ", ".join(sorted(roles)),
+                )
+        for (path, root), group in karpathy_groups.items():
+            records += read_karpathy(path, root, group, source=name)
+    empty = sum(1 for r in records if not r.captions)
+    if empty:
+        log.warning("%d image(s) without captions left out of pre-training", empty)
+        records = [r for r in records if r.captions]
+    if not records:
+        available = {k: sorted(v) for k, v in manifest.items() if isinstance(v, dict)}
+        raise ValueError(
+            f"no pre-training images found for sets {list(sets)} and splits {list(splits)}; "
+            f"the manifest has: {available}. Check data.train_sets and data.train_splits."
+        )
+    return records
+
+
+class PretrainDataset(Dataset):
+    """Per image: ``P`` matched and ``N`` unmatched captions, MLM masks and MFR noise.
+
+    Args:
+        records: images with their captions (each needs at least one caption; at least two
+            records when ``num_neg > 0``).
+        tokenizer: from :func:`~vlparse.data.tokenization.build_tokenizer`.
+        image_size: ``S``.
+        max_text_len: ``L``, the length of the text part (words, ``[SEP]``, padding).
+        num_visual_tokens: ``m``, the length of the MFR noise.
+        num_pos, num_neg: ``P`` matched and ``N`` unmatched captions per image.
+        mlm_prob: BERT masking probability.
+        seed: base seed; items depend on ``(seed, epoch, index)`` only.
+        on_error: ``"skip"`` replaces a bad image by the next good one (index+1, +2, ...,
+            wrapping around) and names it in ``"skipped"``; ``"raise"`` raises
+            :class:`~vlparse.data.images.BadImageError`.
+        mlm_all: mask all ``P + N`` captions for MLM, not only the matched ones (for a single
+            shared ITM/MLM pass); ``mlm_*`` fields are then ``(P+N, L)``.
+        transform: PIL -> ``(3, S, S)`` tensor; default :func:`image_transform` of ``S``.
+
+    An item is a dict: ``image (3, S, S)`` float; ``input_ids``, ``attention_mask``
+    ``(P+N, L)`` long (matched captions first); ``mlm_input_ids``, ``mlm_labels`` ``(P, L)`` long
+    (labels -100 where not masked); ``mfr_noise (m,)`` float in ``[0, 1)``; ``index`` int (the
+    index asked for); ``skipped``: ``(path, reason)`` of bad images met for this item.
+    """
+
+    def __init__(
+        self,
+        records: list[ImageCaptions],
+        tokenizer,
+        image_size: int,
+        max_text_len: int,
+        num_visual_tokens: int,
+        num_pos: int = 2,
+        num_neg: int = 2,
+        mlm_prob: float = 0.15,
+        seed: int = 0,
+        on_error: str = "skip",
+        mlm_all: bool = False,
+        transform=None,
+    ) -> None:
+        if on_error not in ("skip", "raise"):
+            raise ValueError(f"on_error must be 'skip' or 'raise', got {on_error!r}")
+        if num_pos < 1 or num_neg < 0:
+            raise ValueError(f"need num_pos >= 1 and num_neg >= 0, got {num_pos} and {num_neg}")
+        if not records:
+            raise ValueError("PretrainDataset: no records")
+        if num_neg > 0 and len(records) < 2:
+            raise ValueError("PretrainDataset: unmatched captions need at least 2 images")
+        for i, r in enumerate(records):
+            if not r.captions:
+                raise ValueError(
+                    f"PretrainDataset: record {i} ({r.image_path}) has no caption; drop it first"
+                )
+        self.records = records
+        self.tokenizer = tokenizer
+        self.ids = special_ids(tokenizer)
+        self.image_size = image_size
+        self.max_text_len = max_text_len
+        self.num_visual_tokens = num_visual_tokens
+        self.num_pos = num_pos
+        self.num_neg = num_neg
+        self.mlm_prob = mlm_prob
+        self.seed = seed
+        self.on_error = on_error
+        self.mlm_all = mlm_all
+        self.transform = transform if transform is not None else image_transform(image_size)
+        self.epoch = 0
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def set_epoch(self, epoch: int) -> None:
+        """Draw captions, negatives and masks of ``epoch`` from now on."""
+        self.epoch = int(epoch)
+
+    def generator(self, index: int) -> torch.Generator:
+        """The generator of item ``index`` in the current epoch."""
+        return torch.Generator().manual_seed(stable_seed(self.seed, self.epoch, index))
+
+    def _load(self, index: int) -> tuple[int, torch.Tensor, list[tuple[str, str]]]:
+        """The first good image from ``index`` on: ``(its index, (3, S, S) tensor, skipped)``."""
+        n, skipped = len(self.records), []
+        for step in range(n):
+            j = (index + step) % n
+            path = self.records[j].image_path
+            try:
+                return j, self.transform(load_image(path)), skipped
+            except BadImageError as e:
+                if self.on_error == "raise":
+                    raise
+                skipped.append((e.path, e.reason))
+        raise BadImageError(
+            self.records[index].image_path,
+            f"all {n} images of the data set are bad (first: {skipped[0][1] if skipped else '?'})",
+        )
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        n = len(self.records)
+        if not -n <= index < n:
+            raise IndexError(f"PretrainDataset index {index} out of range for {n} images")
+        index = index % n
+        j, image, skipped = self._load(index)
+        gen = self.generator(index)
+
+        captions = self.records[j].captions
+        p = self.num_pos
+        order = torch.randperm(len(captions), generator=gen).tolist()
+        texts = [captions[order[i % len(order)]] for i in range(p)]
+        if self.num_neg:
+            for k in sample_negatives(j, n, self.num_neg, gen):
+                other = self.records[k].captions
+                texts.append(other[int(torch.randint(len(other), (1,), generator=gen))])
+
+        input_ids, attention_mask = encode_texts(self.tokenizer, texts, self.max_text_len)
+        n_mlm = len(texts) if self.mlm_all else p
+        ids = input_ids[:n_mlm]
+        maskable = attention_mask[:n_mlm].bool() & (ids != self.ids["sep"])
+        maskable &= (ids != self.ids["pad"]) & (ids != self.ids["cls"])
+        mlm_input_ids, mlm_labels = mask_tokens(
+            ids, maskable, self.ids["mask"], self.ids["vocab_size"], self.mlm_prob, gen
+        )
+        mfr_noise = torch.rand(self.num_visual_tokens, generator=gen)
+        return {
+            "image": image,
+            "input_ids": input_ids,
+            "attention_mask": attention_mask,
+            "mlm_input_ids": mlm_input_ids,
+            "mlm_labels": mlm_labels,
+            "mfr_noise": mfr_noise,
+            "index": index,
+            "skipped": skipped,
+        }

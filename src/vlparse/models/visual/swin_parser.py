@@ -1,0 +1,237 @@
+"""The visual parser: a timm Swin Transformer behind a thin adapter.
+
+The adapter adds two things to timm's model: the final feature map as a token sequence
+``(B, m, c)`` and, on request, the last block's self-attention as a full ``(B, m, m)`` map that
+attention-guided Masked Feature Regression uses to pick correlated tokens.
+
+timm's ``WindowAttention`` may run fused attention and never materialise its weights, so the
+adapter captures the input of the last block's ``attn`` module with a forward pre-hook that lives
+only for that call, and recomputes ``softmax(q k^T * scale + relative position bias + shift
+mask)`` from the module's own ``qkv`` layer and bias table. Each window's ``(N_w, N_w)`` map is
+then scattered back to the original token order (undoing the window partition and the cyclic
+shift), so with several windows the map is block-diagonal up to that permutation.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import timm
+import torch
+from torch import Tensor, nn
+
+from vlparse.config import VisualConfig
+from vlparse.models.outputs import VisualOutput
+from vlparse.models.weights import LoadReport, load_state_dict_report, read_state_dict
+
+__all__ = ["SwinParser"]
+
+
+def _timm_kwargs(cfg: VisualConfig) -> dict[str, Any]:
+    kwargs: dict[str, Any] = dict(
+        num_classes=0,
+        img_size=cfg.image_size,
+        window_size=cfg.window_size,
+        drop_path_rate=cfg.drop_path_rate,
+    )
+    if cfg.embed_dim is not None:
+        kwargs["embed_dim"] = cfg.embed_dim
+    if cfg.depths is not None:
+        kwargs["depths"] = tuple(cfg.depths)
+    if cfg.num_heads is not None:
+        kwargs["num_heads"] = tuple(cfg.num_heads)
+    return kwargs
+
+
+class SwinParser(nn.Module):
+    """Swin Transformer visual parser.
+
+    Args:
+        cfg: the visual config; ``arch`` names a timm Swin model, ``embed_dim``, ``depths`` and
+            ``num_heads`` override it. No weights are read here: see :meth:`load_pretrained`.
+
+    Attributes:
+        model: the timm ``SwinTransformer`` (headless, ``num_classes=0``).
+    """
+
+    has_attention = True
+
+    def __init__(self, cfg: VisualConfig) -> None:
+        super().__init__()
+        self.cfg = cfg
+        try:
+            self.model = timm.create_model(cfg.arch, pretrained=False, **_timm_kwargs(cfg))
+        except (RuntimeError, ValueError, TypeError, AssertionError) as e:
+            raise ValueError(
+                f"model.visual: cannot build timm model '{cfg.arch}' with image_size="
+                f"{cfg.image_size}, window_size={cfg.window_size}: {e}. The image side must be "
+                "divisible by patch size * 2**(stages-1), and arch must be a timm Swin model."
+            ) from e
+        if not hasattr(self.model, "layers") or not hasattr(self.model.layers[-1], "blocks"):
+            raise ValueError(f"model.visual.arch '{cfg.arch}' is not a timm Swin Transformer")
+        h, w = self.model.layers[-1].blocks[-1].input_resolution
+        self._grid = (int(h), int(w))
+
+    # ------------------------------------------------------------------ properties
+
+    @property
+    def grid_size(self) -> tuple[int, int]:
+        """``(h, w)`` of the final feature grid."""
+        return self._grid
+
+    @property
+    def num_tokens(self) -> int:
+        """``m = h * w`` visual tokens."""
+        return self._grid[0] * self._grid[1]
+
+    @property
+    def out_dim(self) -> int:
+        """``c``, the width of a visual token."""
+        return int(self.model.num_features)
+
+    @property
+    def last_block(self) -> nn.Module:
+        """The last ``SwinTransformerBlock`` (whose attention :meth:`forward` returns)."""
+        return self.model.layers[-1].blocks[-1]
+
+    def set_grad_checkpointing(self, enable: bool = True) -> None:
+        """Turn timm's per-stage gradient checkpointing on or off."""
+        self.model.set_grad_checkpointing(enable)
+
+    # ------------------------------------------------------------------ forward
+
+    def forward(self, images: Tensor, output_attentions: bool = False) -> VisualOutput:
+        """Encode images.
+
+        Args:
+            images: ``(B, 3, H, W)`` normalised images, ``H = W = cfg.image_size``.
+            output_attentions: also return the last block's attention ``(B, m, m)``.
+
+        Returns:
+            :class:`VisualOutput` with ``tokens (B, m, c)`` (after the final LayerNorm,
+            row-major over ``grid_size``) and ``attention`` when asked.
+        """
+        size = self.cfg.image_size
+        if images.dim() != 4 or images.shape[1] != 3 or tuple(images.shape[-2:]) != (size, size):
+            raise ValueError(
+                f"SwinParser expects images of shape (B, 3, {size}, {size}) "
+                f"(model.visual.image_size), got {tuple(images.shape)}"
+            )
+        captured: list[tuple[Tensor, Tensor | None]] = []
+        handle = None
+        if output_attentions:
+
+            def grab(_module: nn.Module, args: tuple, kwargs: dict) -> None:
+                if not captured:
+                    x = args[0] if args else kwargs["x"]
+                    mask = args[1] if len(args) > 1 else kwargs.get("mask")
+                    captured.append((x, mask))
+
+            handle = self.last_block.attn.register_forward_pre_hook(grab, with_kwargs=True)
+        try:
+            feats = self.model.forward_features(images)  # (B, h, w, c) NHWC
+        finally:
+            if handle is not None:
+                handle.remove()
+        b = feats.shape[0]
+        tokens = feats.reshape(b, -1, feats.shape[-1])
+        attention = None
+        if output_attentions:
+            if not captured:
+                raise RuntimeError("SwinParser: the last block's attention input was not captured")
+            attention = self._full_attention(*captured[0], batch=b)
+        return VisualOutput(tokens=tokens, grid_size=self.grid_size, attention=attention)
+
+    def window_token_index(self, device: torch.device | None = None) -> Tensor:
+        """``(nW, N_w)`` long: the original row-major token index of each position of each window
+        of the last block (after its cyclic shift and padding), ``-1`` for padding."""
+        blk = self.last_block
+        h, w = self._grid
+        wh, ww = blk.window_size
+        sh, sw = blk.shift_size
+        hp, wp = -(-h // wh) * wh, -(-w // ww) * ww
+        rows = torch.arange(hp, device=device)
+        cols = torch.arange(wp, device=device)
+        orig_r = (rows + sh) % h  # shifted[p] = x[(p + shift) mod h]
+        orig_c = (cols + sw) % w
+        idx = orig_r[:, None] * w + orig_c[None, :]
+        idx = idx.masked_fill((rows[:, None] >= h) | (cols[None, :] >= w), -1)  # (hp, wp)
+        idx = idx.view(hp // wh, wh, wp // ww, ww).permute(0, 2, 1, 3)
+        return idx.reshape(-1, wh * ww)
+
+    def _full_attention(self, x: Tensor, mask: Tensor | None, batch: int) -> Tensor:
+        """Recompute the last block's attention from its input windows and scatter it.
+
+        Args:
+            x: ``(B * nW, N_w, C)`` the windows fed to ``attn`` (after norm1, shift, partition).
+            mask: ``(nW, N_w, N_w)`` additive shift mask or ``None``.
+
+        Returns:
+            ``(B, m, m)`` heads-averaged attention in the original token order.
+        """
+        attn_mod = self.last_block.attn
+        bw, n, _ = x.shape
+        heads = attn_mod.num_heads
+        qkv = attn_mod.qkv(x).reshape(bw, n, 3, heads, -1).permute(2, 0, 3, 1, 4)
+        q, k = qkv[0], qkv[1]  # (B*nW, H, N_w, d)
+        logits = (q * attn_mod.scale) @ k.transpose(-2, -1) + attn_mod._get_rel_pos_bias()
+        num_win = bw // batch
+        logits = logits.view(batch, num_win, heads, n, n)
+        if mask is not None:
+            logits = logits + mask.to(logits.dtype).view(1, num_win, 1, n, n)
+        probs = logits.float().softmax(dim=-1).mean(dim=2)  # (B, nW, N_w, N_w)
+
+        idx = self.window_token_index(device=x.device)  # (nW, N_w)
+        valid = idx >= 0
+        if not bool(valid.all()):
+            # timm attends to zero padding; drop padded keys and renormalise the real ones
+            probs = probs * valid[None, :, None, :]
+            probs = probs / probs.sum(dim=-1, keepdim=True).clamp_min(1e-12)
+        pair = valid[:, :, None] & valid[:, None, :]
+        rows = idx[:, :, None].expand(-1, -1, n)[pair]
+        cols = idx[:, None, :].expand(-1, n, -1)[pair]
+        m = self.num_tokens
+        full = probs.new_zeros(batch, m, m)
+        full[:, rows, cols] = probs[:, pair]
+        return full.to(x.dtype)
+
+    # ------------------------------------------------------------------ weights
+
+    def load_pretrained(self, source: str) -> LoadReport:
+        """Load Swin weights and report missing / unexpected keys.
+
+        Args:
+            source: ``"timm"`` for timm's pretrained weights of ``cfg.arch`` (read from the local
+                Hugging Face cache; there is no download here if the machine is offline), or a
+                local ``.safetensors`` / ``.pth`` / ``.pt`` / ``.bin`` file (a dict with ``model``
+                or ``state_dict`` is unwrapped). Keys are adapted with timm's Swin
+                ``checkpoint_filter_fn`` (relative position tables resized to the window size,
+                old-style checkpoints renamed); the classifier head is ignored.
+        """
+        if source == "timm":
+            try:
+                ref = timm.create_model(self.cfg.arch, pretrained=True, **_timm_kwargs(self.cfg))
+            except Exception as e:  # hub / cache errors come in many types
+                raise RuntimeError(
+                    f"model.visual.pretrained='timm': could not get timm's pretrained weights for "
+                    f"'{self.cfg.arch}' ({type(e).__name__}: {e}). Without internet they must "
+                    "already be in the Hugging Face cache. Otherwise download the checkpoint on a "
+                    "connected machine and set model.visual.pretrained=/path/to/swin.safetensors"
+                ) from e
+            report = load_state_dict_report(self.model, ref.state_dict())
+            report.notes.append(f"timm pretrained weights of {self.cfg.arch}")
+            return report
+        path = Path(source)
+        if not path.exists():
+            raise FileNotFoundError(
+                f"model.visual.pretrained: '{source}' is neither 'timm' nor an existing file"
+            )
+        from timm.models.swin_transformer import checkpoint_filter_fn
+
+        raw = read_state_dict(path)
+        state = checkpoint_filter_fn(raw, self.model)
+        state = {k: v for k, v in state.items() if not k.startswith("head.")}
+        report = load_state_dict_report(self.model, state)
+        report.notes.append(f"read {path}")
+        return report

@@ -1,0 +1,1 @@
+"""Inter-modality probes (IMF, NMI)."""

@@ -1,0 +1,343 @@
+"""Pre-training of the Visual Parsing model: the losses of one batch and held-out evaluation.
+
+Batch composition (paper section 4.1): every image comes with ``P = num_pos`` matched captions
+and ``N = num_neg`` captions of other images (2 and 2 in the paper). The visual parser runs once
+per image and its tokens are reused for the ``P + N`` texts; MLM and MFR are computed on the
+matched pairs only.
+
+With ``objectives.itm_pass = "separate"`` (default) ITM and VLA see clean inputs of all ``P + N``
+pairs, and a second pass over the ``P`` matched pairs carries the MLM-masked text and the
+MFR-masked visual tokens. With ``"shared"`` one pass over the ``P + N`` pairs carries the masked
+inputs of all pairs (the masks then say nothing about the label) and all losses come from it.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from torch import Tensor
+
+from vlparse.config import ObjectiveConfig
+from vlparse.objectives import itm, mfr, mlm, ot
+
+__all__ = ["PretrainLosses", "pretrain_losses", "mfr_visual_mask", "run_pretrain"]
+
+
+def _identity(x: Tensor) -> Tensor:
+    return x
+
+
+@dataclass
+class PretrainLosses:
+    """Weighted total and its parts (scalars). ``counts`` hold integer statistics for metrics."""
+
+    loss: Tensor
+    mlm: Tensor
+    itm: Tensor
+    vla: Tensor
+    mfr: Tensor
+    counts: dict[str, int] = field(default_factory=dict)
+
+    def scalars(self) -> dict[str, float]:
+        out = {
+            "loss": float(self.loss.detach()),
+            "mlm": float(self.mlm.detach()),
+            "itm": float(self.itm.detach()),
+            "vla": float(self.vla.detach()),
+            "mfr": float(self.mfr.detach()),
+        }
+        c = self.counts
+        if c.get("itm_total"):
+            out["itm_acc"] = c["itm_correct"] / c["itm_total"]
+        if c.get("mlm_total"):
+            out["mlm_acc"] = c["mlm_correct"] / c["mlm_total"]
+        return out
+
+
+def mfr_visual_mask(cfg: ObjectiveConfig, noise: Tensor, attention: Tensor | None) -> Tensor | None:
+    """The ``(B, m)`` MFR mask, or ``None`` when MFR is off.
+
+    The anchor token is ``argmax(noise)``; ``attention`` mode adds its top attended tokens in the
+    parser's last layer, ``random`` mode the tokens of largest noise.
+    """
+    if cfg.mfr_mode == "off":
+        return None
+    m = noise.shape[1]
+    k = mfr.num_mfr_tokens(m, cfg.mfr_k, cfg.mfr_ratio)
+    anchor = noise.argmax(dim=1)
+    if cfg.mfr_mode == "attention":
+        if attention is None:
+            raise ValueError(
+                "objectives.mfr_mode='attention' needs the visual embedder's attention; this "
+                "embedder has none. Use objectives.mfr_mode=random or off."
+            )
+        return mfr.attention_guided_mask(attention.float(), anchor, k)
+    return mfr.random_mask(noise, anchor, k)
+
+
+def _mlm_terms(
+    model, out, labels: Tensor, reduce_count: Callable[[Tensor], Tensor]
+) -> tuple[Tensor, int, int]:
+    """MLM loss over the masked positions of ``labels (T, L)`` (others -100)."""
+    sel = labels != -100
+    targets = labels[sel]
+    logits = model.mlm_head(out.text[sel])
+    normalizer = reduce_count(sel.sum().to(torch.float32)).clamp(min=1.0)
+    loss = mlm.mlm_loss(logits.float(), targets, normalizer=normalizer)
+    correct, total = mlm.mlm_accuracy(logits, targets)
+    return loss, correct, total
+
+
+def pretrain_losses(
+    model,
+    batch: dict[str, Tensor],
+    cfg: ObjectiveConfig,
+    reduce_count: Callable[[Tensor], Tensor] = _identity,
+) -> PretrainLosses:
+    """Losses of one pre-training batch.
+
+    Args:
+        model: a :class:`~vlparse.models.single_stream.VisualParsingModel` (or a DDP wrapper's
+            ``module``; heads are called on it directly).
+        batch: from :func:`vlparse.data.collate.collate_pretrain`: ``image (B,3,S,S)``,
+            ``input_ids`` and ``attention_mask`` ``(B, P+N, L)``, ``mlm_input_ids`` and
+            ``mlm_labels`` ``(B, P', L)`` with ``P' >= P``, ``mfr_noise (B, m)``.
+        cfg: the objectives config.
+        reduce_count: sums a count over processes and divides by the world size, so that token
+            level losses are normalised by the global count (identity in one process).
+
+    Returns:
+        the total ``MLM + lambda_itm * (ITM + vla_weight * VLA) + lambda_mfr * MFR`` and parts.
+    """
+    images = batch["image"]
+    bsz, n_txt, seq = batch["input_ids"].shape
+    p = cfg.num_pos
+    if n_txt != cfg.num_pos + cfg.num_neg:
+        raise ValueError(f"batch has {n_txt} texts per image, config expects {p}+{cfg.num_neg}")
+
+    vis = model.encode_image(images, output_attentions=cfg.mfr_mode == "attention")
+    tokens = vis.tokens
+    vmask = mfr_visual_mask(cfg, batch["mfr_noise"], vis.attention)
+    labels_itm = itm.itm_labels(bsz, p, cfg.num_neg, device=images.device)
+
+    shared = cfg.itm_pass == "shared"
+    if shared:
+        ids = batch["mlm_input_ids"][:, :n_txt]
+        if ids.shape[1] != n_txt:
+            raise ValueError("itm_pass='shared' needs MLM-masked versions of all texts")
+        out = model.fuse(
+            tokens.repeat_interleave(n_txt, 0),
+            ids.reshape(-1, seq),
+            batch["attention_mask"].reshape(-1, seq),
+            visual_mask=None if vmask is None else vmask.repeat_interleave(n_txt, 0),
+        )
+    else:
+        out = model.fuse(
+            tokens.repeat_interleave(n_txt, 0),
+            batch["input_ids"].reshape(-1, seq),
+            batch["attention_mask"].reshape(-1, seq),
+        )
+
+    # ITM + VLA on all pairs.
+    logits_itm = model.itm_head(out.cls)
+    loss_itm = itm.itm_loss(logits_itm.float(), labels_itm)
+    text_mask = batch["attention_mask"].reshape(-1, seq).bool()
+    vis_mask = torch.ones(out.visual.shape[:2], dtype=torch.bool, device=images.device)
+    if cfg.vla_weight > 0:
+        dist = ot.ot_distance(
+            out.visual.float(),
+            out.text.float(),
+            vis_mask,
+            text_mask,
+            beta=cfg.ipot_beta,
+            iters=cfg.ipot_iters,
+        )
+        loss_vla = ot.vla_loss(dist, labels_itm)
+    else:
+        loss_vla = logits_itm.new_zeros(())
+    itm_correct, itm_total = itm.itm_accuracy(logits_itm, labels_itm)
+
+    # MLM + MFR on the matched pairs.
+    mlm_labels = batch["mlm_labels"][:, :p].reshape(-1, seq)
+    if shared:
+        matched = labels_itm.bool()
+        hidden_text = out.text[matched]
+        hidden_vis = out.visual[matched]
+        mlm_out = _Slice(hidden_text, hidden_vis)
+        vmask_m = None if vmask is None else vmask.repeat_interleave(n_txt, 0)[matched]
+    else:
+        vmask_m = None if vmask is None else vmask.repeat_interleave(p, 0)
+        mlm_out = model.fuse(
+            tokens.repeat_interleave(p, 0),
+            batch["mlm_input_ids"][:, :p].reshape(-1, seq),
+            batch["attention_mask"][:, :p].reshape(-1, seq),
+            visual_mask=vmask_m,
+        )
+    loss_mlm, mlm_correct, mlm_total = _mlm_terms(model, mlm_out, mlm_labels, reduce_count)
+
+    if vmask_m is not None:
+        pred = model.mfr_head(mlm_out.visual[vmask_m])
+        target = tokens.detach().repeat_interleave(p, 0)[vmask_m]
+        loss_mfr = mfr.mfr_loss(pred.float(), target.float(), num_samples=bsz * p)
+    else:
+        loss_mfr = logits_itm.new_zeros(())
+
+    total = (
+        loss_mlm
+        + cfg.lambda_itm * (loss_itm + cfg.vla_weight * loss_vla)
+        + cfg.lambda_mfr * loss_mfr
+    )
+    counts = {
+        "itm_correct": itm_correct,
+        "itm_total": itm_total,
+        "mlm_correct": mlm_correct,
+        "mlm_total": mlm_total,
+    }
+    return PretrainLosses(total, loss_mlm, loss_itm, loss_vla, loss_mfr, counts)
+
+
+@dataclass
+class _Slice:
+    """The matched rows of a shared pass, shaped like a FusionOutput for the heads."""
+
+    text: Tensor
+    visual: Tensor
+
+
+# --------------------------------------------------------------------------- the whole run
+
+
+def _log_load_reports(reports: dict, logger_print: Callable[[str], None]) -> None:
+    for name, report in reports.items():
+        logger_print(f"pretrained {name}: {report}")
+
+
+def run_pretrain(
+    cfg,
+    manifest_path: str | Path,
+    out_dir: str | Path,
+    resume: bool = False,
+    evaluate: bool = True,
+) -> dict:
+    """Pre-train a Visual Parsing model on the caption data sets of a manifest.
+
+    Writes checkpoints, ``log.jsonl``, TensorBoard events, ``config.yaml``, ``run_info.json``,
+    ``loss_curves.png`` and ``summary.json`` (held-out metrics beside chance) under ``out_dir``.
+    Works in one process and under ``torchrun``.
+
+    Returns:
+        the summary dict (also written to ``summary.json`` by the main process).
+    """
+    from vlparse.config import to_dict
+    from vlparse.data import read_pretrain_records
+    from vlparse.data.collate import collate_pretrain
+    from vlparse.data.manifest import load_manifest
+    from vlparse.data.pretrain import PretrainDataset
+    from vlparse.data.tokenization import build_tokenizer, special_ids
+    from vlparse.models.single_stream import VisualParsingModel
+    from vlparse.tasks.pretrain_eval import evaluate_pretrain
+    from vlparse.train.distributed import cleanup, init_distributed
+    from vlparse.train.logging import plot_curves
+    from vlparse.train.loop import StepOutput, fit
+
+    out_dir = Path(out_dir)
+    dist = init_distributed()
+    t0 = time.perf_counter()
+    torch.manual_seed(cfg.train.seed)
+    tokenizer = build_tokenizer(cfg.model.text.tokenizer)
+    ids = special_ids(tokenizer)
+    vocab = cfg.model.text.vocab_size or ids["vocab_size"]
+    model = VisualParsingModel(cfg.model, vocab, cls_token_id=ids["cls"], sep_token_id=ids["sep"])
+    if not resume and (cfg.model.visual.pretrained or cfg.model.text.pretrained):
+        reports = model.load_pretrained()
+        if dist.is_main:
+            _log_load_reports(reports, print)
+    if cfg.train.compile:
+        model.visual.compile()
+        model.encoder.compile()
+
+    manifest = load_manifest(manifest_path)
+    o = cfg.objectives
+    records = read_pretrain_records(manifest, cfg.data.train_sets, cfg.data.train_splits)
+
+    def make_dataset(recs, seed: int) -> PretrainDataset:
+        return PretrainDataset(
+            recs,
+            tokenizer,
+            image_size=cfg.model.visual.image_size,
+            max_text_len=cfg.model.text.max_text_len,
+            num_visual_tokens=model.num_visual_tokens,
+            num_pos=o.num_pos,
+            num_neg=o.num_neg,
+            mlm_prob=o.mlm_prob,
+            seed=seed,
+            on_error=cfg.data.on_error,
+            mlm_all=o.itm_pass == "shared",
+        )
+
+    dataset = make_dataset(records, cfg.train.seed)
+    val_dataset = None
+    if evaluate:
+        val_records = read_pretrain_records(manifest, [cfg.data.val_set], [cfg.data.val_split])
+        val_dataset = make_dataset(val_records, cfg.train.seed + 1)
+
+    amp = torch.bfloat16 if dist.device.type == "cuda" and cfg.train.precision != "fp32" else None
+
+    def eval_fn(m) -> dict[str, float]:
+        return evaluate_pretrain(
+            m,
+            val_dataset,
+            device=dist.device,
+            num_images=cfg.train.eval_images,
+            batch_size=max(1, min(64, cfg.train.batch_size)),
+            autocast_dtype=amp,
+            progress=cfg.train.progress,
+        )
+
+    def step_fn(m, batch, reduce_count) -> StepOutput:
+        losses = pretrain_losses(m, batch, o, reduce_count)
+        return StepOutput(losses.loss, losses.scalars(), losses.counts)
+
+    result = fit(
+        model=model,
+        dataset=dataset,
+        collate_fn=collate_pretrain,
+        step_fn=step_fn,
+        optim_cfg=cfg.optim,
+        train_cfg=cfg.train,
+        data_cfg=cfg.data,
+        run_dir=out_dir,
+        dist=dist,
+        config_dict=to_dict(cfg),
+        resume=resume,
+        eval_fn=eval_fn if evaluate else None,
+        find_unused_parameters=o.mfr_mode == "off" or o.vla_weight == 0,
+        desc="pretrain",
+    )
+    summary = {
+        "steps": result.step,
+        "epochs_completed": result.epoch,
+        "images_seen": result.images_seen,
+        "bad_images": result.bad_images,
+        "train_images": len(dataset),
+        "checkpoint": str(result.last_checkpoint) if result.last_checkpoint else None,
+        "wall_s": time.perf_counter() - t0,
+        "world_size": dist.world_size,
+        "model": cfg.model.name,
+        "held_out": result.final_metrics,
+    }
+    if dist.is_main:
+        (out_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+        plot_curves(
+            out_dir / "log.jsonl",
+            out_dir / "loss_curves.png",
+            keys=["loss", "mlm", "itm", "vla", "mfr", "itm_acc", "mlm_acc", "lr"],
+            title=f"vlparse pre-training ({cfg.model.name})",
+        )
+    cleanup()
+    return summary

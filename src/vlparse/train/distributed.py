@@ -1,0 +1,146 @@
+"""Process-group setup from torchrun's environment, and collectives that are no-ops in a single
+process.
+
+Launch::
+
+    torchrun --nproc_per_node 4 -m vlparse.cli pretrain ...
+
+torchrun sets ``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK``, ``MASTER_ADDR`` and ``MASTER_PORT``;
+:func:`init_distributed` reads them. Without them (or with ``WORLD_SIZE=1``) everything runs in
+one process and no process group is created. NCCL is used for CUDA devices, gloo otherwise.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.distributed as dist
+from torch import nn
+
+__all__ = [
+    "DistInfo",
+    "init_distributed",
+    "is_distributed",
+    "all_reduce_sum",
+    "barrier",
+    "broadcast_object",
+    "cleanup",
+    "wrap_ddp",
+]
+
+
+@dataclass(frozen=True)
+class DistInfo:
+    """Where this process stands: ``rank`` of ``world_size``, ``local_rank`` on its node, its
+    ``device``; ``is_main`` for rank 0; ``enabled`` when a process group exists."""
+
+    rank: int
+    world_size: int
+    local_rank: int
+    device: torch.device
+    is_main: bool
+    enabled: bool
+
+
+def _env_int(name: str, default: int) -> int:
+    raw = os.environ.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        return int(raw)
+    except ValueError:
+        raise ValueError(f"environment variable {name}={raw!r} is not an integer") from None
+
+
+def init_distributed(device: str | None = None) -> DistInfo:
+    """Initialise from torchrun's environment variables.
+
+    ``device``: ``"cuda"``, ``"cuda:<i>"``, ``"cpu"`` or ``None`` (CUDA when available). Under
+    torchrun a CUDA process uses ``cuda:<LOCAL_RANK>`` and makes it the current device. Calling
+    again when a process group already exists reuses it.
+    """
+    if device is None:
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    dev = torch.device(device)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError(f"device '{device}' requested but CUDA is not available; use 'cpu'")
+    world_size = _env_int("WORLD_SIZE", 1)
+    rank = _env_int("RANK", 0)
+    local_rank = _env_int("LOCAL_RANK", 0)
+    if world_size <= 1:
+        if dev.type == "cuda":
+            dev = torch.device("cuda", dev.index if dev.index is not None else local_rank)
+            torch.cuda.set_device(dev)
+        return DistInfo(0, 1, 0, dev, True, False)
+    if not 0 <= rank < world_size:
+        raise ValueError(f"RANK={rank} is outside [0, WORLD_SIZE={world_size})")
+    if dev.type == "cuda":
+        dev = torch.device("cuda", local_rank)
+        torch.cuda.set_device(dev)
+    backend = "nccl" if dev.type == "cuda" else "gloo"
+    if not dist.is_initialized():
+        missing = [k for k in ("MASTER_ADDR", "MASTER_PORT") if k not in os.environ]
+        if missing:
+            raise RuntimeError(
+                f"WORLD_SIZE={world_size} but {', '.join(missing)} not set; launch with torchrun "
+                "(which sets them) or export them yourself"
+            )
+        kwargs: dict[str, Any] = {}
+        if backend == "nccl":
+            kwargs["device_id"] = dev
+        dist.init_process_group(backend, rank=rank, world_size=world_size, **kwargs)
+    return DistInfo(rank, world_size, local_rank, dev, rank == 0, True)
+
+
+def is_distributed() -> bool:
+    """Whether a process group with more than one process exists."""
+    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+
+
+def all_reduce_sum(tensor: torch.Tensor) -> torch.Tensor:
+    """Sum ``tensor`` over all processes, in place; returns it. A no-op in a single process."""
+    if is_distributed():
+        dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
+    return tensor
+
+
+def barrier() -> None:
+    """Wait for every process; a no-op in a single process."""
+    if is_distributed():
+        dist.barrier()
+
+
+def broadcast_object(obj: Any, src: int = 0) -> Any:
+    """Rank ``src``'s picklable ``obj`` on every process (others pass anything, e.g. ``None``)."""
+    if not is_distributed():
+        return obj
+    box = [obj]
+    dist.broadcast_object_list(box, src=src)
+    return box[0]
+
+
+def cleanup() -> None:
+    """Destroy the process group if one exists."""
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def wrap_ddp(
+    model: nn.Module, info: DistInfo, find_unused_parameters: bool = False, **kwargs: Any
+) -> nn.Module:
+    """``DistributedDataParallel(model)`` when ``info.enabled``, else ``model`` unchanged.
+
+    The model must already be on ``info.device``. Set ``find_unused_parameters=True`` when some
+    parameters get no gradient in a step, e.g. the MFR head with ``objectives.mfr_mode='off'``
+    or the MLM/ITM heads in a mode that skips them; otherwise DDP raises at the next step. (It
+    costs a graph traversal per step; freezing or deleting the unused heads is cheaper.)
+    """
+    if not info.enabled:
+        return model
+    device_ids = [info.device.index] if info.device.type == "cuda" else None
+    return nn.parallel.DistributedDataParallel(
+        model, device_ids=device_ids, find_unused_parameters=find_unused_parameters, **kwargs
+    )

