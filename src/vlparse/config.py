@@ -121,6 +121,7 @@ class ObjectiveConfig:
     mfr_mode: Literal["attention", "random", "off"] = "attention"
     mfr_k: int = 7
     mfr_ratio: float | None = None
+    mfr_reduction: Literal["mean_channel", "sum"] = "mean_channel"
     lambda_itm: float = 1.0
     lambda_mfr: float = 0.01
 
@@ -159,10 +160,13 @@ class OptimConfig:
 @dataclass
 class TrainConfig:
     """The loop. ``batch_size`` counts images per optimizer step over all processes (each image
-    comes with ``num_pos + num_neg`` texts); ``grad_accum`` splits it into micro-batches."""
+    comes with ``num_pos + num_neg`` texts); ``grad_accum`` splits it into micro-batches.
+    ``max_minutes`` ends the run (checkpoint, evaluation, summary) after that much training time,
+    whatever ``epochs`` or ``max_steps`` say."""
 
     epochs: float = 40
     max_steps: int | None = None
+    max_minutes: float | None = None
     batch_size: int = 2048
     grad_accum: int = 1
     precision: Literal["auto", "fp32", "bf16"] = "auto"

@@ -183,7 +183,8 @@ def pretrain_losses(
     if vmask_m is not None:
         pred = model.mfr_head(mlm_out.visual[vmask_m])
         target = tokens.detach().repeat_interleave(p, 0)[vmask_m]
-        loss_mfr = mfr.mfr_loss(pred.float(), target.float(), num_samples=bsz * p)
+        per = target.shape[-1] if cfg.mfr_reduction == "mean_channel" else 1
+        loss_mfr = mfr.mfr_loss(pred.float(), target.float(), num_samples=bsz * p * per)
     else:
         loss_mfr = logits_itm.new_zeros(())
 

@@ -216,6 +216,8 @@ def fit(
     window_n = 0
     t_window, img_window = time.perf_counter(), 0
     final_metrics: dict[str, float] = {}
+    t_start = time.perf_counter()
+    out_of_time = False
 
     while step < total_steps:
         sampler.set_epoch(epoch)
@@ -302,7 +304,12 @@ def fit(
                     final_metrics = eval_fn(model)
                     logger.log(step, {f"val/{k}": v for k, v in final_metrics.items()})
                 barrier()
-            if step >= total_steps:
+            if train_cfg.max_minutes is not None:
+                flag = torch.tensor(
+                    [float(time.perf_counter() - t_start > 60 * train_cfg.max_minutes)]
+                )
+                out_of_time = bool(all_reduce_sum(flag) > 0) if world > 1 else bool(flag)
+            if step >= total_steps or out_of_time:
                 break
         else:
             epoch += 1
@@ -312,6 +319,8 @@ def fit(
         if batch_in_epoch >= micro_per_epoch:
             epoch, batch_in_epoch = epoch + 1, 0
         break
+    if out_of_time:
+        logger.info(f"train.max_minutes={train_cfg.max_minutes} reached at step {step}")
 
     _check_bad(bad_images, images_seen, data_cfg, 0, world, logger, final=True)
     if last_ckpt is None or not last_ckpt.name.endswith(f"{step:08d}"):
