@@ -150,6 +150,7 @@ def fit(
 
     step = epoch = batch_in_epoch = images_seen = bad_images = 0
     last_ckpt: Path | None = None
+    last_ckpt_step = -1
     if resume:
         try:
             ckpt = find_checkpoint(run_dir)
@@ -160,7 +161,7 @@ def fit(
             step, epoch = int(extra["step"]), int(extra["epoch"])
             batch_in_epoch = int(extra["batch_in_epoch"])
             images_seen, bad_images = int(extra["images_seen"]), int(extra["bad_images"])
-            last_ckpt = ckpt
+            last_ckpt, last_ckpt_step = ckpt, step
     if dist.is_main:
         write_run_info(run_dir, config_dict)
     logger = RunLogger(
@@ -195,6 +196,8 @@ def fit(
     model.train()
 
     def checkpoint() -> Path | None:
+        nonlocal last_ckpt_step
+        last_ckpt_step = step
         extra = {
             "step": step,
             "epoch": epoch,
@@ -323,7 +326,7 @@ def fit(
         logger.info(f"train.max_minutes={train_cfg.max_minutes} reached at step {step}")
 
     _check_bad(bad_images, images_seen, data_cfg, 0, world, logger, final=True)
-    if last_ckpt is None or not last_ckpt.name.endswith(f"{step:08d}"):
+    if last_ckpt_step != step:
         last_ckpt = checkpoint() or last_ckpt
     if eval_fn is not None and dist.is_main:
         final_metrics = eval_fn(model)
