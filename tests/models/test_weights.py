@@ -76,8 +76,10 @@ def test_minilm_loads_and_reproduces_bert(minilm) -> None:
     reports = model.load_pretrained()
     assert set(reports) == {"text"}
     rep = reports["text"]
-    assert rep.missing, "the visual side cannot come from BERT"
-    assert all(k.startswith(OURS_ONLY) for k in rep.missing), rep.missing
+    # a sentence-transformers checkpoint has no MLM head: only its transform stays missing;
+    # the parts BERT cannot hold (visual side, ITM/MFR heads) are counted in the notes
+    assert rep.missing and all(k.startswith("mlm_head.") for k in rep.missing), rep.missing
+    assert any("visual side" in n for n in rep.notes)
     assert not any(k.startswith(("text_embed.", "encoder.")) for k in rep.missing)
     assert "mlm_head.decoder.weight" not in rep.missing  # tied to the word embeddings
     assert set(rep.unexpected) == {"embeddings.position_ids", "pooler.dense.weight",

@@ -236,8 +236,9 @@ class VisualParsingModel(nn.Module):
                 the local cache).
 
         Returns:
-            The report; ``missing`` lists the model's keys the checkpoint did not set (the
-            visual side, the ITM/MFR heads, the mask token, ...).
+            The report; ``missing`` lists the text-side keys (embeddings, encoder, MLM head)
+            the checkpoint did not set; the visual side, the ITM/MFR heads and the mask token
+            are counted in ``notes``.
         """
         sd, heads = self._read_bert(source)
         t = self.cfg.text
@@ -280,7 +281,14 @@ class VisualParsingModel(nn.Module):
         if "text_embed.word_embeddings.weight" in mapped:
             report.missing = [k for k in report.missing if k != "mlm_head.decoder.weight"]
         report.unexpected = unused + report.unexpected
-        report.notes = notes + [f"read {source}"]
+        not_text = ("visual.", "visual_embed.", "itm_head.", "mfr_head.", "visual_mask_token")
+        other = [k for k in report.missing if k.startswith(not_text)]
+        report.missing = [k for k in report.missing if not k.startswith(not_text)]
+        report.notes = notes + [
+            f"read {source}",
+            f"{len(other)} keys of the visual side, ITM/MFR heads and mask token are not part "
+            "of a BERT checkpoint and keep their initialisation",
+        ]
         return report
 
     @staticmethod

@@ -1,0 +1,36 @@
+"""The quickstart end to end, shrunk to seconds."""
+
+from __future__ import annotations
+
+import json
+
+from vlparse.cli import main
+
+
+def test_quickstart_end_to_end(tmp_path, small_overrides):
+    out = tmp_path / "qs"
+    rc = main([
+        "quickstart", "--out", str(out), "--images", "60", "--workers", "1",
+        *small_overrides, "train.max_steps=3", "train.eval_images=12",
+    ])
+    assert rc == 0
+    summary = json.loads((out / "summary.json").read_text())
+    held = summary["held_out"]
+    for key in ("itm_acc", "itm_chance", "mlm_acc", "mlm_chance", "i2t_r1", "i2t_r1_chance"):
+        assert key in held
+    assert held["itm_chance"] == 0.5
+    assert 0.0 <= held["itm_acc"] <= 1.0 and held["itm_pairs"] == 4 * held["num_images"]
+    assert (out / "loss_curves.png").stat().st_size > 1000
+    assert summary["pretrain"]["steps"] == 3
+    # a second run reuses the scene world
+    assert main(["quickstart", "--out", str(out), "--images", "60", *small_overrides,
+                 "train.max_steps=1", "train.eval_images=4"]) == 0
+
+
+def test_cli_help_has_examples(capsys):
+    import pytest
+
+    for cmd in (["pretrain", "--help"], ["quickstart", "--help"], ["data", "synth", "--help"]):
+        with pytest.raises(SystemExit):
+            main(cmd)
+        assert "examples:" in capsys.readouterr().out
