@@ -121,7 +121,8 @@ def test_backward_reaches_every_part(setup):
     cfg, model = setup
     model.train()
     model.zero_grad()
-    pretrain_losses(model, _batch(2, 4, 12, model.num_visual_tokens), cfg.objectives).loss.backward()
+    batch = _batch(2, 4, 12, model.num_visual_tokens)
+    pretrain_losses(model, batch, cfg.objectives).loss.backward()
     for name in ("visual", "visual_embed", "encoder", "mlm_head", "itm_head", "mfr_head"):
         grads = [p.grad for p in getattr(model, name).parameters() if p.requires_grad]
         assert any(g is not None and g.abs().sum() > 0 for g in grads), name
