@@ -245,8 +245,9 @@ def fit(
             last_micro = accum == train_cfg.grad_accum
             sync = last_micro or world == 1
             ctx = runner.no_sync() if (world > 1 and not sync) else nullcontext()
-            with ctx, torch.autocast(device.type, dtype=amp, enabled=amp is not None):
-                loss, out = runner(batch)
+            with ctx:
+                with torch.autocast(device.type, dtype=amp, enabled=amp is not None):
+                    loss, out = runner(batch)
                 (loss / train_cfg.grad_accum).backward()
             for k, v in out.scalars.items():
                 window[k] = window.get(k, 0.0) + v
