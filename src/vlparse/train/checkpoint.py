@@ -31,7 +31,7 @@ import safetensors.torch
 import torch
 from torch import nn
 
-from vlparse.models.weights import LoadReport
+from vlparse.models.weights import LoadReport, read_state_dict
 from vlparse.utils import atomic_write_text
 
 __all__ = [
@@ -228,20 +228,6 @@ def _strip_wrapper_prefixes(state: dict[str, torch.Tensor]) -> dict[str, torch.T
     return state
 
 
-def _read_weights(path: Path) -> dict[str, torch.Tensor]:
-    """A state dict from a ``.safetensors`` file or a torch file (optionally under ``model`` or
-    ``state_dict``)."""
-    if path.suffix == ".safetensors":
-        return safetensors.torch.load_file(str(path), device="cpu")
-    obj = torch.load(path, map_location="cpu", weights_only=True)
-    for key in ("model", "state_dict"):
-        if isinstance(obj, dict) and isinstance(obj.get(key), dict):
-            obj = obj[key]
-    if not isinstance(obj, dict):
-        raise ValueError(f"{path}: expected a state dict, got {type(obj).__name__}")
-    return obj
-
-
 def _load_into(model: nn.Module, state: dict[str, torch.Tensor]) -> LoadReport:
     """Non-strict load that skips shape mismatches (noted) and does not report a tied alias as
     missing when the tensor it shares storage with was loaded."""
@@ -281,7 +267,7 @@ def load_checkpoint(
     loop did not store it)."""
     ckpt = find_checkpoint(ckpt_dir)
     bare = unwrap_model(model)
-    weights = _strip_wrapper_prefixes(_read_weights(ckpt / WEIGHTS_NAME))
+    weights = _strip_wrapper_prefixes(read_state_dict(ckpt / WEIGHTS_NAME))
     report = _load_into(bare, weights)
     if report.missing or report.unexpected:
         raise RuntimeError(
@@ -313,5 +299,5 @@ def load_model_weights(path: str | Path, model: nn.Module) -> LoadReport:
     shape differs are skipped and noted. Returns the missing / unexpected keys."""
     path = Path(path)
     file = path if path.is_file() else find_checkpoint(path) / WEIGHTS_NAME
-    weights = _strip_wrapper_prefixes(_read_weights(file))
+    weights = _strip_wrapper_prefixes(read_state_dict(file))
     return _load_into(unwrap_model(model), weights)
