@@ -3,7 +3,9 @@
 Batch composition (paper section 4.1): every image comes with ``P = num_pos`` matched captions
 and ``N = num_neg`` captions of other images (2 and 2 in the paper). The visual parser runs once
 per image and its tokens are reused for the ``P + N`` texts; MLM and MFR are computed on the
-matched pairs only.
+matched pairs only. The unmatched captions are drawn by the data set from other images of the
+whole data set (not only the mini-batch), with a generator keyed by ``(seed, epoch, index)``, so
+that a batch is the same whatever the number of processes.
 
 With ``objectives.itm_pass = "separate"`` (default) ITM and VLA see clean inputs of all ``P + N``
 pairs, and a second pass over the ``P`` matched pairs carries the MLM-masked text and the
