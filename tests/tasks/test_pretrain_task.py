@@ -77,6 +77,10 @@ def test_batch_composition_separate(setup):
         out.itm + cfg.objectives.vla_weight * out.vla
     ) + cfg.objectives.lambda_mfr * out.mfr
     torch.testing.assert_close(out.loss, expected)
+    spread = out.scalars()["visual_spread"]
+    torch.testing.assert_close(
+        torch.tensor(spread), model.encode_image(batch["image"]).tokens.std(0).mean()
+    )
 
 
 def test_unmatched_pairs_carry_no_mlm_or_mfr(setup):

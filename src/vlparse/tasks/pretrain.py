@@ -44,6 +44,7 @@ class PretrainLosses:
     vla: Tensor
     mfr: Tensor
     counts: dict[str, int] = field(default_factory=dict)
+    visual_spread: Tensor | None = None
 
     def scalars(self) -> dict[str, float]:
         out = {
@@ -53,6 +54,8 @@ class PretrainLosses:
             "vla": float(self.vla.detach()),
             "mfr": float(self.mfr.detach()),
         }
+        if self.visual_spread is not None:
+            out["visual_spread"] = float(self.visual_spread)
         c = self.counts
         if c.get("itm_total"):
             out["itm_acc"] = c["itm_correct"] / c["itm_total"]
@@ -201,7 +204,10 @@ def pretrain_losses(
         "mlm_correct": mlm_correct,
         "mlm_total": mlm_total,
     }
-    return PretrainLosses(total, loss_mlm, loss_itm, loss_vla, loss_mfr, counts)
+    # std of the parser's tokens across the images of the batch: near 0 means the parser has
+    # collapsed to one output whatever the image (see the quickstart config)
+    spread = tokens.detach().float().std(0).mean() if bsz > 1 else None
+    return PretrainLosses(total, loss_mlm, loss_itm, loss_vla, loss_mfr, counts, spread)
 
 
 @dataclass
@@ -339,7 +345,7 @@ def run_pretrain(
         plot_curves(
             out_dir / "log.jsonl",
             out_dir / "loss_curves.png",
-            keys=["loss", "mlm", "itm", "vla", "mfr", "itm_acc", "mlm_acc", "lr"],
+            keys=["loss", "mlm", "itm", "vla", "mfr", "itm_acc", "mlm_acc", "visual_spread", "lr"],
             title=f"vlparse pre-training ({cfg.model.name})",
         )
     cleanup()
