@@ -19,6 +19,8 @@ def test_quickstart_end_to_end(tmp_path, small_overrides):
     for key in ("itm_acc", "itm_chance", "mlm_acc", "mlm_chance", "i2t_r1", "i2t_r1_chance"):
         assert key in held
     assert held["itm_chance"] == 0.5
+    assert 0.0 < held["imf_1L"] < 1.0 and 0.0 <= held["nmi_last"] <= 1.0
+    assert held["probe_pairs"] == held["num_images"]
     assert 0.0 <= held["itm_acc"] <= 1.0 and held["itm_pairs"] == 4 * held["num_images"]
     assert (out / "loss_curves.png").stat().st_size > 1000
     assert summary["pretrain"]["steps"] == 3

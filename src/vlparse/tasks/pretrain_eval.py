@@ -11,6 +11,7 @@ from tqdm.auto import tqdm
 from vlparse.data.collate import collate_pretrain
 from vlparse.eval.metrics import majority_fraction, recall_at_k
 from vlparse.objectives import itm
+from vlparse.probing import IMFAccumulator, NMIAccumulator
 
 __all__ = ["evaluate_pretrain", "itm_scores"]
 
@@ -70,6 +71,7 @@ def evaluate_pretrain(
     num_images: int = 500,
     batch_size: int = 32,
     retrieval_images: int = 100,
+    probe_images: int = 64,
     num_workers: int = 0,
     progress: bool = False,
     autocast_dtype: torch.dtype | None = None,
@@ -86,7 +88,10 @@ def evaluate_pretrain(
     Returns:
         ``itm_acc`` and ``itm_chance`` (the majority class share), ``mlm_acc`` and ``mlm_chance``
         (always predicting the most frequent masked token), ``i2t_r1`` and ``i2t_r1_chance``,
-        ``t2i_r1``, and the counts.
+        ``t2i_r1``, and the counts; with ``probe_images > 0`` also the inter-modality flow from
+        the input to the last layer ``imf_1L`` (the paper's F^{1,L}) and the NMI of the last
+        layer's 2-means clustering against the modality labels ``nmi_last``, over the matched
+        pairs of the first ``probe_images`` images.
     """
     was_training = model.training
     model.eval()
@@ -103,6 +108,8 @@ def evaluate_pretrain(
     autocast = torch.autocast(device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None)
     itm_correct = itm_total = mlm_correct = mlm_total = 0
     targets: list[Tensor] = []
+    imf = nmi = None
+    probed = 0
     first_captions: list[tuple[Tensor, Tensor]] = []
     images_kept: list[Tensor] = []
     for batch in tqdm(loader, desc="evaluate", disable=not progress, leave=False):
@@ -130,6 +137,19 @@ def evaluate_pretrain(
         c, t = (int((logits.argmax(-1) == mlm_labels[sel]).sum()), int(sel.sum()))
         mlm_correct, mlm_total = mlm_correct + c, mlm_total + t
         targets.append(mlm_labels[sel].cpu())
+        if probed < probe_images:
+            take = min(bsz, probe_images - probed)
+            probe_out = model.fuse(
+                tokens[:take].float(), batch["input_ids"][:take, 0],
+                batch["attention_mask"][:take, 0],
+                output_attentions=True, output_hidden_states=True,
+            )
+            if imf is None:
+                imf = IMFAccumulator(len(probe_out.attentions))
+                nmi = NMIAccumulator(1)
+            imf.update([a.float() for a in probe_out.attentions], probe_out.modality)
+            nmi.update([probe_out.hidden_states[-1].float()], probe_out.modality)
+            probed += take
         if sum(x.shape[0] for x in images_kept) < retrieval_images:
             images_kept.append(batch["image"])
             first_captions.append((batch["input_ids"][:, 0], batch["attention_mask"][:, 0]))
@@ -143,6 +163,11 @@ def evaluate_pretrain(
         "mlm_tokens": mlm_total,
         "num_images": n,
     }
+    if imf is not None and imf.num_samples:
+        flow = imf.compute()
+        result["imf_1L"] = float(flow[0, -1])
+        result["nmi_last"] = float(nmi.compute()[-1])
+        result["probe_pairs"] = imf.num_samples
     if images_kept:
         imgs = torch.cat(images_kept)[:retrieval_images]
         ids = torch.cat([c[0] for c in first_captions])[:retrieval_images]
@@ -170,6 +195,12 @@ def format_report(result: dict[str, float]) -> str:
             f"MLM accuracy      {result['mlm_acc']:.3f}  "
             f"(majority token {result['mlm_chance']:.3f})"
         )
+    if "imf_1L" in result:
+        lines.append(
+            f"IMF F^(1,L)       {result['imf_1L']:.3f}  (share of attention flow across "
+            f"modalities, {result['probe_pairs']} pairs)"
+        )
+        lines.append(f"NMI last layer    {result['nmi_last']:.3f}  (2-means vs modality)")
     if "i2t_r1" in result:
         lines.append(
             f"Zero-shot TR R@1  {result['i2t_r1']:.3f}  (chance {result['i2t_r1_chance']:.3f}, "
