@@ -9,6 +9,7 @@ from collections.abc import Sequence
 from vlparse.config import ConfigError
 from vlparse.data.formats.jsonio import DataFormatError
 from vlparse.data.images import BadImageError
+from vlparse.data.manifest import ManifestError
 from vlparse.train.loop import BadDataError
 
 EXAMPLES = {
@@ -140,7 +141,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         else:
             parser.print_help()
             return 2
-    except (ConfigError, DataFormatError, BadImageError, BadDataError, FileNotFoundError) as e:
+    except (
+        ConfigError, DataFormatError, ManifestError, BadImageError, BadDataError, FileNotFoundError
+    ) as e:
         print(f"vlparse: error: {e}", file=sys.stderr)
         return 2
     return 0

@@ -233,3 +233,10 @@ def test_cli_reports_malformed_json_and_unknown_keys(scene_world, tmp_path, smal
     )
     assert proc.returncode == 2
     assert "train.batchsize" in proc.stderr and "batch_size" in proc.stderr
+    proc = subprocess.run(
+        [sys.executable, "-m", "vlparse.cli", "pretrain", "--config", "tiny", "--data",
+         str(tmp_path / "missing.json"), "--out", str(tmp_path / "r3")],
+        env=env, capture_output=True, text=True,
+    )
+    assert proc.returncode == 2 and "manifest not found" in proc.stderr
+    assert "Traceback" not in proc.stderr
