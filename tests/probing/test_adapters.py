@@ -25,11 +25,11 @@ def _check_probes(p: ProbeInputs, num_layers: int) -> None:
     for hs in p.hidden_states:
         assert hs.shape[:2] == (batch, tokens)
     # padded keys get no attention from real queries
-    real = p.modality >= 0
     for att in p.attentions:
-        to_pad = att.sum(dim=1)[real][:, ~real[0]] if not real[0].all() else None
-        if to_pad is not None:
-            assert float(to_pad.abs().max()) < 1e-5
+        for b in range(batch):
+            real = p.modality[b] >= 0
+            to_pad = att[b].sum(dim=0)[real][:, ~real]
+            assert to_pad.numel() == 0 or float(to_pad.abs().max()) < 1e-5
     flow = inter_modality_flow(p.attentions, p.modality)
     assert flow.shape == (num_layers, num_layers)
     for i in range(num_layers):

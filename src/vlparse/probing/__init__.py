@@ -2,8 +2,11 @@
 
 ``[CLS]`` and ``[SEP]`` are labelled by the caller's ``modality`` tensor; vlparse's
 ``FusionOutput.modality`` labels them language (0). :func:`relabel_special` overrides that.
+The adapters (:func:`probe_vlparse`, :func:`probe_vilt`, :func:`probe_visualbert`) give
+attentions, hidden states and modality labels of vlparse and Hugging Face models alike.
 """
 
+from vlparse.probing.adapters import ProbeInputs, probe_vilt, probe_visualbert, probe_vlparse
 from vlparse.probing.imf import (
     IMFAccumulator,
     inter_modality_flow,
@@ -15,9 +18,13 @@ from vlparse.probing.nmi import NMIAccumulator, modality_nmi, modality_nmi_per_s
 __all__ = [
     "IMFAccumulator",
     "NMIAccumulator",
+    "ProbeInputs",
     "inter_modality_flow",
     "inter_modality_flow_per_sample",
     "modality_nmi",
     "modality_nmi_per_sample",
+    "probe_vilt",
+    "probe_visualbert",
+    "probe_vlparse",
     "relabel_special",
 ]

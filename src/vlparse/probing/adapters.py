@@ -60,9 +60,7 @@ class ProbeInputs:
         return len(self.attentions)
 
 
-def _checked(
-    attentions: Any, hidden_states: Any, modality: Tensor, where: str
-) -> ProbeInputs:
+def _checked(attentions: Any, hidden_states: Any, modality: Tensor, where: str) -> ProbeInputs:
     """Check that attentions, hidden states and modality agree on ``B`` and ``N``."""
     if not attentions:
         raise RuntimeError(
@@ -86,6 +84,9 @@ def _checked(
                 f"({batch}, {tokens}, D)."
             )
     return ProbeInputs(tuple(attentions), tuple(hidden_states), modality.long())
+
+
+_FORCED = ("output_attentions", "output_hidden_states", "return_dict")
 
 
 def _unwrap(model: nn.Module, cls: type, attr: str, where: str) -> nn.Module:
@@ -147,6 +148,7 @@ def probe_vilt(model: nn.Module, **inputs: Any) -> ProbeInputs:
 
     where = "probe_vilt"
     vilt = _unwrap(model, ViltModel, "vilt", where)
+    inputs = {k: v for k, v in inputs.items() if k not in _FORCED}
     text = inputs.get("input_ids")
     if text is None:
         text = inputs.get("inputs_embeds")
@@ -162,7 +164,9 @@ def probe_vilt(model: nn.Module, **inputs: Any) -> ProbeInputs:
     handle = vilt.embeddings.register_forward_hook(_grab)
     try:
         with torch.no_grad():
-            out = vilt(**inputs, output_attentions=True, output_hidden_states=True, return_dict=True)
+            out = vilt(
+                **inputs, output_attentions=True, output_hidden_states=True, return_dict=True
+            )
     finally:
         handle.remove()
     if len(captured) != 1:
@@ -202,6 +206,7 @@ def probe_visualbert(model: nn.Module, **inputs: Any) -> ProbeInputs:
 
     where = "probe_visualbert"
     vb = _unwrap(model, VisualBertModel, "visual_bert", where)
+    inputs = {k: v for k, v in inputs.items() if k not in _FORCED}
     if getattr(vb.config, "bypass_transformer", False):
         raise ValueError(
             f"{where}: config.bypass_transformer=True runs the encoder on text only, so its "
