@@ -24,6 +24,11 @@ EXAMPLES = {
     "synth": """examples:
   vlparse data synth --out world --images 2000 --seed 0
   vlparse data synth --out big --images 20000 --workers 16 --image-size 256""",
+    "probe": """examples:
+  vlparse probe --checkpoint runs/tiny --data world/manifest.json --out probe/tiny
+  vlparse probe --checkpoint runs/a --label MFR --checkpoint runs/b --label no-MFR \\
+      --data world/manifest.json --out probe/ablation --num-samples 500
+  vlparse probe --checkpoint runs/a/checkpoints/step_00001000 --data m.json --out probe/s1000""",
 }
 
 
@@ -85,6 +90,28 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--image-size", type=int, default=256)
     s.add_argument("--workers", type=int, default=1)
 
+    pr = sub.add_parser(
+        "probe",
+        help="inter-modality flow and modality NMI of pre-trained checkpoints, with figures",
+        epilog=EXAMPLES["probe"],
+        formatter_class=raw,
+    )
+    pr.add_argument(
+        "--checkpoint",
+        action="append",
+        required=True,
+        help="run folder or checkpoints/step_XXXXXXXX folder (repeat to compare models)",
+    )
+    pr.add_argument(
+        "--label", action="append", default=None, help="legend name, one per --checkpoint"
+    )
+    pr.add_argument("--data", required=True, help="manifest.json naming the data files")
+    pr.add_argument("--out", required=True, help="folder for imf.json, nmi.json and figures")
+    pr.add_argument("--num-samples", type=int, default=1000, help="image-caption pairs per model")
+    pr.add_argument("--batch-size", type=int, default=32)
+    pr.add_argument("--dataset", default="coco", help="data set of the pairs")
+    pr.add_argument("--split", default="val", help="split of the pairs")
+
     i = sub.add_parser("info", help="print a config, the model's size and the environment")
     i.add_argument("--config", default="tiny")
     _add_overrides(i)
@@ -136,6 +163,20 @@ def main(argv: Sequence[str] | None = None) -> int:
                 workers=args.workers,
             )
             print(f"wrote {path}")
+        elif args.command == "probe":
+            from vlparse.probing.run import run_probe
+
+            run_probe(
+                args.checkpoint,
+                args.label,
+                args.data,
+                args.out,
+                num_samples=args.num_samples,
+                batch_size=args.batch_size,
+                dataset=args.dataset,
+                split=args.split,
+            )
+            print(f"wrote {args.out}/imf.json, nmi.json and figures")
         elif args.command == "info":
             _info(args)
         else:
