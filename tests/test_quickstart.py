@@ -23,6 +23,8 @@ def test_quickstart_end_to_end(tmp_path, small_overrides):
     assert held["probe_pairs"] == held["num_images"]
     assert 0.0 <= held["itm_acc"] <= 1.0 and held["itm_pairs"] == 4 * held["num_images"]
     assert (out / "loss_curves.png").stat().st_size > 1000
+    for name in ("imf.json", "nmi.json", "imf_from_input.png", "imf_within_layer.png", "nmi.png"):
+        assert (out / "probe" / name).exists(), name
     assert summary["pretrain"]["steps"] == 3
     # a second run reuses the scene world
     assert main(["quickstart", "--out", str(out), "--images", "60", *small_overrides,

@@ -23,6 +23,7 @@ def run_quickstart(
 ) -> dict:
     """Run the quickstart end to end; returns the summary written to ``out/summary.json``."""
     from vlparse.data.synthetic import generate
+    from vlparse.probing.run import run_probe
     from vlparse.tasks.pretrain import run_pretrain
     from vlparse.tasks.pretrain_eval import format_report
 
@@ -52,12 +53,16 @@ def run_quickstart(
     print(f"[quickstart] pre-training the '{cfg.model.name}' model for {cfg.train.max_steps} steps")
     summary = run_pretrain(cfg, manifest, run_dir)
     held = summary["held_out"]
+    print("[quickstart] probing inter-modality flow and NMI (figures in probe/)")
+    run_probe([str(run_dir)], [cfg.model.name], manifest, out / "probe", num_samples=200,
+              progress=cfg.train.progress)
     report = {
         "scene_world": {"images": num_images, "seed": seed, "manifest": str(manifest)},
         "pretrain": {k: v for k, v in summary.items() if k != "held_out"},
         "held_out": held,
         "wall_s": {"data": t_data, "total": time.perf_counter() - t0},
         "curves": str(out / "loss_curves.png"),
+        "probe": str(out / "probe"),
     }
     if (run_dir / "loss_curves.png").exists():
         shutil.copy(run_dir / "loss_curves.png", out / "loss_curves.png")
