@@ -29,6 +29,8 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
+from vlparse.probing._mean import SampleMean
+
 __all__ = [
     "IMFAccumulator",
     "inter_modality_flow",
@@ -193,18 +195,16 @@ class IMFAccumulator:
             raise ValueError(f"IMFAccumulator: num_layers must be >= 1, got {num_layers}.")
         self.num_layers = num_layers
         self.dtype = dtype
-        self._sum = torch.zeros(num_layers, num_layers, dtype=torch.float64)
-        self._count = 0
+        self._mean = SampleMean((num_layers, num_layers), "IMFAccumulator")
 
     @property
     def num_samples(self) -> int:
         """Number of samples seen so far."""
-        return self._count
+        return self._mean.num_samples
 
     def reset(self) -> None:
         """Forget every sample seen."""
-        self._sum.zero_()
-        self._count = 0
+        self._mean.reset()
 
     @torch.no_grad()
     def update(self, attentions: Sequence[Tensor], modality: Tensor) -> None:
@@ -215,11 +215,8 @@ class IMFAccumulator:
                 f"{len(attentions)}; the model and the accumulator disagree on depth."
             )
         flows = inter_modality_flow_per_sample(attentions, modality, self.dtype)
-        self._sum += flows.sum(dim=0).to(device="cpu", dtype=torch.float64)
-        self._count += flows.shape[0]
+        self._mean.add(flows)
 
     def compute(self) -> Tensor:
         """``(L, L)`` float64 mean flow over all samples seen; NaN below the diagonal."""
-        if self._count == 0:
-            raise RuntimeError("IMFAccumulator.compute: no samples seen; call update() first.")
-        return self._sum / self._count
+        return self._mean.compute()

@@ -20,6 +20,8 @@ from sklearn.cluster import KMeans
 from sklearn.metrics import normalized_mutual_info_score
 from torch import Tensor
 
+from vlparse.probing._mean import SampleMean
+
 __all__ = ["NMIAccumulator", "modality_nmi", "modality_nmi_per_sample"]
 
 
@@ -106,18 +108,16 @@ class NMIAccumulator:
             raise ValueError(f"NMIAccumulator: num_states must be >= 1, got {num_states}.")
         self.num_states = num_states
         self.seed = seed
-        self._sum = torch.zeros(num_states, dtype=torch.float64)
-        self._count = 0
+        self._mean = SampleMean((num_states,), "NMIAccumulator")
 
     @property
     def num_samples(self) -> int:
         """Number of samples seen so far."""
-        return self._count
+        return self._mean.num_samples
 
     def reset(self) -> None:
         """Forget every sample seen."""
-        self._sum.zero_()
-        self._count = 0
+        self._mean.reset()
 
     def update(self, hidden_states: Sequence[Tensor], modality: Tensor) -> None:
         """Add one batch: ``num_states`` tensors ``(B, N, D)`` and ``(B, N)`` labels."""
@@ -127,11 +127,8 @@ class NMIAccumulator:
                 f"{len(hidden_states)} (embeddings plus one per layer)."
             )
         scores = modality_nmi_per_sample(hidden_states, modality, self.seed)
-        self._sum += scores.sum(dim=0)
-        self._count += scores.shape[0]
+        self._mean.add(scores)
 
     def compute(self) -> Tensor:
         """``(num_states,)`` float64 mean NMI over all samples seen."""
-        if self._count == 0:
-            raise RuntimeError("NMIAccumulator.compute: no samples seen; call update() first.")
-        return self._sum / self._count
+        return self._mean.compute()
