@@ -32,8 +32,13 @@ __all__ = [
     "OptimConfig",
     "TrainConfig",
     "PretrainConfig",
+    "TaskConfig",
+    "FinetuneConfig",
+    "FINETUNE_TASKS",
     "load_config",
+    "validate_finetune",
     "builtin_configs",
+    "builtin_recipes",
     "apply_overrides",
     "to_dict",
     "from_dict",
@@ -54,9 +59,14 @@ class VisualConfig:
     is a full ``(m, m)`` map; other settings still work, the map is then block-diagonal.
     ``pretrained`` is ``None`` (random init), ``"timm"`` (the weights timm knows for ``arch``,
     from its cache) or a local checkpoint path.
+
+    ``kind='resnet'`` builds a timm ResNet named ``arch`` (e.g. ``resnet50``) whose last stage's
+    feature map is flattened into tokens (SOHO-style grid); ``kind='patch'`` is a ViLT-style
+    linear projection of ``patch_size`` x ``patch_size`` pixel patches with no backbone. Neither
+    has attention, so attention-guided MFR is unavailable with them.
     """
 
-    kind: Literal["swin"] = "swin"
+    kind: Literal["swin", "resnet", "patch"] = "swin"
     arch: str = "swin_tiny_patch4_window7_224"
     image_size: int = 224
     window_size: int = 7
@@ -64,6 +74,7 @@ class VisualConfig:
     depths: list[int] | None = None
     num_heads: list[int] | None = None
     drop_path_rate: float = 0.1
+    patch_size: int = 32
     pretrained: str | None = None
 
 
@@ -192,6 +203,64 @@ class PretrainConfig:
         validate(self)
 
 
+FINETUNE_TASKS = ("retrieval", "vqa", "nlvr2", "snli-ve")
+"""Names of the fine-tuning tasks (``vlparse finetune TASK``)."""
+
+
+@dataclass
+class TaskConfig:
+    """What a fine-tuning task needs beyond the model, the data sets and the loop.
+
+    ``name``: one of :data:`FINETUNE_TASKS`. ``num_neg``: retrieval, unaligned captions per image
+    taken from the other images of the mini-batch (``B`` aligned + ``B * num_neg`` unaligned
+    pairs per step). ``itm_head_init``: retrieval, start the matching head from the pre-trained
+    ITM head (with ``--init``). ``num_answers``: VQA, size of the answer vocabulary (most frequent
+    training answers). ``head_lr_mult``: the task head's learning rate is ``optim.lr`` times this.
+    ``eval_batch_pairs``: image-text pairs per forward pass in evaluation. ``eval_max_images``:
+    images of ``data.val_split`` used by the evaluation that runs during / after training
+    (0 = all). ``rerank_k``: retrieval, 0 = full ranking; ``K > 0`` = only the top ``K``
+    candidates of the cheap unimodal score are re-scored by the full model.
+    """
+
+    name: Literal["retrieval", "vqa", "nlvr2", "snli-ve"] = "retrieval"
+    num_neg: int = 3
+    itm_head_init: bool = True
+    num_answers: int = 3129
+    head_lr_mult: float = 1.0
+    eval_batch_pairs: int = 1024
+    eval_max_images: int = 0
+    rerank_k: int = 0
+
+
+def _finetune_data() -> DataConfig:
+    return DataConfig(
+        train_sets=["flickr30k"], train_splits=["train"], val_set="flickr30k", val_split="val"
+    )
+
+
+@dataclass
+class FinetuneConfig:
+    """A fine-tuning recipe: the task, the model (used when starting from scratch; with
+    ``--init`` the pre-trained run's model section replaces it), the data sets of the manifest
+    (``data.train_sets`` x ``data.train_splits`` to train, ``data.val_set`` / ``val_split`` to
+    evaluate), the optimizer and the loop (``train.batch_size`` counts images, or examples).
+
+    ``model_from`` names a config (built-in such as ``paper``/``tiny`` or a YAML path) whose
+    ``model`` section is the starting point; the recipe's own ``model`` keys override it. It is
+    resolved by :func:`load_config` and kept only as a record.
+    """
+
+    model_from: str | None = "paper"
+    model: ModelConfig = field(default_factory=ModelConfig)
+    task: TaskConfig = field(default_factory=TaskConfig)
+    data: DataConfig = field(default_factory=_finetune_data)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    def __post_init__(self) -> None:
+        validate_finetune(self)
+
+
 # --------------------------------------------------------------------------- construction
 
 
@@ -298,6 +367,33 @@ def validate(cfg: PretrainConfig) -> None:
             raise ConfigError(message)
 
 
+def validate_finetune(cfg: FinetuneConfig) -> None:
+    """Cross-field checks of a fine-tuning recipe."""
+    t, tr, v = cfg.task, cfg.train, cfg.model.visual
+    checks = [
+        (t.num_neg >= 0, "task.num_neg must be >= 0"),
+        (t.num_answers >= 1, "task.num_answers must be >= 1"),
+        (t.head_lr_mult > 0, "task.head_lr_mult must be > 0"),
+        (t.eval_batch_pairs >= 1, "task.eval_batch_pairs must be >= 1"),
+        (t.eval_max_images >= 0, "task.eval_max_images must be >= 0 (0 = all)"),
+        (t.rerank_k >= 0, "task.rerank_k must be >= 0 (0 = full ranking)"),
+        (tr.batch_size >= 1 and tr.grad_accum >= 1, "train.batch_size and grad_accum must be >= 1"),
+        (
+            tr.batch_size % tr.grad_accum == 0,
+            "train.batch_size must be divisible by train.grad_accum",
+        ),
+        (v.image_size > 0 and v.window_size > 0, "model.visual sizes must be positive"),
+        (
+            cfg.model.text.hidden_size % cfg.model.text.num_heads == 0,
+            "model.text.hidden_size must be divisible by model.text.num_heads",
+        ),
+        (0.0 <= cfg.data.max_bad_fraction <= 1.0, "data.max_bad_fraction must be in [0, 1]"),
+    ]
+    for ok, message in checks:
+        if not ok:
+            raise ConfigError(message)
+
+
 # --------------------------------------------------------------------------- YAML and overrides
 
 
@@ -307,17 +403,30 @@ def builtin_configs() -> list[str]:
     return sorted(p.name[:-5] for p in root.iterdir() if p.name.endswith(".yaml"))
 
 
+def builtin_recipes() -> list[str]:
+    """Names of the fine-tuning recipes shipped in ``vlparse/configs/finetune`` (``retrieval``,
+    ``vqa``, ``retrieval_world``, ...)."""
+    root = resources.files("vlparse") / "configs" / "finetune"
+    if not root.is_dir():
+        return []
+    return sorted(p.name[:-5] for p in root.iterdir() if p.name.endswith(".yaml"))
+
+
 def _resolve(name_or_path: str | Path, relative_to: Path | None = None) -> Path:
     p = Path(name_or_path)
     if relative_to is not None and not p.is_absolute() and (relative_to / p).exists():
         return relative_to / p
     if p.exists():
         return p
-    if str(name_or_path) in builtin_configs():
-        return Path(str(resources.files("vlparse") / "configs" / f"{name_or_path}.yaml"))
+    name = str(name_or_path)
+    if name in builtin_configs():
+        return Path(str(resources.files("vlparse") / "configs" / f"{name}.yaml"))
+    if name.startswith("finetune/") and name[len("finetune/"):] in builtin_recipes():
+        return Path(str(resources.files("vlparse") / "configs" / f"{name}.yaml"))
     raise ConfigError(
         f"config '{name_or_path}' is neither a file nor a built-in name; "
-        f"built-in: {', '.join(builtin_configs())}"
+        f"built-in: {', '.join(builtin_configs())}; fine-tuning recipes: "
+        f"{', '.join(builtin_recipes())}"
     )
 
 
@@ -388,14 +497,42 @@ def load_config(
     """Load a config by built-in name or path, apply overrides, validate.
 
     >>> cfg = load_config("tiny", ["train.batch_size=8"])
+
+    With ``cls=FinetuneConfig`` a bare name is looked up among the fine-tuning recipes first
+    (``retrieval`` -> ``vlparse/configs/finetune/retrieval.yaml``), and the ``model`` section of
+    the config named by ``model_from`` (default ``paper``) is the base of the recipe's ``model``
+    keys (overrides included).
+
+    >>> ft = load_config("retrieval_world", ["train.epochs=2"], cls=FinetuneConfig)
     """
+    finetune = cls is FinetuneConfig
+    if finetune and name_or_path is not None and not Path(name_or_path).exists():
+        if str(name_or_path) in builtin_recipes():
+            name_or_path = f"finetune/{name_or_path}"
     data = load_yaml(name_or_path) if name_or_path is not None else {}
     data = apply_overrides(data, overrides or [])
     where = str(name_or_path) if name_or_path is not None else "<defaults>"
     try:
+        if finetune:
+            data = _with_model_base(data, name_or_path)
         return from_dict(cls, data)
     except ConfigError as e:
         raise ConfigError(f"{where}: {e}") from None
+
+
+def _with_model_base(data: dict[str, Any], recipe: str | Path | None) -> dict[str, Any]:
+    """``data`` with ``model`` = (``model`` of the ``model_from`` config) <- ``data['model']``."""
+    source = data.get("model_from", FinetuneConfig.model_from)
+    if source is None:
+        return data
+    if not isinstance(source, str):
+        raise ConfigError(f"model_from: expected a config name or path, got {source!r}")
+    here = _resolve(recipe).parent if recipe is not None else None
+    base = load_yaml(_resolve(source, here)).get("model", {})
+    top = data.get("model", {})
+    if not isinstance(top, dict):
+        raise ConfigError(f"model: expected a mapping, got {top!r}")
+    return {**data, "model": _deep_merge(base, top)}
 
 
 def model_config(name_or_path: str | Path, overrides: list[str] | None = None) -> ModelConfig:

@@ -159,9 +159,10 @@ def test_create_every_builtin_model(name: str) -> None:
     assert model.vocab_size == 30522
     side = cfg.visual.image_size // 32
     assert model.num_visual_tokens == side * side  # 7x7 (ablation), 12x12 (paper)
-    assert model.visual.last_block.shift_size == (0, 0)  # one window: a full (m, m) map
+    if cfg.visual.kind == "swin":
+        assert model.visual.last_block.shift_size == (0, 0)  # one window: a full (m, m) map
     assert len(model.encoder.layers) == cfg.text.num_layers
-    assert model.visual_dim == model.visual.model.num_features
+    assert model.visual_dim == model.visual.out_dim
 
 
 def test_create_model_accepts_configs() -> None:

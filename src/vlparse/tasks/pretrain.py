@@ -249,11 +249,13 @@ def run_pretrain(
     from vlparse.data.pretrain import PretrainDataset
     from vlparse.data.tokenization import build_tokenizer, special_ids
     from vlparse.models.single_stream import VisualParsingModel
+    from vlparse.models.visual import require_attention
     from vlparse.tasks.pretrain_eval import evaluate_pretrain
     from vlparse.train.distributed import cleanup, init_distributed
     from vlparse.train.logging import plot_curves
     from vlparse.train.loop import StepOutput, fit
 
+    require_attention(cfg.model.visual, cfg.objectives.mfr_mode)
     out_dir = Path(out_dir)
     dist = init_distributed()
     t0 = time.perf_counter()

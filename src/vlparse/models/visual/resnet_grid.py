@@ -1,0 +1,158 @@
+"""A CNN grid embedder: a timm ResNet whose last stage's feature map becomes the visual tokens.
+
+This is the SOHO-style "grid feature" baseline of the paper's ablation (Table 5, R50 / R101).
+The adapter builds the timm model headless (``num_classes=0, global_pool=''``) rather than with
+``features_only``: the parameter names then stay those of timm's classification checkpoints
+(``conv1.weight``, ``layer4.2.bn3.bias``, ...), so pretrained weights load without renaming, and
+``forward_features`` returns the last stage's ``(B, C, h, w)`` map directly. The map is
+flattened row-major into ``(B, h * w, C)`` tokens; for ResNet-50/101 ``C = 2048`` and
+``h = w = ceil(image_size / 32)`` (7 x 7 = 49 tokens at 224).
+
+A CNN has no self-attention, so ``has_attention`` is ``False`` and ``output_attentions=True``
+returns ``attention=None``; attention-guided MFR is unavailable (random MFR works).
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+import timm
+from torch import Tensor, nn
+
+from vlparse.config import VisualConfig
+from vlparse.models.outputs import VisualOutput
+from vlparse.models.weights import LoadReport, load_state_dict_report, read_state_dict
+
+__all__ = ["ResNetGrid"]
+
+
+def _timm_kwargs(cfg: VisualConfig) -> dict[str, Any]:
+    return dict(num_classes=0, global_pool="", drop_path_rate=cfg.drop_path_rate)
+
+
+class ResNetGrid(nn.Module):
+    """ResNet grid-feature embedder.
+
+    Args:
+        cfg: the visual config; ``arch`` names a timm ResNet (``resnet50``, ``resnet101``,
+            ``resnet18``, ``resnet26d``, ...), ``drop_path_rate`` is passed to timm.
+            ``window_size``, ``embed_dim``, ``depths`` and ``num_heads`` are not used. No weights
+            are read here: see :meth:`load_pretrained`.
+
+    Attributes:
+        model: the timm ``ResNet`` (headless: no pooling, no classifier).
+    """
+
+    has_attention = False
+
+    def __init__(self, cfg: VisualConfig) -> None:
+        super().__init__()
+        from timm.models.resnet import ResNet
+
+        self.cfg = cfg
+        try:
+            self.model = timm.create_model(cfg.arch, pretrained=False, **_timm_kwargs(cfg))
+        except (RuntimeError, ValueError, TypeError, AssertionError) as e:
+            raise ValueError(
+                f"model.visual: cannot build timm model '{cfg.arch}' for kind=resnet: {e}. "
+                "Set model.visual.arch to a timm ResNet such as resnet50 or resnet101."
+            ) from e
+        if not isinstance(self.model, ResNet):
+            raise ValueError(
+                f"model.visual.arch '{cfg.arch}' is a {type(self.model).__name__}, not a timm "
+                "ResNet; with model.visual.kind=resnet use e.g. arch=resnet50 or resnet101"
+            )
+        self._reduction = int(self.model.feature_info[-1]["reduction"])
+        side = math.ceil(cfg.image_size / self._reduction)
+        self._grid = (side, side)
+
+    # ------------------------------------------------------------------ properties
+
+    @property
+    def grid_size(self) -> tuple[int, int]:
+        """``(h, w)`` of the last stage's feature map, ``ceil(image_size / 32)`` each."""
+        return self._grid
+
+    @property
+    def num_tokens(self) -> int:
+        """``m = h * w`` visual tokens."""
+        return self._grid[0] * self._grid[1]
+
+    @property
+    def out_dim(self) -> int:
+        """``c``, the channels of the last stage (2048 for ResNet-50/101, 512 for ResNet-18)."""
+        return int(self.model.num_features)
+
+    def set_grad_checkpointing(self, enable: bool = True) -> None:
+        """Turn timm's per-stage gradient checkpointing on or off."""
+        self.model.set_grad_checkpointing(enable)
+
+    # ------------------------------------------------------------------ forward
+
+    def forward(self, images: Tensor, output_attentions: bool = False) -> VisualOutput:
+        """Encode images.
+
+        Args:
+            images: ``(B, 3, H, W)`` normalised images, ``H = W = cfg.image_size``.
+            output_attentions: accepted for interface compatibility; a CNN has no attention, so
+                ``attention`` is always ``None``.
+
+        Returns:
+            :class:`VisualOutput` with ``tokens (B, m, c)`` (the last stage's map after its
+            final ReLU, row-major over ``grid_size``) and ``attention=None``.
+        """
+        size = self.cfg.image_size
+        if images.dim() != 4 or images.shape[1] != 3 or tuple(images.shape[-2:]) != (size, size):
+            raise ValueError(
+                f"ResNetGrid expects images of shape (B, 3, {size}, {size}) "
+                f"(model.visual.image_size), got {tuple(images.shape)}"
+            )
+        feats = self.model.forward_features(images)  # (B, c, h, w)
+        if tuple(feats.shape[-2:]) != self._grid:
+            raise RuntimeError(
+                f"ResNetGrid: '{self.cfg.arch}' gave a {tuple(feats.shape[-2:])} feature map at "
+                f"{size} px, expected {self._grid}; this ResNet variant downsamples differently"
+            )
+        tokens = feats.flatten(2).transpose(1, 2)  # (B, h*w, c)
+        return VisualOutput(tokens=tokens, grid_size=self.grid_size, attention=None)
+
+    # ------------------------------------------------------------------ weights
+
+    def load_pretrained(self, source: str) -> LoadReport:
+        """Load ResNet weights and report missing / unexpected keys.
+
+        Args:
+            source: ``"timm"`` for timm's pretrained weights of ``cfg.arch`` (from the local
+                Hugging Face cache; offline there is no download), or a local ``.safetensors`` /
+                ``.pth`` / ``.pt`` / ``.bin`` file with timm / torchvision ResNet names (a dict
+                with ``model`` or ``state_dict`` is unwrapped). The classifier ``fc.*`` is
+                ignored.
+        """
+        if source == "timm":
+            try:
+                ref = timm.create_model(self.cfg.arch, pretrained=True, **_timm_kwargs(self.cfg))
+            except Exception as e:  # hub / cache errors come in many types
+                raise RuntimeError(
+                    f"model.visual.pretrained='timm': could not get timm's pretrained weights for "
+                    f"'{self.cfg.arch}' ({type(e).__name__}: {e}). Without internet they must "
+                    "already be in the Hugging Face cache. Otherwise download the checkpoint on a "
+                    "connected machine and set model.visual.pretrained=/path/to/resnet.safetensors"
+                ) from e
+            report = load_state_dict_report(self.model, ref.state_dict())
+            report.notes.append(f"timm pretrained weights of {self.cfg.arch}")
+            return report
+        path = Path(source)
+        if not path.exists():
+            raise FileNotFoundError(
+                f"model.visual.pretrained: '{source}' is neither 'timm' nor an existing file"
+            )
+        state = read_state_dict(path)
+        dropped = [k for k in state if k.startswith("fc.")]
+        state = {k: v for k, v in state.items() if not k.startswith("fc.")}
+        report = load_state_dict_report(self.model, state)
+        report.notes.append(f"read {path}")
+        if dropped:
+            report.notes.append(f"ignored the classifier ({', '.join(dropped)})")
+        return report
