@@ -44,22 +44,25 @@ def _padded_batch(seeds):
     return cost, x_mask, y_mask, torch.tensor(exact, dtype=torch.float64)
 
 
-def test_ipot_matches_exact_ot():
+@pytest.mark.parametrize("log_domain", [True, False])
+def test_ipot_matches_exact_ot(log_domain):
     # Measured over 300 such problems (seeds 0..299): relative error of the transport cost at
     # 50 steps mean 4.7e-4, 99th percentile 2.8e-3, max 4.4e-3 (seed 21); at 1000 steps max 6.6e-5.
     cost, x_mask, y_mask, exact = _padded_batch(range(24))
-    err50 = ((vl_ot.ipot(cost, x_mask, y_mask) * cost).sum((1, 2)) - exact).abs() / exact
-    plan = vl_ot.ipot(cost, x_mask, y_mask, iters=1000)
+    plan50 = vl_ot.ipot(cost, x_mask, y_mask, log_domain=log_domain)
+    err50 = ((plan50 * cost).sum((1, 2)) - exact).abs() / exact
+    plan = vl_ot.ipot(cost, x_mask, y_mask, iters=1000, log_domain=log_domain)
     err1000 = ((plan * cost).sum((1, 2)) - exact).abs() / exact
     assert err50.max() < 5e-3, err50
     assert err1000.max() < 1e-4, err1000
     assert (err1000 <= err50 + 1e-6).all() and err1000.mean() < err50.mean() / 10
 
 
-def test_ipot_marginals_and_masks():
+@pytest.mark.parametrize("log_domain", [True, False])
+def test_ipot_marginals_and_masks(log_domain):
     for seed in range(8):
         cost, x_mask, y_mask = _problem(seed, masked=True)
-        plan = vl_ot.ipot(cost, x_mask, y_mask)
+        plan = vl_ot.ipot(cost, x_mask, y_mask, log_domain=log_domain)
         assert not plan.requires_grad and plan.dtype == torch.float32
         assert (plan >= 0).all()
         nx, ny = x_mask.sum().item(), y_mask.sum().item()
@@ -70,7 +73,8 @@ def test_ipot_marginals_and_masks():
         assert abs(plan.sum().item() - 1.0) < 1e-5
 
 
-def test_ipot_batched_equals_per_item():
+@pytest.mark.parametrize("log_domain", [True, False])
+def test_ipot_batched_equals_per_item(log_domain):
     g = torch.Generator().manual_seed(3)
     sizes = [(3, 8), (8, 5), (5, 5), (6, 3)]
     cost = torch.rand(len(sizes), 8, 8, generator=g) * 2
@@ -79,15 +83,24 @@ def test_ipot_batched_equals_per_item():
     for t, (n, k) in enumerate(sizes):
         x_mask[t, :n] = True
         y_mask[t, 8 - k:] = True  # padding on the left for this side
-    plan = vl_ot.ipot(cost, x_mask, y_mask)
+    plan = vl_ot.ipot(cost, x_mask, y_mask, log_domain=log_domain)
     for t, (n, k) in enumerate(sizes):
         alone = vl_ot.ipot(
             cost[t:t + 1, :n, 8 - k:],
             torch.ones(1, n, dtype=torch.bool),
             torch.ones(1, k, dtype=torch.bool),
+            log_domain=log_domain,
         )
         torch.testing.assert_close(plan[t:t + 1, :n, 8 - k:], alone, atol=1e-6, rtol=1e-5)
         assert plan[t].sum().item() == pytest.approx(1.0, abs=1e-5)
+
+
+def test_ipot_plain_domain_equals_log_domain():
+    cost, x_mask, y_mask, _ = _padded_batch(range(12))
+    cost = cost.clamp(max=2.0)  # cosine range, as ot_distance uses it
+    log = vl_ot.ipot(cost, x_mask, y_mask, log_domain=True)
+    plain = vl_ot.ipot(cost, x_mask, y_mask, log_domain=False)
+    torch.testing.assert_close(plain, log, atol=1e-6, rtol=1e-4)
 
 
 def test_ipot_degenerate_and_large_costs_are_finite():

@@ -3,8 +3,9 @@ tokens and the visual tokens of each pair, approximated by IPOT.
 
 IPOT is the Inexact Proximal point method for Optimal Transport (Xie et al., UAI 2019): each
 outer step solves ``min_P <C, P> + beta * KL(P || P_t)`` with a few Sinkhorn scalings, which tends
-to the exact transport plan (not an entropy-blurred one) as the steps go on. Here it runs in the
-log domain, in float32 and without gradient; the distance is differentiated through the cost only
+to the exact transport plan (not an entropy-blurred one) as the steps go on. Here it runs in
+float32 and without gradient (in the log domain, or multiplying the kernel directly when the
+costs are bounded, as cosine costs are); the distance is differentiated through the cost only
 (the plan is treated as a constant, the envelope-theorem gradient of the OT cost).
 
 Shapes: ``T`` pairs, ``n`` tokens on one side (e.g. words), ``k`` on the other (visual tokens),
@@ -57,6 +58,7 @@ def ipot(
     beta: float = 0.5,
     iters: int = 50,
     inner_iters: int = 1,
+    log_domain: bool = True,
 ) -> Tensor:
     """Transport plan of IPOT with uniform marginals over the unmasked tokens of each side.
 
@@ -70,6 +72,10 @@ def ipot(
         x_mask: ``(T, n)`` bool, True for real tokens; y_mask: ``(T, k)`` bool.
         beta: proximal step size (the KL weight); smaller is closer to exact OT per step.
         iters: outer proximal steps; inner_iters: Sinkhorn scalings per step.
+        log_domain: run the scalings on log values (safe for any cost and ``beta``). ``False``
+            multiplies ``exp(-cost / beta)`` directly, about 3x cheaper (matrix products instead of
+            log-sum-exps); it needs ``max(cost) / beta`` well under 80 so the kernel does not
+            underflow in float32, e.g. cosine costs (at most 2) with ``beta >= 0.05``.
 
     Returns:
         ``(T, n, k)`` float32 plan, no gradient.
@@ -85,12 +91,19 @@ def ipot(
     cost = cost.detach().float()
     x_mask = x_mask.to(device=cost.device, dtype=torch.bool)
     y_mask = y_mask.to(device=cost.device, dtype=torch.bool)
-    neg_inf = torch.tensor(float("-inf"), device=cost.device)
     joint = x_mask[:, :, None] & y_mask[:, None, :]  # (T, n, k)
     valid = (x_mask.any(-1) & y_mask.any(-1))[:, None]  # (T, 1): pairs with mass on both sides
     row_ok = x_mask & valid
     col_ok = y_mask & valid
+    if log_domain:
+        plan = _ipot_log(cost, joint, row_ok, col_ok, x_mask, y_mask, beta, iters, inner_iters)
+    else:
+        plan = _ipot_plain(cost, joint, row_ok, col_ok, x_mask, y_mask, beta, iters, inner_iters)
+    return torch.where(joint & valid[:, :, None], plan, torch.zeros_like(cost))
 
+
+def _ipot_log(cost, joint, row_ok, col_ok, x_mask, y_mask, beta, iters, inner_iters) -> Tensor:
+    neg_inf = torch.tensor(float("-inf"), device=cost.device)
     # Log marginals: -log(count) on real tokens, -inf elsewhere.
     log_mu = torch.where(row_ok, -x_mask.sum(-1, keepdim=True).clamp_min(1).float().log(), neg_inf)
     log_nu = torch.where(col_ok, -y_mask.sum(-1, keepdim=True).clamp_min(1).float().log(), neg_inf)
@@ -106,7 +119,26 @@ def ipot(
             log_b = torch.where(col_ok, log_nu - torch.logsumexp(log_q + log_a[:, :, None], -2),
                                 neg_inf)
         log_plan = log_a[:, :, None] + log_q + log_b[:, None, :]
-    return torch.where(joint & valid[:, :, None], log_plan.exp(), torch.zeros_like(cost))
+    return log_plan.exp()
+
+
+def _ipot_plain(cost, joint, row_ok, col_ok, x_mask, y_mask, beta, iters, inner_iters) -> Tensor:
+    zero = torch.zeros((), device=cost.device)
+    mu = torch.where(row_ok, 1.0 / x_mask.sum(-1, keepdim=True).clamp_min(1).float(), zero)
+    nu = torch.where(col_ok, 1.0 / y_mask.sum(-1, keepdim=True).clamp_min(1).float(), zero)
+    kernel = torch.where(joint, torch.exp(-cost / beta), zero)  # (T, n, k)
+    plan = joint.float()  # P_0 = 1 on the support
+    b = nu.clone()
+    tiny = torch.finfo(torch.float32).tiny
+    for _ in range(iters):
+        q = kernel * plan
+        for _ in range(inner_iters):
+            a = torch.where(row_ok, mu / torch.bmm(q, b[:, :, None])[..., 0].clamp_min(tiny), zero)
+            b = torch.where(
+                col_ok, nu / torch.bmm(a[:, None, :], q)[:, 0].clamp_min(tiny), zero
+            )
+        plan = a[:, :, None] * q * b[:, None, :]
+    return plan
 
 
 def ot_distance(
@@ -132,7 +164,8 @@ def ot_distance(
     _check_masks(cost, x_mask, y_mask, "ot_distance")
     joint = x_mask.bool()[:, :, None] & y_mask.bool()[:, None, :]
     cost = torch.where(joint, cost, torch.zeros_like(cost))  # padding cannot leak NaN or grads
-    plan = ipot(cost, x_mask, y_mask, beta=beta, iters=iters)
+    # Cosine costs are at most 2, so the plain-domain IPOT is safe unless beta is tiny.
+    plan = ipot(cost, x_mask, y_mask, beta=beta, iters=iters, log_domain=beta < 0.05)
     return (plan * cost).sum(dim=(-2, -1))
 
 
