@@ -6,6 +6,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
+from vlparse.config import FINETUNE_TASKS as FINETUNE_TASK_NAMES
 from vlparse.config import ConfigError
 from vlparse.data.formats.jsonio import DataFormatError
 from vlparse.data.images import BadImageError
@@ -24,11 +25,31 @@ EXAMPLES = {
     "synth": """examples:
   vlparse data synth --out world --images 2000 --seed 0
   vlparse data synth --out big --images 20000 --workers 16 --image-size 256""",
+    "finetune": """examples:
+  vlparse finetune retrieval --data world/manifest.json --init runs/tiny --out ft/ret \\
+      --config retrieval_world
+  vlparse finetune retrieval --data /data/manifest.json --init runs/paper --out ft/flickr
+  vlparse finetune retrieval --data m.json --out ft/scratch --config retrieval_world train.epochs=2
+recipes (--config; default: the task's paper recipe): retrieval, vqa, nlvr2, snli_ve and their
+*_world versions for the scene world on a CPU, or a YAML file.""",
+    "evaluate": """examples:
+  vlparse evaluate retrieval --checkpoint ft/flickr --data /data/manifest.json --split test \\
+      --out ft/flickr/test.json
+  vlparse evaluate retrieval --checkpoint ft/flickr --data m.json --split test --out r.json \\
+      --rerank-k 128
+  vlparse evaluate retrieval --checkpoint runs/paper --data m.json --split test --out zs.json
+(the last one: zero-shot retrieval of a pre-training run with its ITM head)""",
     "probe": """examples:
   vlparse probe --checkpoint runs/tiny --data world/manifest.json --out probe/tiny
   vlparse probe --checkpoint runs/a --label MFR --checkpoint runs/b --label no-MFR \\
       --data world/manifest.json --out probe/ablation --num-samples 500
-  vlparse probe --checkpoint runs/a/checkpoints/step_00001000 --data m.json --out probe/s1000""",
+  vlparse probe --checkpoint runs/a/checkpoints/step_00001000 --data m.json --out probe/s1000
+  vlparse probe masks --checkpoint runs/tiny --data world/manifest.json --out probe/tiny --images 8
+  (vlparse probe masks --help: the attention-guided MFR mask figure, paper Figure 2)""",
+    "probe masks": """examples:
+  vlparse probe masks --checkpoint runs/tiny --data world/manifest.json --out probe/tiny --images 8
+  vlparse probe masks --checkpoint runs/a/checkpoints/step_00001000 --data m.json --out figs \
+      --images 4 --dataset coco --split val --seed 1 --no-attention-map""",
 }
 
 
@@ -92,7 +113,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     pr = sub.add_parser(
         "probe",
-        help="inter-modality flow and modality NMI of pre-trained checkpoints, with figures",
+        help="inter-modality flow and modality NMI of pre-trained checkpoints, with figures "
+        "('probe masks': the MFR mask figure)",
         epilog=EXAMPLES["probe"],
         formatter_class=raw,
     )
@@ -112,30 +134,130 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--dataset", default="coco", help="data set of the pairs")
     pr.add_argument("--split", default="val", help="split of the pairs")
 
+    ft_parent = sub.add_parser(
+        "finetune",
+        help="fine-tune on a downstream task (retrieval, vqa, nlvr2, snli-ve)",
+        epilog=EXAMPLES["finetune"],
+        formatter_class=raw,
+    )
+    ft_tasks = ft_parent.add_subparsers(dest="task", metavar="TASK")
+    for name in FINETUNE_TASK_NAMES:  # one sub-parser per task: key=value may follow options
+        ft = ft_tasks.add_parser(name, help=f"fine-tune for {name}",
+                                 epilog=EXAMPLES["finetune"], formatter_class=raw)
+        ft.add_argument("--data", required=True, help="manifest.json naming the data files")
+        ft.add_argument("--init", default=None, help="pre-training run or checkpoint folder "
+                        "(default: random initialisation)")
+        ft.add_argument("--out", required=True, help="run folder (checkpoints, logs, summary)")
+        ft.add_argument("--config", default=None, help="recipe name or YAML (default: the task's)")
+        ft.add_argument("--resume", action="store_true", help="continue from the last checkpoint")
+        ft.add_argument("--no-eval", action="store_true", help="skip the validation evaluation")
+        _add_overrides(ft)
+
+    ev = sub.add_parser(
+        "evaluate",
+        help="evaluate a fine-tuned run on one split; metrics as JSON",
+        epilog=EXAMPLES["evaluate"],
+        formatter_class=raw,
+    )
+    ev.add_argument("task", choices=FINETUNE_TASK_NAMES, metavar="TASK", help="retrieval, vqa, "
+                    "nlvr2 or snli-ve")
+    ev.add_argument("--checkpoint", required=True, help="fine-tuned run or checkpoint folder")
+    ev.add_argument("--data", required=True, help="manifest.json naming the data files")
+    ev.add_argument("--split", required=True, help="split to evaluate, e.g. test, val, dev")
+    ev.add_argument("--out", required=True, help="JSON file for the metrics")
+    ev.add_argument("--dataset", default=None, help="manifest data set (default: the run's "
+                    "data.val_set)")
+    ev.add_argument("--rerank-k", type=int, default=None, help="retrieval: re-score only the "
+                    "top K candidates of a cheap unimodal score (default: full ranking)")
+    ev.add_argument("--batch-pairs", type=int, default=None, help="pairs per forward pass")
+    ev.add_argument("--workers", type=int, default=None, help="image loading processes "
+                    "(default: the run's data.num_workers)")
+    ev.add_argument("--device", default=None, help="cuda, cpu, ... (default: cuda if available)")
+    ev.add_argument("--no-progress", action="store_true", help="no progress bars")
+
     i = sub.add_parser("info", help="print a config, the model's size and the environment")
     i.add_argument("--config", default="tiny")
     _add_overrides(i)
     return parser
 
 
+def _finetune(args: argparse.Namespace) -> None:
+    from vlparse.config import FinetuneConfig, load_config
+    from vlparse.tasks.finetune import get_task, run_finetune
+
+    task = get_task(args.task)  # fails early for tasks not implemented yet
+    cfg = load_config(args.config or task.recipe, args.overrides, cls=FinetuneConfig)
+    summary = run_finetune(args.task, cfg, args.data, args.out, init=args.init,
+                           resume=args.resume, evaluate=not args.no_eval)
+    print(f"wrote {args.out}/summary.json (validation: {summary['val']})")
+
+
+def _evaluate(args: argparse.Namespace) -> None:
+    import json
+
+    from vlparse.tasks.finetune import run_evaluate
+
+    overrides = []
+    if args.rerank_k is not None:
+        overrides.append(f"task.rerank_k={args.rerank_k}")
+    if args.batch_pairs is not None:
+        overrides.append(f"task.eval_batch_pairs={args.batch_pairs}")
+    if args.workers is not None:
+        overrides.append(f"data.num_workers={args.workers}")
+    result = run_evaluate(args.task, args.checkpoint, args.data, args.split, args.out,
+                          dataset=args.dataset, overrides=overrides, device=args.device,
+                          progress=not args.no_progress)
+    print(json.dumps(result, indent=2))
+
+
 def _info(args: argparse.Namespace) -> None:
+    import torch
     import yaml
 
     from vlparse.config import load_config, to_dict
+    from vlparse.models.flops import format_model_info
     from vlparse.models.single_stream import VisualParsingModel
 
     cfg = load_config(args.config, args.overrides)
     print(yaml.safe_dump(to_dict(cfg), sort_keys=False))
-    model = VisualParsingModel(cfg.model, cfg.model.text.vocab_size or 30522)
-    n_vis = sum(p.numel() for p in model.visual.parameters())
+    with torch.device("meta"):  # sizes only: no memory, no initialisation cost
+        model = VisualParsingModel(cfg.model, cfg.model.text.vocab_size or 30522)
     n_all = sum(p.numel() for p in model.parameters())
-    print(f"visual tokens m = {model.num_visual_tokens}, width c = {model.visual_dim}")
-    print(f"parameters: visual parser {n_vis / 1e6:.1f} M, total {n_all / 1e6:.1f} M")
+    print(f"multi-modal model: {n_all / 1e6:.1f} M parameters in all")
+    print(format_model_info(cfg))
+
+
+def build_probe_masks_parser() -> argparse.ArgumentParser:
+    """The parser of ``vlparse probe masks`` (the words ``probe masks`` already consumed)."""
+    pm = argparse.ArgumentParser(
+        prog="vlparse probe masks",
+        description="Draw attention-guided and random MFR masks of a pre-trained run (paper "
+        "Figure 2) into DIR/masks.png, with the masked token indices in DIR/masks.json.",
+        epilog=EXAMPLES["probe masks"],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    pm.add_argument("--checkpoint", required=True, help="run folder or checkpoints/step_XXXXXXXX")
+    pm.add_argument("--data", required=True, help="manifest.json naming the data files")
+    pm.add_argument("--out", required=True, help="folder for masks.png and masks.json")
+    pm.add_argument("--images", type=int, default=8, help="rows of the figure")
+    pm.add_argument("--dataset", default="coco", help="data set of the images")
+    pm.add_argument("--split", default="val", help="split of the images")
+    pm.add_argument("--seed", type=int, default=0, help="picks images, captions and anchors")
+    pm.add_argument(
+        "--no-attention-map", action="store_true", help="leave out the anchor's attention column"
+    )
+    return pm
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:2] == ["probe", "masks"]:  # sub-command of probe; `probe --checkpoint` stays as is
+        parser = build_probe_masks_parser()
+        args = parser.parse_args(argv[2:])
+        args.command, args.version = "probe masks", False
+    else:
+        parser = build_parser()
+        args = parser.parse_args(argv)
     if args.version:
         from vlparse import __version__
 
@@ -163,6 +285,22 @@ def main(argv: Sequence[str] | None = None) -> int:
                 workers=args.workers,
             )
             print(f"wrote {path}")
+        elif args.command == "probe masks":
+            from pathlib import Path
+
+            from vlparse.probing.masks import mask_figure
+
+            png = mask_figure(
+                args.checkpoint,
+                args.data,
+                Path(args.out) / "masks.png",
+                num_images=args.images,
+                dataset=args.dataset,
+                split=args.split,
+                seed=args.seed,
+                attention_map=not args.no_attention_map,
+            )
+            print(f"wrote {png} and {png.with_suffix('.json')}")
         elif args.command == "probe":
             from vlparse.probing.run import run_probe
 
@@ -177,13 +315,18 @@ def main(argv: Sequence[str] | None = None) -> int:
                 split=args.split,
             )
             print(f"wrote {args.out}/imf.json, nmi.json and figures")
+        elif args.command == "finetune" and args.task:
+            _finetune(args)
+        elif args.command == "evaluate":
+            _evaluate(args)
         elif args.command == "info":
             _info(args)
         else:
             parser.print_help()
             return 2
     except (
-        ConfigError, DataFormatError, ManifestError, BadImageError, BadDataError, FileNotFoundError
+        ConfigError, DataFormatError, ManifestError, BadImageError, BadDataError, FileNotFoundError,
+        NotImplementedError,
     ) as e:
         print(f"vlparse: error: {e}", file=sys.stderr)
         return 2

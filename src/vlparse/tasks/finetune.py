@@ -1,0 +1,493 @@
+"""Fine-tuning and evaluation of a Visual Parsing model on a downstream task.
+
+A task plugs in by subclassing :class:`Task` in ``vlparse/tasks/<module>.py`` and exposing a
+module-level ``build_task() -> Task``; :data:`TASK_MODULES` maps each task name to its module.
+:func:`run_finetune` then does the rest with the one training loop
+(:func:`vlparse.train.loop.fit`): model from a pre-trained run (``init``) or from scratch, the
+task head, checkpoints, logs, resume, DDP and ``summary.json``; :func:`run_evaluate` rebuilds a
+fine-tuned run and writes the task's metrics as JSON.
+
+What a task provides (all on :class:`Task`):
+
+- ``prepare(manifest, cfg, tokenizer) -> dict``: JSON-ready state derived from the training
+  data (e.g. the VQA answer vocabulary); saved as ``task_state.json`` in the run folder and given
+  back to ``build_head`` and ``dataset`` at evaluation time.
+- ``build_head(model_cfg, cfg, state) -> nn.Module``: the head on top of the backbone.
+- ``init_head(head, backbone)``: called once when starting from a pre-trained backbone.
+- ``dataset(manifest, sets, splits, cfg, tokenizer, state, train) -> Dataset`` and
+  ``collate(items) -> batch``: items carry ``index`` and a ``skipped`` list like
+  :class:`~vlparse.data.pretrain.PretrainDataset`; the loop counts images per batch from the
+  first tensor's leading size.
+- ``step_fn(model, batch, reduce_count, cfg) -> StepOutput``: the loss of one batch;
+  ``reduce_count`` turns a local count into the mean over processes (loss normalisers).
+- ``evaluate(model, dataset, cfg, device, progress) -> dict``: the metrics, with every key of
+  ``metric_keys`` and ``num_examples``; ``split`` is added by :func:`run_evaluate`.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import json
+import time
+import types
+from collections.abc import Callable
+from contextlib import AbstractContextManager
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+from torch.utils.data import Dataset
+
+from vlparse.config import FINETUNE_TASKS, FinetuneConfig, ModelConfig
+
+__all__ = [
+    "TASK_MODULES",
+    "TaskNotImplementedError",
+    "Task",
+    "FinetuneModel",
+    "get_task",
+    "autocast_for",
+    "build_finetune_model",
+    "load_finetuned",
+    "run_finetune",
+    "run_evaluate",
+]
+
+TASK_MODULES: types.MappingProxyType[str, str] = types.MappingProxyType(
+    {
+        "retrieval": "vlparse.tasks.retrieval",
+        "vqa": "vlparse.tasks.vqa",
+        "nlvr2": "vlparse.tasks.nlvr2",
+        "snli-ve": "vlparse.tasks.snli_ve",
+    }
+)
+"""Task name -> module that defines ``build_task()``; read-only."""
+
+TASK_STATE_NAME = "task_state.json"
+
+
+class TaskNotImplementedError(NotImplementedError):
+    """The task is registered but its module is not written yet."""
+
+
+class Task:
+    """A fine-tuning task. Subclass it and override the methods that raise.
+
+    Attributes:
+        name: the task name (a key of :data:`TASK_MODULES`).
+        recipe: the built-in recipe used when ``--config`` is not given.
+        default_split: the split ``vlparse evaluate`` documents as the usual test split.
+        metric_keys: keys every ``evaluate`` result must have (besides ``num_examples``).
+        zero_shot: ``vlparse evaluate`` may take a pre-training run (head from ``init_head``).
+    """
+
+    name: str = ""
+    recipe: str = ""
+    default_split: str = "test"
+    metric_keys: tuple[str, ...] = ()
+    zero_shot: bool = False
+
+    def prepare(self, manifest: dict, cfg: FinetuneConfig, tokenizer) -> dict[str, Any]:
+        """State derived from the training data, JSON-ready (default: none)."""
+        return {}
+
+    def build_head(self, model_cfg: ModelConfig, cfg: FinetuneConfig, state: dict) -> nn.Module:
+        """The task head (randomly initialised, no I/O)."""
+        raise NotImplementedError(f"task {self.name!r} defines no build_head")
+
+    def init_head(self, head: nn.Module, backbone: nn.Module) -> None:
+        """Initialise ``head`` from a pre-trained ``backbone`` (default: nothing)."""
+
+    def dataset(
+        self,
+        manifest: dict,
+        sets: list[str],
+        splits: list[str],
+        cfg: FinetuneConfig,
+        tokenizer,
+        state: dict,
+        train: bool,
+    ) -> Dataset:
+        """The examples of ``sets`` x ``splits`` of the manifest."""
+        raise NotImplementedError(f"task {self.name!r} defines no dataset")
+
+    def collate(self, items: list[dict[str, Any]]) -> dict[str, Any]:
+        """Items -> batch (default: :func:`~vlparse.data.collate.collate_pretrain`, which
+        stacks every tensor field and gathers ``index`` and ``skipped``)."""
+        from vlparse.data.collate import collate_pretrain
+
+        return collate_pretrain(items)
+
+    def step_fn(
+        self,
+        model: FinetuneModel,
+        batch: dict[str, Any],
+        reduce_count: Callable[[Tensor], Tensor],
+        cfg: FinetuneConfig,
+    ):
+        """The loss of one batch as a :class:`~vlparse.train.loop.StepOutput`."""
+        raise NotImplementedError(f"task {self.name!r} defines no step_fn")
+
+    def evaluate(
+        self,
+        model: FinetuneModel,
+        dataset: Dataset,
+        cfg: FinetuneConfig,
+        device: torch.device,
+        progress: bool = True,
+    ) -> dict[str, Any]:
+        """Metrics of ``model`` on ``dataset`` (``metric_keys`` and ``num_examples``)."""
+        raise NotImplementedError(f"task {self.name!r} defines no evaluate")
+
+
+def get_task(name: str) -> Task:
+    """The task called ``name`` (``retrieval``, ``vqa``, ``nlvr2``, ``snli-ve``).
+
+    Raises:
+        ValueError: unknown name.
+        TaskNotImplementedError: the task's module does not exist yet.
+    """
+    if name not in TASK_MODULES:
+        raise ValueError(f"unknown task {name!r}; choose one of {', '.join(TASK_MODULES)}")
+    module_name = TASK_MODULES[name]
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as e:
+        if e.name != module_name:
+            raise
+        raise TaskNotImplementedError(
+            f"task {name!r} is not yet implemented in this version of vlparse ({module_name} "
+            f"does not exist); implemented: {', '.join(_implemented())}"
+        ) from None
+    task = module.build_task()
+    if not isinstance(task, Task) or task.name != name:
+        raise TypeError(f"{module_name}.build_task() must return a Task named {name!r}")
+    return task
+
+
+def _implemented() -> list[str]:
+    return [n for n, m in TASK_MODULES.items() if importlib.util.find_spec(m) is not None]
+
+
+# --------------------------------------------------------------------------- the model
+
+
+class FinetuneModel(nn.Module):
+    """A :class:`~vlparse.models.single_stream.VisualParsingModel` (``backbone``) plus a task
+    ``head``. Weights are stored as ``backbone.*`` and ``head.*``.
+
+    Args:
+        backbone: the pre-trained or fresh model.
+        head: the task head.
+        head_lr_mult: the head's learning rate is ``lr * head_lr_mult``.
+    """
+
+    def __init__(self, backbone: nn.Module, head: nn.Module, head_lr_mult: float = 1.0) -> None:
+        super().__init__()
+        self.backbone = backbone
+        self.head = head
+        self.head_lr_mult = head_lr_mult
+
+    def encode_image(self, images: Tensor, output_attentions: bool = False):
+        """``(B, 3, H, W)`` -> ``VisualOutput`` (tokens ``(B, m, c)``)."""
+        return self.backbone.encode_image(images, output_attentions=output_attentions)
+
+    def fuse(self, visual_tokens: Tensor, input_ids: Tensor, attention_mask: Tensor, **kw):
+        """The backbone's multi-modal pass; see ``VisualParsingModel.fuse``."""
+        return self.backbone.fuse(visual_tokens, input_ids, attention_mask, **kw)
+
+    def param_groups(self, lr: float, visual_lr: float, weight_decay: float) -> list[dict]:
+        """The backbone's groups, then ``head_decay`` / ``head_no_decay`` (biases and norms)."""
+        groups = self.backbone.param_groups(lr, visual_lr, weight_decay)
+        decay = [p for p in self.head.parameters() if p.requires_grad and p.ndim > 1]
+        no_decay = [p for p in self.head.parameters() if p.requires_grad and p.ndim <= 1]
+        head_lr = lr * self.head_lr_mult
+        parts = (("head_decay", decay, weight_decay), ("head_no_decay", no_decay, 0.0))
+        for name, params, wd in parts:
+            if params:
+                groups.append({"name": name, "params": params, "lr": head_lr, "weight_decay": wd})
+        return groups
+
+
+def autocast_for(cfg: FinetuneConfig, device: torch.device) -> AbstractContextManager:
+    """bf16 autocast on CUDA (``train.precision`` auto or bf16), nothing on the CPU / fp32."""
+    p = cfg.train.precision
+    dtype = torch.bfloat16 if p == "bf16" or (p == "auto" and device.type == "cuda") else None
+    return torch.autocast(device.type, dtype=dtype, enabled=dtype is not None)
+
+
+def _read_run_config(run_dir: Path) -> dict:
+    import yaml
+
+    return yaml.safe_load((run_dir / "config.yaml").read_text()) or {}
+
+
+def _backbone_from(init: str | Path) -> tuple[nn.Module, ModelConfig, Any]:
+    """Backbone, its model config and tokenizer from a pre-training or fine-tuning run."""
+    from vlparse.models.loading import find_run_dir, load_run
+
+    run_dir = find_run_dir(init)
+    if "task" in _read_run_config(run_dir):
+        model, cfg, tokenizer, _ = load_finetuned(init)
+        return model.backbone, cfg.model, tokenizer
+    backbone, pcfg, tokenizer = load_run(init)
+    return backbone, pcfg.model, tokenizer
+
+
+def build_finetune_model(
+    task: Task,
+    cfg: FinetuneConfig,
+    state: dict,
+    init: str | Path | None = None,
+    tokenizer=None,
+) -> tuple[FinetuneModel, FinetuneConfig, Any]:
+    """Backbone (loaded from ``init``, else fresh from ``cfg.model``) plus the task head.
+
+    With ``init`` the run's model config replaces ``cfg.model`` and ``task.init_head`` runs.
+
+    Returns:
+        ``(model, cfg, tokenizer)``; ``cfg`` is a copy with the model section actually used.
+    """
+    import dataclasses
+
+    from vlparse.data.tokenization import build_tokenizer, special_ids
+    from vlparse.models.single_stream import VisualParsingModel
+
+    if init is not None:
+        backbone, model_cfg, tokenizer = _backbone_from(init)
+        cfg = dataclasses.replace(cfg, model=model_cfg)
+    else:
+        tokenizer = tokenizer or build_tokenizer(cfg.model.text.tokenizer)
+        ids = special_ids(tokenizer)
+        vocab = cfg.model.text.vocab_size or ids["vocab_size"]
+        backbone = VisualParsingModel(
+            cfg.model, vocab, cls_token_id=ids["cls"], sep_token_id=ids["sep"]
+        )
+    head = task.build_head(cfg.model, cfg, state)
+    if init is not None:
+        task.init_head(head, backbone)
+    return FinetuneModel(backbone, head, cfg.task.head_lr_mult), cfg, tokenizer
+
+
+def load_finetuned(path: str | Path) -> tuple[FinetuneModel, FinetuneConfig, Any, dict]:
+    """Rebuild a ``vlparse finetune`` run (its folder or a ``checkpoints/step_*`` folder).
+
+    Returns:
+        ``(model, cfg, tokenizer, state)``, the model in eval mode on the CPU.
+
+    Raises:
+        FileNotFoundError: no run folder / checkpoint; RuntimeError: weights do not match.
+    """
+    from vlparse.config import from_dict
+    from vlparse.models.loading import find_run_dir
+    from vlparse.train.checkpoint import find_checkpoint, load_model_weights
+
+    run_dir = find_run_dir(path)
+    ckpt = find_checkpoint(path)
+    cfg = from_dict(FinetuneConfig, _read_run_config(run_dir))
+    state_file = run_dir / TASK_STATE_NAME
+    state = json.loads(state_file.read_text()) if state_file.is_file() else {}
+    task = get_task(cfg.task.name)
+    model, cfg, tokenizer = build_finetune_model(task, cfg, state)
+    report = load_model_weights(ckpt, model)
+    if report.missing or report.unexpected:
+        raise RuntimeError(
+            f"{ckpt}: weights do not match the {cfg.task.name} model of {run_dir}/config.yaml: "
+            f"missing {report.missing[:5]}, unexpected {report.unexpected[:5]} "
+            f"{' '.join(report.notes)}"
+        )
+    model.eval()
+    return model, cfg, tokenizer, state
+
+
+def _load_for_eval(task: Task, checkpoint: str | Path):
+    """A fine-tuned run, or (for tasks that accept it, e.g. zero-shot retrieval) a pre-training
+    run wrapped with a head initialised from it."""
+    from vlparse.config import load_config
+    from vlparse.models.loading import find_run_dir
+
+    run_dir = find_run_dir(checkpoint)
+    if "task" in _read_run_config(run_dir):
+        model, cfg, tokenizer, state = load_finetuned(checkpoint)
+        if cfg.task.name != task.name:
+            raise ValueError(
+                f"{run_dir} was fine-tuned for {cfg.task.name!r}, not {task.name!r}; evaluate "
+                f"it with 'vlparse evaluate {cfg.task.name}'"
+            )
+        return model, cfg, tokenizer, state
+    if not task.zero_shot:
+        raise ValueError(
+            f"{run_dir} is a pre-training run; task {task.name!r} needs a fine-tuned run "
+            f"('vlparse finetune {task.name} --init {checkpoint} ...')"
+        )
+    cfg = load_config(task.recipe, cls=FinetuneConfig)
+    model, cfg, tokenizer = build_finetune_model(task, cfg, {}, init=checkpoint)
+    return model.eval(), cfg, tokenizer, {}
+
+
+# --------------------------------------------------------------------------- commands
+
+
+def run_finetune(
+    task_name: str,
+    cfg: FinetuneConfig,
+    manifest_path: str | Path,
+    out_dir: str | Path,
+    init: str | Path | None = None,
+    resume: bool = False,
+    evaluate: bool = True,
+) -> dict:
+    """Fine-tune on ``cfg.data.train_sets`` x ``train_splits`` of a manifest with the one
+    training loop, evaluate on ``cfg.data.val_set`` / ``val_split``, write ``summary.json``.
+
+    Args:
+        task_name: ``retrieval``, ``vqa``, ``nlvr2`` or ``snli-ve`` (must equal ``cfg.task.name``).
+        init: a pre-training (or fine-tuning) run folder or checkpoint; ``None`` = from scratch.
+
+    Returns:
+        The summary (also in ``out_dir/summary.json``): steps, examples, checkpoint, the
+        validation metrics ``val`` and where the model came from ``init``.
+    """
+    from vlparse.config import to_dict
+    from vlparse.data.manifest import load_manifest
+    from vlparse.train.distributed import cleanup, init_distributed
+    from vlparse.train.loop import StepOutput, fit
+
+    if task_name not in FINETUNE_TASKS:
+        raise ValueError(f"unknown task {task_name!r}; choose one of {', '.join(FINETUNE_TASKS)}")
+    if cfg.task.name != task_name:
+        raise ValueError(
+            f"the recipe is for task {cfg.task.name!r}, not {task_name!r}; pass a {task_name} "
+            f"recipe (--config) or the override task.name={task_name}"
+        )
+    task = get_task(task_name)
+    out_dir = Path(out_dir)
+    dist = init_distributed()
+    t0 = time.perf_counter()
+    torch.manual_seed(cfg.train.seed)
+    manifest = load_manifest(manifest_path)
+    model, cfg, tokenizer = build_finetune_model(task, cfg, {}, init=init)
+    state = task.prepare(manifest, cfg, tokenizer)
+    if state:  # heads that depend on the data (e.g. VQA answers) are built again with it
+        model.head = task.build_head(cfg.model, cfg, state)
+        if init is not None:
+            task.init_head(model.head, model.backbone)
+    if dist.is_main:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        (out_dir / TASK_STATE_NAME).write_text(json.dumps(state) + "\n")
+    if cfg.train.compile:
+        model.backbone.visual.compile()
+        model.backbone.encoder.compile()
+
+    d = cfg.data
+    train_set = task.dataset(manifest, d.train_sets, d.train_splits, cfg, tokenizer, state, True)
+    val_set = None
+    if evaluate:
+        val_set = task.dataset(manifest, [d.val_set], [d.val_split], cfg, tokenizer, state, False)
+
+    def eval_fn(m: nn.Module) -> dict[str, float]:
+        was = m.training
+        m.eval()
+        result = task.evaluate(m, val_set, cfg, dist.device, progress=cfg.train.progress)
+        m.train(was)
+        return {k: float(v) for k, v in result.items() if isinstance(v, (int, float))}
+
+    def step_fn(m, batch, reduce_count) -> StepOutput:
+        return task.step_fn(m, batch, reduce_count, cfg)
+
+    result = fit(
+        model=model,
+        dataset=train_set,
+        collate_fn=task.collate,
+        step_fn=step_fn,
+        optim_cfg=cfg.optim,
+        train_cfg=cfg.train,
+        data_cfg=cfg.data,
+        run_dir=out_dir,
+        dist=dist,
+        config_dict=to_dict(cfg),
+        resume=resume,
+        eval_fn=eval_fn if evaluate else None,
+        find_unused_parameters=True,  # the pre-training heads get no gradient
+        desc=f"finetune {task_name}",
+    )
+    summary = {
+        "task": task_name,
+        "init": str(init) if init is not None else None,
+        "steps": result.step,
+        "epochs_completed": result.epoch,
+        "examples_seen": result.images_seen,
+        "bad_images": result.bad_images,
+        "train_examples": len(train_set),
+        "checkpoint": str(result.last_checkpoint) if result.last_checkpoint else None,
+        "wall_s": time.perf_counter() - t0,
+        "world_size": dist.world_size,
+        "model": cfg.model.name,
+        "val_split": f"{d.val_set}/{d.val_split}" if evaluate else None,
+        "val": result.final_metrics,
+    }
+    if dist.is_main:
+        (out_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    cleanup()
+    return summary
+
+
+def run_evaluate(
+    task_name: str,
+    checkpoint: str | Path,
+    manifest_path: str | Path,
+    split: str,
+    out_json: str | Path | None = None,
+    dataset: str | None = None,
+    overrides: list[str] | None = None,
+    device: str | None = None,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Evaluate a fine-tuned run on one split of a manifest and write the metrics as JSON.
+
+    Args:
+        task_name: the task the run was fine-tuned for.
+        checkpoint: the run folder or a ``checkpoints/step_*`` folder. For retrieval, a
+            pre-training run is also accepted (zero-shot, scored by its ITM head).
+        split: the split of the data set, e.g. ``test``.
+        dataset: the manifest data set (default: the run's ``data.val_set``).
+        overrides: ``key=value`` changes of the run's config for evaluation, e.g.
+            ``task.rerank_k=128`` or ``task.eval_batch_pairs=8192``.
+        device: ``cuda``, ``cpu``...; default CUDA when available.
+
+    Returns:
+        The task's metrics plus ``split``, ``dataset``, ``task``, ``checkpoint``, ``wall_s``.
+    """
+    from vlparse.config import apply_overrides, from_dict, to_dict
+    from vlparse.data.manifest import load_manifest
+
+    task = get_task(task_name)
+    t0 = time.perf_counter()
+    model, cfg, tokenizer, state = _load_for_eval(task, checkpoint)
+    if overrides:
+        cfg = from_dict(FinetuneConfig, apply_overrides(to_dict(cfg), overrides))
+    dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    model.to(dev)
+    manifest = load_manifest(manifest_path)
+    name = dataset or cfg.data.val_set
+    data = task.dataset(manifest, [name], [split], cfg, tokenizer, state, False)
+    with torch.no_grad():
+        result = task.evaluate(model, data, cfg, dev, progress=progress)
+    missing = [k for k in (*task.metric_keys, "num_examples") if k not in result]
+    if missing:
+        raise RuntimeError(f"task {task_name!r}: evaluate() returned no {missing}")
+    result = {
+        **result,
+        "split": split,
+        "dataset": name,
+        "task": task_name,
+        "checkpoint": str(checkpoint),
+        "wall_s": time.perf_counter() - t0,
+    }
+    if out_json is not None:
+        out_json = Path(out_json)
+        out_json.parent.mkdir(parents=True, exist_ok=True)
+        out_json.write_text(json.dumps(result, indent=2) + "\n")
+    return result

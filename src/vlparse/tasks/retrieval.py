@@ -1,0 +1,471 @@
+"""Image-text retrieval (paper section 4.2, Table 4): fine-tuning and full-ranking evaluation.
+
+Training: binary matching on the ``[CLS]`` state, the head initialised from the pre-trained ITM
+head. A batch holds ``B`` images, each with one of its captions (drawn per epoch by a generator
+keyed by ``(seed, epoch, index)``); the aligned pairs ``(i, i)`` are positives and the
+unaligned pairs ``(i, i + s mod B)``, ``s = 1 .. num_neg``, negatives: captions of other images
+of the mini-batch (the sampler shuffles every epoch, so the pairing is random). A negative whose
+caption is word for word the image's own caption is dropped. The visual parser runs once per
+image.
+
+Evaluation: every image of the split against every caption. The parser runs once per image
+(tokens cached on the model's device), captions are tokenised once and sorted by length so that
+each batch of ``task.eval_batch_pairs`` pairs is cut to its longest caption, and the score of a
+pair is the matching logit margin ``z_1 - z_0`` (monotone in the match probability). TR ranks
+the captions of each image, IR the images of each caption; Recall@1/5/10 by
+:func:`vlparse.eval.metrics.recall_at_k`.
+
+``task.rerank_k = K``: a cheap first score picks, for each image, its top-K captions (TR) and,
+for each caption, its top-K images (IR); only those pairs go through the full model, the others
+rank last. The cheap score is the cosine between mean-pooled last-layer states of an image-only
+pass and a text-only pass through the same multi-modal Transformer: ``I + T`` sequences instead
+of ``I x T``. Nothing trains these unimodal passes to agree (there is no contrastive objective),
+so K must be generous; with ``K >= max(I, T)`` the result equals the full ranking exactly.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from contextlib import nullcontext
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+from torch.utils.data import DataLoader, Dataset
+from tqdm.auto import tqdm
+
+from vlparse.config import FinetuneConfig, ModelConfig
+from vlparse.data.formats.karpathy import read_karpathy
+from vlparse.data.formats.records import ImageCaptions
+from vlparse.data.images import BadImageError, load_image
+from vlparse.data.manifest import manifest_entry
+from vlparse.data.sampler import stable_seed
+from vlparse.data.tokenization import encode_texts
+from vlparse.data.transforms import image_transform
+from vlparse.eval.metrics import recall_at_k
+from vlparse.objectives.itm import itm_accuracy, itm_loss
+from vlparse.tasks.finetune import FinetuneModel, Task, autocast_for
+from vlparse.train.loop import StepOutput
+
+__all__ = [
+    "MatchHead",
+    "RetrievalTask",
+    "build_task",
+    "read_retrieval_records",
+    "RetrievalTrainDataset",
+    "RetrievalEvalDataset",
+    "training_pairs",
+    "retrieval_step",
+    "match_scores",
+    "encode_images",
+    "score_matrix",
+    "naive_scores",
+    "unimodal_embeddings",
+    "rerank_candidates",
+    "retrieval_metrics",
+    "chance_recall",
+    "evaluate_retrieval",
+]
+
+KS = (1, 5, 10)
+
+
+class MatchHead(nn.Module):
+    """Matching logits from ``[CLS]``: ``(B, D)`` -> ``(B, 2)``, class 1 = aligned.
+
+    ``init_from_itm`` says whether :meth:`RetrievalTask.init_head` copies the ITM head.
+    """
+
+    def __init__(self, hidden: int, init_from_itm: bool = True) -> None:
+        super().__init__()
+        self.fc = nn.Linear(hidden, 2)
+        nn.init.normal_(self.fc.weight, std=0.02)
+        nn.init.zeros_(self.fc.bias)
+        self.init_from_itm = init_from_itm
+
+    def forward(self, cls_state: Tensor) -> Tensor:
+        return self.fc(cls_state)
+
+
+# --------------------------------------------------------------------------- data
+
+
+def read_retrieval_records(
+    manifest: dict, sets: list[str], splits: list[str]
+) -> list[ImageCaptions]:
+    """Images with captions of Karpathy-format data sets (``flickr30k``, ``coco``); images
+    without captions are left out. Fails (naming what exists) when a set or split is missing."""
+    records: list[ImageCaptions] = []
+    for name in sets:
+        for split in splits:
+            roles = manifest_entry(manifest, name, split)
+            if "karpathy" not in roles or "image_root" not in roles:
+                raise ValueError(
+                    f"manifest {name}.{split}: retrieval needs the roles 'karpathy' and "
+                    f"'image_root'; found {', '.join(sorted(roles))}"
+                )
+            records += read_karpathy(roles["karpathy"], roles["image_root"], split, source=name)
+    records = [r for r in records if r.captions]
+    if not records:
+        raise ValueError(f"no captioned images in {sets} x {splits} of the manifest")
+    return records
+
+
+class RetrievalTrainDataset(Dataset):
+    """Per image: ``image (3, S, S)``, one of its captions as ``input_ids`` / ``attention_mask``
+    ``(L,)``, ``index`` and ``skipped`` (bad images replaced by the next good one, or raised
+    with ``on_error='raise'``)."""
+
+    def __init__(
+        self,
+        records: list[ImageCaptions],
+        tokenizer,
+        image_size: int,
+        max_text_len: int,
+        seed: int = 0,
+        on_error: str = "skip",
+    ) -> None:
+        self.records, self.tokenizer, self.max_text_len = records, tokenizer, max_text_len
+        self.seed, self.on_error, self.epoch = seed, on_error, 0
+        self.transform = image_transform(image_size)
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        n, skipped = len(self.records), []
+        for step in range(n):
+            j = (index + step) % n
+            try:
+                image = self.transform(load_image(self.records[j].image_path))
+                break
+            except BadImageError as e:
+                if self.on_error == "raise":
+                    raise
+                skipped.append((e.path, e.reason))
+        else:
+            raise BadImageError(self.records[index].image_path, "every image of the set is bad")
+        gen = torch.Generator().manual_seed(stable_seed(self.seed, self.epoch, index))
+        captions = self.records[j].captions
+        text = captions[int(torch.randint(len(captions), (1,), generator=gen))]
+        ids, mask = encode_texts(self.tokenizer, [text], self.max_text_len)
+        return {"image": image, "input_ids": ids[0], "attention_mask": mask[0], "index": index,
+                "skipped": skipped}
+
+
+class RetrievalEvalDataset(Dataset):
+    """The images of a split (items ``{"image": (3, S, S), "index": i}``) and all their
+    captions, tokenised once: ``input_ids``, ``attention_mask`` ``(T, L)``, ``caption_image``
+    ``(T,)`` the image index of each caption. A bad image is an error: a ranking needs all."""
+
+    def __init__(self, records: list[ImageCaptions], tokenizer, image_size: int, max_text_len: int):
+        self.records = records
+        texts = [c for r in records for c in r.captions]
+        self.input_ids, self.attention_mask = encode_texts(tokenizer, texts, max_text_len)
+        self.caption_image = torch.tensor(
+            [i for i, r in enumerate(records) for _ in r.captions], dtype=torch.long
+        )
+        self.transform = image_transform(image_size)
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        return {"image": self.transform(load_image(self.records[index].image_path)),
+                "index": index}
+
+
+# --------------------------------------------------------------------------- training
+
+
+def training_pairs(batch_size: int, num_neg: int, device=None) -> tuple[Tensor, Tensor, Tensor]:
+    """``(image_index, text_index, label)`` of a batch: ``(i, i)`` aligned (label 1), then
+    ``(i, (i + s) mod B)`` for ``s = 1 .. min(num_neg, B - 1)`` unaligned (label 0)."""
+    ar = torch.arange(batch_size, device=device)
+    shifts = range(1, min(num_neg, batch_size - 1) + 1)
+    img = torch.cat([ar] + [ar for _ in shifts])
+    txt = torch.cat([ar] + [(ar + s) % batch_size for s in shifts])
+    labels = (torch.arange(img.numel(), device=device) < batch_size).long()
+    return img, txt, labels
+
+
+def retrieval_step(model: FinetuneModel, batch: dict[str, Tensor], reduce_count, num_neg: int):
+    """Matching loss of one batch (``image (B,3,S,S)``, ``input_ids`` / ``attention_mask``
+    ``(B, L)``): two-class cross-entropy over the aligned and unaligned pairs."""
+    ids, mask = batch["input_ids"], batch["attention_mask"]
+    tokens = model.encode_image(batch["image"]).tokens
+    img, txt, labels = training_pairs(ids.shape[0], num_neg, ids.device)
+    keep = (labels == 1) | (ids[txt] != ids[img]).any(dim=1)  # drop word-for-word duplicates
+    img, txt, labels = img[keep], txt[keep], labels[keep]
+    out = model.fuse(tokens[img], ids[txt], mask[txt])
+    logits = model.head(out.cls)
+    normalizer = reduce_count(torch.tensor(float(labels.numel()), device=ids.device))
+    loss = itm_loss(logits.float(), labels, normalizer=normalizer)
+    correct, total = itm_accuracy(logits, labels)
+    return StepOutput(loss, {"loss": float(loss.detach())},
+                      {"match_correct": correct, "match_total": total})
+
+
+# --------------------------------------------------------------------------- scoring
+
+
+def match_scores(model: FinetuneModel, tokens: Tensor, input_ids: Tensor, mask: Tensor) -> Tensor:
+    """``(P,)`` float margins ``z_1 - z_0`` of ``P`` pairs: tokens ``(P, m, c)``, ids and mask
+    ``(P, L)``."""
+    logits = model.head(model.fuse(tokens, input_ids, mask).cls).float()
+    return logits[:, 1] - logits[:, 0]
+
+
+@torch.no_grad()
+def encode_images(model: FinetuneModel, loader, device: torch.device, autocast=None) -> Tensor:
+    """Visual tokens ``(I, m, c)`` of every image of ``loader`` (batches with ``image``), in
+    order, on ``device``; the parser runs once per image."""
+    parts = []
+    for batch in loader:
+        with autocast or nullcontext():
+            parts.append(model.encode_image(batch["image"].to(device, non_blocking=True)).tokens)
+    return torch.cat(parts)
+
+
+def _pair_chunks(candidates: Tensor | None, n_img: int, order: Tensor, batch_pairs: int):
+    """Pairs ``(image_index, text_index)`` in chunks of at most ``batch_pairs``, text-major in
+    ``order`` (captions of similar length together)."""
+    device = order.device
+    per_block = max(1, batch_pairs // n_img)
+    buf_i: list[Tensor] = []
+    buf_t: list[Tensor] = []
+    size = 0
+    for start in range(0, order.numel(), per_block):
+        block = order[start : start + per_block]
+        if candidates is None:
+            ii = torch.arange(n_img, device=device).repeat(block.numel())
+            tt = block.repeat_interleave(n_img)
+        else:
+            nz = candidates[:, block].t().nonzero()  # (pairs, 2): (text in block, image)
+            ii, tt = nz[:, 1], block[nz[:, 0]]
+        buf_i.append(ii)
+        buf_t.append(tt)
+        size += ii.numel()
+        while size >= batch_pairs:
+            all_i, all_t = torch.cat(buf_i), torch.cat(buf_t)
+            yield all_i[:batch_pairs], all_t[:batch_pairs]
+            buf_i, buf_t, size = [all_i[batch_pairs:]], [all_t[batch_pairs:]], size - batch_pairs
+    if size:
+        yield torch.cat(buf_i), torch.cat(buf_t)
+
+
+@torch.no_grad()
+def score_matrix(
+    model: FinetuneModel,
+    tokens: Tensor,
+    input_ids: Tensor,
+    attention_mask: Tensor,
+    candidates: Tensor | None = None,
+    batch_pairs: int = 1024,
+    autocast=None,
+    progress: bool = False,
+) -> Tensor:
+    """Scores of image-caption pairs from cached visual tokens.
+
+    Args:
+        tokens: ``(I, m, c)`` from :func:`encode_images`.
+        input_ids, attention_mask: ``(T, L)``.
+        candidates: ``(I, T)`` bool, the pairs to score (default all).
+        batch_pairs: pairs per forward pass; each pass is cut to its longest caption.
+
+    Returns:
+        ``(I, T)`` float32 margins; ``-inf`` for pairs not in ``candidates``.
+    """
+    n_img, n_txt = tokens.shape[0], input_ids.shape[0]
+    device = tokens.device
+    input_ids, attention_mask = input_ids.to(device), attention_mask.to(device)
+    lengths = attention_mask.sum(1)
+    order = torch.argsort(lengths, descending=True, stable=True)
+    out = torch.full((n_img, n_txt), float("-inf"), device=device)
+    total = n_img * n_txt if candidates is None else int(candidates.sum())
+    if candidates is not None:
+        candidates = candidates.to(device)
+    bar = tqdm(total=total, desc="scoring pairs", unit="pair", disable=not progress, leave=False)
+    for ii, tt in _pair_chunks(candidates, n_img, order, batch_pairs):
+        cut = int(lengths[tt].max())
+        with autocast or nullcontext():
+            out[ii, tt] = match_scores(model, tokens[ii], input_ids[tt, :cut],
+                                       attention_mask[tt, :cut])
+        bar.update(ii.numel())
+    bar.close()
+    return out
+
+
+@torch.no_grad()
+def naive_scores(
+    model: FinetuneModel, images: Tensor, input_ids: Tensor, attention_mask: Tensor,
+    image_index: Tensor, text_index: Tensor, batch_pairs: int = 64, autocast=None,
+) -> Tensor:
+    """The baseline scorer: the visual parser runs again for every pair. Returns ``(P,)``."""
+    out = []
+    for s in range(0, image_index.numel(), batch_pairs):
+        ii, tt = image_index[s : s + batch_pairs], text_index[s : s + batch_pairs]
+        with autocast or nullcontext():
+            tokens = model.encode_image(images[ii]).tokens
+            out.append(match_scores(model, tokens, input_ids[tt], attention_mask[tt]))
+    return torch.cat(out)
+
+
+@torch.no_grad()
+def unimodal_embeddings(
+    model: FinetuneModel, tokens: Tensor, input_ids: Tensor, attention_mask: Tensor,
+    batch: int = 256, autocast=None,
+) -> tuple[Tensor, Tensor]:
+    """L2-normalised mean-pooled last-layer states of an image-only pass ``(I, D)`` (visual
+    embeddings alone) and a text-only pass ``(T, D)`` (``[CLS] [SEP] W``) through the
+    multi-modal Transformer."""
+    bb = model.backbone
+    img, txt = [], []
+    ctx = autocast or nullcontext()
+    vis_type = bb.text_embed.type_embedding(1)
+    for s in range(0, tokens.shape[0], batch):
+        with ctx:
+            x = bb.visual_embed(tokens[s : s + batch], vis_type)
+            ones = torch.ones(x.shape[:2], dtype=torch.long, device=x.device)
+            img.append(bb.encoder(x, ones)[0].float().mean(1))
+    device = tokens.device
+    special = torch.tensor([bb.cls_token_id, bb.sep_token_id], device=device)
+    for s in range(0, input_ids.shape[0], batch):
+        ids, mask = input_ids[s : s + batch].to(device), attention_mask[s : s + batch].to(device)
+        ids = torch.cat([special.expand(ids.shape[0], 2), ids], 1)
+        mask = torch.cat([mask.new_ones(mask.shape[0], 2), mask], 1)
+        with ctx:
+            x = bb.text_embed(ids, position_ids=torch.arange(ids.shape[1], device=device))
+            h = bb.encoder(x, mask)[0].float()
+        w = mask.unsqueeze(-1).float()
+        txt.append((h * w).sum(1) / w.sum(1))
+    norm = torch.nn.functional.normalize
+    return norm(torch.cat(img), dim=-1), norm(torch.cat(txt), dim=-1)
+
+
+def rerank_candidates(cheap: Tensor, k: int) -> tuple[Tensor, Tensor]:
+    """``(I, T)`` bool masks: each image's top-``k`` captions (TR) and each caption's top-``k``
+    images (IR) by the ``(I, T)`` cheap score."""
+    n_img, n_txt = cheap.shape
+    tr = torch.zeros_like(cheap, dtype=torch.bool)
+    tr.scatter_(1, cheap.topk(min(k, n_txt), dim=1).indices, True)
+    ir = torch.zeros_like(cheap, dtype=torch.bool)
+    ir.scatter_(0, cheap.topk(min(k, n_img), dim=0).indices, True)
+    return tr, ir
+
+
+def retrieval_metrics(scores_tr: Tensor, scores_ir: Tensor, caption_image: Tensor) -> dict:
+    """``tr_r1, tr_r5, tr_r10`` (queries = images over ``scores_tr (I, T)``) and ``ir_r*``
+    (queries = captions over ``scores_ir (I, T)``); caption ``t`` belongs to image
+    ``caption_image[t]``."""
+    device = scores_tr.device
+    images = torch.arange(scores_tr.shape[0], device=device)
+    pos = caption_image.to(device)[None, :] == images[:, None]  # (I, T)
+    tr = recall_at_k(scores_tr, pos, KS)
+    ir = recall_at_k(scores_ir.t(), pos.t(), KS)
+    return {**{f"tr_r{k}": tr[k] for k in KS}, **{f"ir_r{k}": ir[k] for k in KS}}
+
+
+def chance_recall(caption_image: Tensor, num_images: int) -> dict[str, float]:
+    """Expected recall of a random ranking: TR ``1 - C(T-p, k) / C(T, k)`` for an image with
+    ``p`` of the ``T`` captions, averaged; IR ``min(k, I) / I``."""
+    n_txt = caption_image.numel()
+    per_image = torch.bincount(caption_image, minlength=num_images).tolist()
+    out = {}
+    for k in KS:
+        kk = min(k, n_txt)
+        tr = [1 - math.comb(n_txt - p, kk) / math.comb(n_txt, kk) for p in per_image]
+        out[f"chance_tr_r{k}"] = sum(tr) / len(tr)
+        out[f"chance_ir_r{k}"] = min(k, num_images) / num_images
+    return out
+
+
+@torch.no_grad()
+def evaluate_retrieval(
+    model: FinetuneModel, dataset: RetrievalEvalDataset, cfg: FinetuneConfig,
+    device: torch.device, progress: bool = True,
+) -> dict[str, Any]:
+    """Full ranking (or top-``task.rerank_k`` re-ranking) of a split: TR and IR Recall@1/5/10,
+    chance levels, counts and timings."""
+    autocast = autocast_for(cfg, device)
+    loader = DataLoader(dataset, batch_size=64, num_workers=cfg.data.num_workers,
+                        pin_memory=device.type == "cuda")
+    t0 = time.perf_counter()
+    if progress:
+        loader = tqdm(loader, desc="visual parser", unit="batch", leave=False)
+    tokens = encode_images(model, loader, device, autocast)
+    t1 = time.perf_counter()
+    n_img, n_txt = tokens.shape[0], dataset.input_ids.shape[0]
+    k = cfg.task.rerank_k
+    ids, mask = dataset.input_ids.to(device), dataset.attention_mask.to(device)
+    kw = {"batch_pairs": cfg.task.eval_batch_pairs, "autocast": autocast, "progress": progress}
+    if k > 0:  # K >= max(I, T) re-scores every pair: the full ranking, by another path
+        img_emb, txt_emb = unimodal_embeddings(model, tokens, ids, mask, autocast=autocast)
+        tr, ir = rerank_candidates(img_emb @ txt_emb.t(), k)
+        scores = score_matrix(model, tokens, ids, mask, candidates=tr | ir, **kw)
+        inf = torch.tensor(float("-inf"), device=device)
+        scores_tr, scores_ir = torch.where(tr, scores, inf), torch.where(ir, scores, inf)
+        pairs = int((tr | ir).sum())
+    else:
+        scores_tr = scores_ir = score_matrix(model, tokens, ids, mask, **kw)
+        pairs = n_img * n_txt
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    t2 = time.perf_counter()
+    return {
+        **retrieval_metrics(scores_tr, scores_ir, dataset.caption_image),
+        "num_examples": n_img,
+        "num_images": n_img,
+        "num_captions": n_txt,
+        "rerank_k": k,
+        "pairs_scored": pairs,
+        "parser_s": t1 - t0,
+        "scoring_s": t2 - t1,
+        "pairs_per_s": pairs / max(t2 - t1, 1e-9),
+        **chance_recall(dataset.caption_image, n_img),
+    }
+
+
+# --------------------------------------------------------------------------- the task
+
+
+class RetrievalTask(Task):
+    """Image-text retrieval; see the module docstring."""
+
+    name = "retrieval"
+    recipe = "retrieval"
+    default_split = "test"
+    metric_keys = ("tr_r1", "tr_r5", "tr_r10", "ir_r1", "ir_r5", "ir_r10")
+    zero_shot = True
+
+    def build_head(self, model_cfg: ModelConfig, cfg: FinetuneConfig, state: dict) -> nn.Module:
+        return MatchHead(model_cfg.text.hidden_size, cfg.task.itm_head_init)
+
+    def init_head(self, head: nn.Module, backbone: nn.Module) -> None:
+        if head.init_from_itm:
+            head.fc.load_state_dict(backbone.itm_head.fc.state_dict())
+
+    def dataset(self, manifest, sets, splits, cfg, tokenizer, state, train) -> Dataset:
+        records = read_retrieval_records(manifest, sets, splits)
+        size, length = cfg.model.visual.image_size, cfg.model.text.max_text_len
+        if train:
+            return RetrievalTrainDataset(records, tokenizer, size, length, cfg.train.seed,
+                                         cfg.data.on_error)
+        if cfg.task.eval_max_images:
+            records = records[: cfg.task.eval_max_images]
+        return RetrievalEvalDataset(records, tokenizer, size, length)
+
+    def step_fn(self, model, batch, reduce_count, cfg) -> StepOutput:
+        return retrieval_step(model, batch, reduce_count, cfg.task.num_neg)
+
+    def evaluate(self, model, dataset, cfg, device, progress=True) -> dict[str, Any]:
+        return evaluate_retrieval(model, dataset, cfg, device, progress)
+
+
+def build_task() -> RetrievalTask:
+    """The retrieval task (registered in :data:`vlparse.tasks.finetune.TASK_MODULES`)."""
+    return RetrievalTask()
