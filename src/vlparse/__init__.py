@@ -1,7 +1,7 @@
 """vlparse: vision-language pre-training with a self-attention visual parser (Visual Parsing,
 NeurIPS 2021) and fusion in the backbone (FIBER, NeurIPS 2022).
 
-Public API: :func:`create_model`, :func:`list_models`, :func:`load_config`.
+Public API: :func:`create_model`, :func:`list_models`, :func:`load_config`, :func:`load`.
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from typing import Any
 
 __version__ = "0.1.0"
 
-__all__ = ["__version__", "create_model", "list_models", "load_config"]
+__all__ = ["__version__", "create_model", "list_models", "load", "load_config"]
 
 
 def create_model(name_or_cfg: Any, vocab_size: int | None = None) -> Any:
@@ -33,3 +33,11 @@ def load_config(name_or_path: Any = None, overrides: list[str] | None = None) ->
     from vlparse.config import load_config as _load
 
     return _load(name_or_path, overrides)
+
+
+def load(path: Any, device: Any = None) -> Any:
+    """Load a pre-training or fine-tuning run for inference (``score``, ``rank``, ``answer``,
+    ``entail``, ``reason``). See :func:`vlparse.api.load`."""
+    from vlparse.api import load as _load
+
+    return _load(path, device)

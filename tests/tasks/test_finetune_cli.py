@@ -57,7 +57,14 @@ def test_paper_recipes_hold_the_paper_hyper_parameters():
         load_config("retrieval", ["task.num_negs=2"], cls=FinetuneConfig)
 
 
-def test_tasks_without_module_are_reported(capsys, tmp_path):
+def test_tasks_without_module_are_reported(capsys, tmp_path, monkeypatch):
+    import types
+
+    from vlparse.tasks import finetune
+
+    missing = {**finetune.TASK_MODULES, "nlvr2": "vlparse.tasks._missing",
+               "snli-ve": "vlparse.tasks._missing"}
+    monkeypatch.setattr(finetune, "TASK_MODULES", types.MappingProxyType(missing))
     with pytest.raises(TaskNotImplementedError, match="not yet implemented"):
         get_task("nlvr2")
     with pytest.raises(ValueError, match="unknown task"):

@@ -22,6 +22,8 @@ What a task provides (all on :class:`Task`):
   ``reduce_count`` turns a local count into the mean over processes (loss normalisers).
 - ``evaluate(model, dataset, cfg, device, progress) -> dict``: the metrics, with every key of
   ``metric_keys`` and ``num_examples``; ``split`` is added by :func:`run_evaluate`.
+- ``write_outputs(result, out_json) -> dict`` (optional): files written beside the evaluation
+  JSON, e.g. the VQA test-server submission.
 """
 
 from __future__ import annotations
@@ -140,6 +142,12 @@ class Task:
     ) -> dict[str, Any]:
         """Metrics of ``model`` on ``dataset`` (``metric_keys`` and ``num_examples``)."""
         raise NotImplementedError(f"task {self.name!r} defines no evaluate")
+
+    def write_outputs(self, result: dict[str, Any], out_json: Path | None) -> dict[str, Any]:
+        """Called by :func:`run_evaluate` after ``evaluate``: write the task's extra files
+        beside ``out_json`` (e.g. the VQA test-server file; nothing when ``None``) and return
+        the JSON-ready result to report, without bulky entries (default: unchanged)."""
+        return result
 
 
 def get_task(name: str) -> Task:
@@ -478,6 +486,7 @@ def run_evaluate(
     missing = [k for k in (*task.metric_keys, "num_examples") if k not in result]
     if missing:
         raise RuntimeError(f"task {task_name!r}: evaluate() returned no {missing}")
+    result = task.write_outputs(result, Path(out_json) if out_json is not None else None)
     result = {
         **result,
         "split": split,

@@ -1,0 +1,70 @@
+"""SNLI-VE: the MLP head, the loss, fine-tune + evaluate end to end with a per-example check."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from vlparse.cli import main
+from vlparse.data.finetune import finetune_records
+from vlparse.data.formats.snli_ve import SNLI_VE_LABELS
+from vlparse.data.manifest import load_manifest
+from vlparse.tasks.finetune import load_finetuned
+from vlparse.tasks.snli_ve import MLPHead, classification_loss, manifest_records
+
+FAST = ["model.visual.image_size=64", "model.visual.window_size=4", "train.max_steps=2"]
+
+
+def test_mlp_head_layers_and_loss():
+    head = MLPHead(8, 16, 3)
+    assert [type(m).__name__ for m in head.children()] == ["Linear", "LayerNorm", "Linear"]
+    assert head(torch.randn(5, 8)).shape == (5, 3) and head.out_dim == 3
+    g = torch.Generator().manual_seed(0)
+    logits, labels = torch.randn(6, 3, generator=g), torch.tensor([0, 1, 2, 2, -1, 0])
+    got = classification_loss(logits, labels, 5.0)
+    by_hand = -sum(logits[i].log_softmax(-1)[labels[i]] for i in (0, 1, 2, 3, 5)) / 5
+    torch.testing.assert_close(got, by_hand)
+
+
+def test_manifest_records_rejects_other_data_sets(scene_world):
+    manifest = load_manifest(scene_world)
+    with pytest.raises(ValueError, match="data.train_sets=\\[snli_ve\\]"):
+        manifest_records(manifest, ["flickr30k"], ["train"], "snli_ve")
+
+
+def test_snli_ve_finetune_and_evaluate_end_to_end(scene_world, small_overrides, tmp_path):
+    overrides = [o for o in small_overrides if not o.startswith("objectives.")] + FAST
+    out = tmp_path / "ft"
+    argv = ["finetune", "snli-ve", "--data", str(scene_world), "--out", str(out),
+            "--config", "snli_ve_world", *overrides]
+    assert main(argv) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["task"] == "snli-ve" and summary["steps"] == 2
+    assert summary["val_split"] == "snli_ve/dev" and 0.0 <= summary["val"]["accuracy"] <= 1.0
+
+    path = tmp_path / "test.json"
+    argv = ["evaluate", "snli-ve", "--checkpoint", str(out), "--data", str(scene_world),
+            "--split", "test", "--out", str(path), "--no-progress"]
+    assert main(argv) == 0
+    result = json.loads(path.read_text())
+    records = finetune_records(load_manifest(scene_world), "snli_ve", "test")
+    assert result["split"] == "test" and result["num_examples"] == len(records)
+    assert "predictions" not in result
+
+    # the accuracy is that of per-example predictions of the saved model
+    model, cfg, tokenizer, _ = load_finetuned(out)
+    assert model.head.out_dim == len(SNLI_VE_LABELS)
+    from vlparse.data.finetune import SNLIVEDataset
+
+    ds = SNLIVEDataset(records, tokenizer, cfg.model.visual.image_size,
+                       cfg.model.text.max_text_len, on_error="raise")
+    correct = 0
+    with torch.no_grad():
+        for i in range(len(ds)):
+            item = ds[i]
+            cls = model.backbone(item["image"][None], item["input_ids"][None],
+                                 item["attention_mask"][None]).cls
+            correct += int(model.head(cls).argmax(-1)) == int(item["label"])
+    assert result["accuracy"] == pytest.approx(correct / len(records))

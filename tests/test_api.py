@@ -1,0 +1,154 @@
+"""``vlparse.load``: every method's return type on tiny runs, wrong-task errors, images."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from PIL import Image
+
+import vlparse
+from vlparse.api import VLModel, WrongTaskError
+from vlparse.config import FinetuneConfig, load_config
+from vlparse.data.finetune import finetune_records
+from vlparse.data.manifest import load_manifest
+
+FAST = ["model.visual.image_size=64", "model.visual.window_size=4", "train.max_steps=1"]
+
+
+def _finetuned(task: str, recipe: str, scene_world: Path, small_overrides, out: Path) -> Path:
+    """A fine-tuning run folder as ``vlparse finetune`` writes it (config, task state,
+    checkpoint) of a freshly built model: what ``load_finetuned`` reads, without training."""
+    import json
+
+    import yaml
+
+    from vlparse.config import to_dict
+    from vlparse.tasks.finetune import TASK_STATE_NAME, build_finetune_model, get_task
+    from vlparse.train.checkpoint import save_checkpoint
+
+    overrides = [o for o in small_overrides if not o.startswith("objectives.")] + FAST
+    cfg = load_config(recipe, overrides, cls=FinetuneConfig)
+    t = get_task(task)
+    model, cfg, tokenizer = build_finetune_model(t, cfg, {})
+    state = t.prepare(load_manifest(scene_world), cfg, tokenizer)
+    model.head = t.build_head(cfg.model, cfg, state)
+    out.mkdir(parents=True)
+    (out / "config.yaml").write_text(yaml.safe_dump(to_dict(cfg)))
+    (out / TASK_STATE_NAME).write_text(json.dumps(state))
+    save_checkpoint(out, 1, model, None, None, {"step": 1})
+    return out
+
+
+@pytest.fixture(scope="module")
+def runs(scene_world, small_overrides, tmp_path_factory) -> dict[str, Path]:
+    base = tmp_path_factory.mktemp("api_runs")
+    return {t: _finetuned(t, r, scene_world, small_overrides, base / r)
+            for t, r in (("vqa", "vqa_world"), ("nlvr2", "nlvr2_world"),
+                         ("snli-ve", "snli_ve_world"), ("retrieval", "retrieval_world"))}
+
+
+@pytest.fixture(scope="module")
+def examples(scene_world):
+    manifest = load_manifest(scene_world)
+    return {
+        "vqa": finetune_records(manifest, "vqa", "val")[0],
+        "nlvr2": finetune_records(manifest, "nlvr2", "dev")[0],
+        "snli": finetune_records(manifest, "snli_ve", "dev")[0],
+    }
+
+
+def test_answer_entail_reason_types(runs, examples):
+    q = examples["vqa"]
+    vqa = vlparse.load(runs["vqa"], device="cpu")
+    assert isinstance(vqa, VLModel) and vqa.task == "vqa" and not vqa.model.training
+    top = vqa.answer(q.image_path, q.question, topk=3)
+    assert len(top) == 3 and all(isinstance(a, str) and isinstance(p, float) for a, p in top)
+    assert all(a in vqa.state["answers"] for a, _ in top)
+    assert [p for _, p in top] == sorted((p for _, p in top), reverse=True)
+    assert all(0.0 <= p <= 1.0 for _, p in top)
+    # a PIL image gives the same answer as its path
+    pil = Image.open(q.image_path)
+    assert vqa.answer(pil, q.question, topk=3) == top
+
+    s = examples["snli"]
+    probs = vlparse.load(runs["snli-ve"], device="cpu").entail(s.image_path, s.hypothesis)
+    assert list(probs) == ["entailment", "neutral", "contradiction"]
+    assert sum(probs.values()) == pytest.approx(1.0)
+
+    n = examples["nlvr2"]
+    nlvr2 = vlparse.load(runs["nlvr2"], device="cpu")
+    p = nlvr2.reason(n.left_image, n.right_image, n.sentence)
+    assert isinstance(p, float) and 0.0 <= p <= 1.0
+    swapped = nlvr2.reason(n.right_image, n.left_image, n.sentence)
+    assert swapped != p  # both images reach the classifier, in order
+
+    # a wrong task is named with what to load instead
+    with pytest.raises(WrongTaskError, match=r"answer\(\) needs a run fine-tuned with "
+                       r"'vlparse finetune vqa'.*is a nlvr2 run"):
+        nlvr2.answer(n.left_image, "what?")
+    with pytest.raises(WrongTaskError, match="reason"):
+        vqa.reason(n.left_image, n.right_image, n.sentence)
+    with pytest.raises(WrongTaskError, match="score"):
+        vqa.score([q.image_path], ["a caption"])
+    with pytest.raises(TypeError, match="PIL images or paths"):
+        vqa.answer(torch.zeros(3, 64, 64), "what?")
+
+
+def test_score_and_rank(runs, examples):
+    model = vlparse.load(runs["retrieval"], device="cpu")
+    image = examples["snli"].image_path
+    texts = ["a red square above a blue circle", "a green star", "two yellow triangles"]
+    scores = model.score([image] * 3, texts)
+    assert isinstance(scores, torch.Tensor) and scores.shape == (3,)
+    assert scores.dtype == torch.float32
+    torch.testing.assert_close(model.score(image, texts), scores)  # one image, broadcast
+    ranked = model.rank(image, texts)
+    assert sorted(t for t, _ in ranked) == sorted(texts)
+    values = [s for _, s in ranked]
+    assert values == sorted(values, reverse=True)
+    # rank's cached-parser scores equal score's
+    for t, s in ranked:
+        assert s == pytest.approx(float(scores[texts.index(t)]), abs=1e-4)
+    with pytest.raises(ValueError, match="aligned lists"):
+        model.score([image] * 2, texts)
+    with pytest.raises(WrongTaskError, match="vqa"):
+        model.answer(image, "what?")
+    with pytest.raises(FileNotFoundError):
+        vlparse.load(runs["vqa"].parent / "missing")
+
+
+def test_pretraining_run_scores_with_its_itm_head(small_overrides, examples, tmp_path):
+    import yaml
+
+    from vlparse.config import to_dict
+    from vlparse.data.tokenization import build_tokenizer, encode_texts
+    from vlparse.data.transforms import image_transform
+    from vlparse.models.single_stream import VisualParsingModel
+    from vlparse.train.checkpoint import save_checkpoint
+
+    cfg = load_config("tiny", [*small_overrides, *FAST[:2]])
+    tokenizer = build_tokenizer(cfg.model.text.tokenizer)
+    torch.manual_seed(0)
+    net = VisualParsingModel(cfg.model, len(tokenizer), cls_token_id=tokenizer.cls_token_id,
+                             sep_token_id=tokenizer.sep_token_id)
+    torch.nn.init.normal_(net.itm_head.fc.weight)
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(to_dict(cfg)))
+    save_checkpoint(tmp_path, 1, net, None, None, {"step": 1})
+
+    model = vlparse.load(tmp_path, device="cpu")
+    assert model.task == "pretrain"
+    image, texts = examples["snli"].image_path, ["a green star", "a red circle"]
+    got = model.score(image, texts)
+    net.eval()
+    pil = Image.open(image).convert("RGB")
+    images = image_transform(cfg.model.visual.image_size)(pil)[None].expand(2, -1, -1, -1)
+    ids, mask = encode_texts(tokenizer, texts, cfg.model.text.max_text_len)
+    with torch.no_grad():
+        logits = net.itm_head(net(images, ids, mask).cls)
+    torch.testing.assert_close(got, logits[:, 1] - logits[:, 0], atol=1e-4, rtol=1e-4)
+    assert [t for t, _ in model.rank(image, texts)] == sorted(texts, key=lambda t: -float(
+        got[texts.index(t)]))
+    with pytest.raises(WrongTaskError, match="snli-ve.*is a pretrain run"):
+        model.entail(image, "a star")
