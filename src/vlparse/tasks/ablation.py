@@ -1,0 +1,511 @@
+"""``vlparse ablate``: the paper's Table 5 (section 4.3) on the user's data.
+
+Each row of :data:`ROWS` is a visual embedder plus pre-training objectives, written as
+``key=value`` overrides of one base config (``ablation``: 224x224 images, a 3-layer multi-modal
+Transformer). Every row gets the same data, seeds and step budgets. For each row and seed the
+runner pre-trains (``train.seed`` = the seed) into ``OUT/runs/<row>/seed<k>/pretrain``,
+fine-tunes the task (VQA by default) from it into ``.../<task>``, probes the pre-trained model's
+Inter-Modality Flow ``F^{1,L}`` (``L`` = the multi-modal layers: the paper's ``F^{1,3}``) on
+held-out pairs, and writes the unit's ``summary.json``. The report (``table5.md``,
+``table5.json``, ``table5.png``) gives mean +- sample std (``ddof=1``) over the seeds.
+
+Resume: a unit with ``summary.json`` is skipped; a stage with a checkpoint resumes from it; a
+stage folder without one starts over. The arguments that define the experiment are stored in
+``OUT/ablation.json``; a re-run with other values fails (:class:`AblationMismatchError`).
+Rows and seeds are not part of that check: a later run may add seeds or rows to the experiment.
+
+Overrides: ``key=value`` changes the pre-training config of every row; ``finetune.key=value``
+changes the fine-tuning recipe. ``tiny=True`` swaps the rows' large parts for CPU-sized ones
+(ResNet-10t / ResNet-18 for R50 / R101, 16-px patches) and defaults the base config to ``tiny``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import shutil
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, NamedTuple
+
+from vlparse.config import ConfigError, FinetuneConfig, PretrainConfig, load_config, to_dict
+
+__all__ = [
+    "ROWS",
+    "HEADLINE_METRICS",
+    "AblationRow",
+    "AblationMismatchError",
+    "get_rows",
+    "row_config",
+    "summarize",
+    "run_ablation",
+    "write_report",
+]
+
+FT_PREFIX = "finetune."
+
+
+class PaperNumbers(NamedTuple):
+    """A row of the paper's Table 5 (FLOPs as GMACs, ``F^{1,3}``, VQA v2 test-dev/-std in %)."""
+
+    flops_g: float
+    params_m: float
+    f13: float
+    vqa_dev: float
+    vqa_std: float
+
+
+@dataclasses.dataclass(frozen=True)
+class AblationRow:
+    """One row: ``overrides`` of the base config; ``tiny_overrides`` are added in tiny mode."""
+
+    name: str
+    backbone: str
+    objectives: str
+    overrides: tuple[str, ...]
+    tiny_overrides: tuple[str, ...] = ()
+    paper: PaperNumbers | None = None
+
+    @property
+    def label(self) -> str:
+        return f"{self.backbone} ({self.objectives})"
+
+
+_RESNET = ("model.visual.kind=resnet", "model.visual.drop_path_rate=0.0", "objectives.mfr_mode=off")
+ROWS: tuple[AblationRow, ...] = (
+    AblationRow("r50", "R50", "MLM+ITM", (*_RESNET, "model.visual.arch=resnet50"),
+                ("model.visual.arch=resnet10t",), PaperNumbers(4.1, 25.6, 0.437, 64.65, 65.12)),
+    AblationRow("r101", "R101", "MLM+ITM", (*_RESNET, "model.visual.arch=resnet101"),
+                ("model.visual.arch=resnet18",), PaperNumbers(7.8, 44.5, 0.441, 65.44, 65.71)),
+    AblationRow("swin_nomfr", "Swin-T", "MLM+ITM, w/o MFR", ("objectives.mfr_mode=off",),
+                (), PaperNumbers(4.5, 28.0, 0.461, 67.13, 67.40)),
+    AblationRow("swin_randmfr", "Swin-T", "MLM+ITM+Rand MFR", ("objectives.mfr_mode=random",),
+                (), PaperNumbers(4.5, 28.0, 0.463, 67.24, 67.41)),
+    AblationRow("swin_mfr", "Swin-T", "MLM+ITM+MFR", ("objectives.mfr_mode=attention",),
+                (), PaperNumbers(4.5, 28.0, 0.474, 67.74, 67.90)),
+    AblationRow("patch", "Patch proj.", "MLM+ITM",
+                ("model.visual.kind=patch", "model.visual.patch_size=32",
+                 "model.visual.embed_dim=768", "model.visual.drop_path_rate=0.0",
+                 "objectives.mfr_mode=off"),
+                ("model.visual.patch_size=16", "model.visual.embed_dim=128")),
+)
+"""Table 5's five rows plus the ViLT-style patch projection (not in the paper)."""
+
+HEADLINE_METRICS: dict[str, str] = {
+    "vqa": "vqa_score", "retrieval": "tr_r1", "nlvr2": "accuracy", "snli-ve": "accuracy",
+}
+"""Task -> the key of its validation metrics reported in the table (fractions in [0, 1])."""
+
+# the paper's orderings (section 4.3): (better row, worse row)
+PAPER_ORDER = (("swin_nomfr", "r101"), ("r101", "r50"), ("swin_mfr", "swin_randmfr"),
+               ("swin_randmfr", "swin_nomfr"))
+
+
+class AblationMismatchError(ConfigError):
+    """``OUT/ablation.json`` was written with other experiment arguments."""
+
+
+def get_rows(names: Sequence[str] | None = None) -> list[AblationRow]:
+    """The rows called ``names`` (all of :data:`ROWS` when ``None``), in the given order."""
+    by_name = {r.name: r for r in ROWS}
+    if names is None:
+        return list(ROWS)
+    unknown = [n for n in names if n not in by_name]
+    if unknown or not names:
+        raise ConfigError(f"--rows: unknown row(s) {unknown or names}; choose from "
+                          f"{', '.join(by_name)} (comma-separated)")
+    return [by_name[n] for n in names]
+
+
+def _split_overrides(overrides: Sequence[str]) -> tuple[list[str], list[str]]:
+    pre = [o for o in overrides if not o.startswith(FT_PREFIX)]
+    ft = [o[len(FT_PREFIX):] for o in overrides if o.startswith(FT_PREFIX)]
+    return pre, ft
+
+
+def _keys(overrides: Sequence[str]) -> set[str]:
+    return {o.partition("=")[0].strip() for o in overrides}
+
+
+def _cap_warmup(cfg: Any, steps: int, user: Sequence[str]) -> Any:
+    """Warm-up at most 10 % of a short budget, unless ``optim.warmup_steps`` was given."""
+    if "optim.warmup_steps" in _keys(user) or cfg.optim.warmup_steps <= max(1, steps // 10):
+        return cfg
+    optim = dataclasses.replace(cfg.optim, warmup_steps=max(1, steps // 10))
+    return dataclasses.replace(cfg, optim=optim)
+
+
+def row_overrides(row: AblationRow, seed: int, steps: int, overrides: Sequence[str],
+                  tiny: bool) -> list[str]:
+    """The ``key=value`` list of the pre-training config of ``row`` and ``seed``."""
+    return [*row.overrides, *(row.tiny_overrides if tiny else ()), *overrides,
+            f"train.seed={seed}", f"train.max_steps={steps}"]
+
+
+def _ft_config(base: FinetuneConfig, seed: int, steps: int, overrides: Sequence[str],
+               progress: bool = True) -> FinetuneConfig:
+    """The fine-tuning recipe of one seed: ``train.seed``, ``train.max_steps``, warm-up cap."""
+    train = dataclasses.replace(base.train, seed=seed, max_steps=steps, progress=progress)
+    return _cap_warmup(dataclasses.replace(base, train=train), steps, overrides)
+
+
+def row_config(row: AblationRow, base_config: str, seed: int, steps: int,
+               overrides: Sequence[str] = (), tiny: bool = False) -> PretrainConfig:
+    """The pre-training config of ``row``: base config <- row overrides <- user overrides."""
+    cfg = load_config(base_config, row_overrides(row, seed, steps, overrides, tiny))
+    return _cap_warmup(cfg, steps, overrides)
+
+
+def summarize(values: Sequence[float]) -> dict[str, Any]:
+    """``{"mean", "std", "n", "values"}``; ``std`` is the sample std (``ddof=1``), ``None`` for
+    ``n < 2``; ``mean`` is ``None`` without values. NaN values are left out of the statistics."""
+    vals = [float(v) for v in values if v is not None and not math.isnan(float(v))]
+    n = len(vals)
+    mean = sum(vals) / n if n else None
+    std = math.sqrt(sum((v - mean) ** 2 for v in vals) / (n - 1)) if n >= 2 else None
+    return {"mean": mean, "std": std, "n": n, "values": [float(v) for v in values]}
+
+
+def _experiment(args: dict[str, Any], out: Path) -> None:
+    """Write ``ablation.json`` or check that it matches ``args``."""
+    path = out / "ablation.json"
+    if path.is_file():
+        old = json.loads(path.read_text())["experiment"]
+        diff = [k for k in sorted(set(old) | set(args)) if old.get(k) != args.get(k)]
+        if diff:
+            parts = "; ".join(f"{k}: stored {old.get(k)!r}, now {args.get(k)!r}" for k in diff)
+            raise AblationMismatchError(
+                f"{path}: this ablation was started with other arguments ({parts}). Re-run with "
+                "the stored arguments to finish it, or choose a new --out folder.")
+        return
+    out.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"experiment": args, "created": time.time()}, indent=2) + "\n")
+
+
+def _stage(run_dir: Path, run: Callable[[bool], dict]) -> tuple[dict, str]:
+    """Run a training stage unless done: ``(summary, "done" | "resumed" | "ran")``."""
+    from vlparse.train.checkpoint import find_checkpoint
+
+    summary = run_dir / "summary.json"
+    if summary.is_file():
+        return json.loads(summary.read_text()), "done"
+    try:
+        find_checkpoint(run_dir)
+        resume = True
+    except FileNotFoundError:
+        resume = False
+        if run_dir.exists():  # interrupted before its first checkpoint: start over
+            shutil.rmtree(run_dir)
+    return run(resume), "resumed" if resume else "ran"
+
+
+def _headline(task: str, metrics: dict[str, Any], where: Path) -> tuple[str, float]:
+    key = HEADLINE_METRICS[task]
+    if metrics.get(key) is None:
+        raise RuntimeError(f"ablation: the {task} evaluation in {where}/summary.json has no "
+                           f"'{key}' (got {sorted(metrics)}); does the validation split have "
+                           "answers/labels?")
+    return key, float(metrics[key])
+
+
+def _commands(row: AblationRow, a: dict[str, Any], data: str, unit: str, warmup: int,
+              ft_warmup: int) -> dict[str, str]:
+    """Equivalent ``vlparse`` commands of one unit (``{seed}`` in place of the seed)."""
+    pre_ov, ft_ov = _split_overrides(a["overrides"])
+    pre = " ".join([*row_overrides(row, 0, a["pretrain_steps"], pre_ov, a["tiny"]),
+                    f"optim.warmup_steps={warmup}"])
+    pre = pre.replace("train.seed=0", "train.seed={seed}")
+    ft = " ".join([*ft_ov, "train.seed={seed}", f"train.max_steps={a['finetune_steps']}",
+                   f"optim.warmup_steps={ft_warmup}"])
+    return {
+        "pretrain": f"vlparse pretrain --config {a['base_config']} --data {data} "
+                    f"--out {unit}/pretrain {pre}",
+        "finetune": f"vlparse finetune {a['task']} --config {a['finetune_config']} --data {data} "
+                    f"--init {unit}/pretrain --out {unit}/{a['task']} {ft}",
+        "probe": f"vlparse probe --checkpoint {unit}/pretrain --data {data} --out {unit}/probe "
+                 f"--num-samples {a['probe_samples']}",
+    }
+
+
+def run_ablation(
+    manifest_path: str | Path,
+    out_dir: str | Path,
+    rows: Sequence[str] | None = None,
+    seeds: int = 3,
+    pretrain_steps: int = 1000,
+    finetune_steps: int = 500,
+    base_config: str | None = None,
+    finetune_config: str | None = None,
+    task: str = "vqa",
+    overrides: Sequence[str] = (),
+    tiny: bool = False,
+    probe_samples: int = 300,
+    progress: bool = True,
+    log: Callable[[str], None] = print,
+) -> dict[str, Any]:
+    """Run (or finish) the ablation and write ``table5.{md,json,png}`` under ``out_dir``.
+
+    Args:
+        rows: names from :data:`ROWS` (default: all six).
+        seeds: seeds ``0 .. seeds-1`` per row.
+        pretrain_steps, finetune_steps: the optimizer steps of every row's two stages.
+        base_config: the pre-training config the rows modify (default ``ablation``, or ``tiny``
+            when ``tiny``). finetune_config: the recipe (default ``<task>_world``).
+        overrides: ``key=value`` for the pre-training config, ``finetune.key=value`` for the
+            recipe.
+        tiny: CPU-sized row variants (small ResNets, 16-px patches).
+        probe_samples: held-out image-caption pairs for ``F^{1,L}``.
+        progress: per-step progress bars of the stages.
+        log: receives one line per stage, e.g. ``[7/18] swin_mfr seed 1: fine-tune vqa``.
+
+    Returns:
+        the contents of ``table5.json``.
+    """
+    from vlparse.models.flops import describe_visual
+    from vlparse.tasks.finetune import get_task
+
+    if seeds < 1 or pretrain_steps < 1 or finetune_steps < 1 or probe_samples < 1:
+        raise ConfigError("ablate: --seeds, --pretrain-steps, --finetune-steps and "
+                          "--probe-samples must be >= 1")
+    out = Path(out_dir)
+    chosen = get_rows(rows)
+    base_config = base_config or ("tiny" if tiny else "ablation")
+    finetune_config = finetune_config or f"{task.replace('-', '_')}_world"
+    args = {"base_config": base_config, "finetune_config": finetune_config, "task": task,
+            "pretrain_steps": pretrain_steps, "finetune_steps": finetune_steps,
+            "overrides": list(overrides), "tiny": tiny, "probe_samples": probe_samples}
+    pre_ov, ft_ov = _split_overrides(overrides)
+    get_task(task)  # fails early for tasks not implemented yet
+    # resolve every config before any training: a wrong key fails now, not hours later
+    cfgs = {r.name: row_config(r, base_config, 0, pretrain_steps, pre_ov, tiny) for r in chosen}
+    ft_cfg = load_config(finetune_config, ft_ov, cls=FinetuneConfig)
+    if ft_cfg.task.name != task:
+        raise ConfigError(f"ablate: recipe {finetune_config!r} is for {ft_cfg.task.name!r}, not "
+                          f"--task {task}; pass --finetune-config for {task}")
+    _experiment(args, out)
+    visuals = {name: describe_visual(c.model.visual) for name, c in cfgs.items()}
+    ft_record = _ft_config(ft_cfg, 0, finetune_steps, ft_ov)
+
+    def table() -> dict[str, Any]:
+        return _table(chosen, seeds, results, cfgs, visuals, ft_record, args, manifest_path, out)
+
+    total = len(chosen) * seeds
+    results: dict[str, dict[int, dict]] = {r.name: {} for r in chosen}
+    for i, (row, seed) in enumerate(((r, s) for r in chosen for s in range(seeds)), start=1):
+        def say(msg: str, row=row, seed=seed, i=i) -> None:
+            log(f"[{i}/{total}] {row.name} seed {seed}: {msg}")
+
+        results[row.name][seed] = _run_unit(row, seed, args, manifest_path, out, ft_cfg,
+                                            pre_ov, ft_ov, progress, say)
+        write_report(out, table(), plot=False)
+    final = table()
+    write_report(out, final)
+    return final
+
+
+def _run_unit(row: AblationRow, seed: int, a: dict[str, Any], manifest_path: str | Path,
+              out: Path, ft_base: FinetuneConfig, pre_ov: list[str], ft_ov: list[str],
+              progress: bool, say: Callable[[str], None]) -> dict[str, Any]:
+    """Pre-train, fine-tune and probe one (row, seed); returns (and writes) its summary."""
+    from vlparse.data.manifest import load_manifest
+    from vlparse.probing.run import probe_checkpoint
+    from vlparse.tasks.finetune import run_finetune
+    from vlparse.tasks.pretrain import run_pretrain
+
+    unit = out / "runs" / row.name / f"seed{seed}"
+    done = unit / "summary.json"
+    if done.is_file():
+        say("done earlier, skipped")
+        return json.loads(done.read_text())
+    t0 = time.perf_counter()
+    steps, ft_steps, task = a["pretrain_steps"], a["finetune_steps"], a["task"]
+    pcfg = row_config(row, a["base_config"], seed, steps, pre_ov, a["tiny"])
+    pcfg = dataclasses.replace(pcfg, train=dataclasses.replace(pcfg.train, progress=progress))
+    fcfg = _ft_config(ft_base, seed, ft_steps, ft_ov, progress)
+
+    pre_dir, ft_dir = unit / "pretrain", unit / task
+    say(f"pre-train ({steps} steps)")
+    pre, how = _stage(pre_dir, lambda resume: run_pretrain(pcfg, manifest_path, pre_dir, resume))
+    if how != "ran":
+        say(f"pre-train {how}")
+    say(f"fine-tune {task} ({ft_steps} steps)")
+    ft, how = _stage(ft_dir, lambda resume: run_finetune(task, fcfg, manifest_path, ft_dir,
+                                                         init=pre_dir, resume=resume))
+    if how != "ran":
+        say(f"fine-tune {task} {how}")
+    layers = pcfg.model.text.num_layers
+    say(f"probe F^{{1,{layers}}} ({a['probe_samples']} held-out pairs)")
+    d = pcfg.data
+    probe = probe_checkpoint(pre_dir, load_manifest(manifest_path), num_samples=a["probe_samples"],
+                             dataset=d.val_set, split=d.val_split, progress=progress)
+    flow = probe["F"]
+    metric, score = _headline(task, ft["val"] or {}, ft_dir)
+    summary = {
+        "row": row.name, "seed": seed, "layers": layers,
+        "f1L": float(flow[0, layers - 1]), "score": score, "metric": metric,
+        "F_1j": [float(v) for v in flow[0]], "probe_samples": probe["num_samples"],
+        "probe_split": f"{d.val_set}/{d.val_split}",
+        "pretrain": {k: pre.get(k) for k in ("steps", "images_seen", "wall_s", "held_out")},
+        "finetune": {k: ft.get(k) for k in ("steps", "examples_seen", "wall_s", "val_split",
+                                            "val")},
+        "wall_s": time.perf_counter() - t0,
+    }
+    done.write_text(json.dumps(summary, indent=2) + "\n")
+    say(f"F^{{1,{layers}}} = {summary['f1L']:.4f}, {metric} = {score:.4f}")
+    return summary
+
+
+def _table(rows: list[AblationRow], seeds: int, results: dict[str, dict[int, dict]],
+           cfgs: dict[str, PretrainConfig], visuals: dict[str, dict], ft_cfg: FinetuneConfig,
+           args: dict[str, Any], manifest_path: str | Path, out: Path) -> dict[str, Any]:
+    """The contents of ``table5.json`` from the finished units (configs: seed 0's)."""
+    table_rows = {}
+    metric, layers = None, None
+    for row in rows:
+        units = results[row.name]
+        done = sorted(units.items())
+        per_seed = {str(s): {"f1L": u["f1L"], "score": u["score"]} for s, u in done}
+        metric = metric or next((u["metric"] for u in units.values()), None)
+        layers = cfgs[row.name].model.text.num_layers
+        visual = {**visuals[row.name], "grid_size": list(visuals[row.name]["grid_size"])}
+        unit = str(out / "runs" / row.name / "seed{seed}")
+        table_rows[row.name] = {
+            "label": row.label, "backbone": row.backbone, "objectives": row.objectives,
+            "visual": visual, "seeds_done": sorted(units),
+            "per_seed": per_seed,
+            "f1L": summarize([u["f1L"] for _, u in done]),
+            "score": summarize([u["score"] for _, u in done]),
+            "paper": row.paper._asdict() if row.paper else None,
+            "pretrain_config": to_dict(cfgs[row.name]),
+            "commands": _commands(row, args, str(manifest_path), unit,
+                                  cfgs[row.name].optim.warmup_steps, ft_cfg.optim.warmup_steps),
+        }
+    return {
+        "experiment": args, "seeds": list(range(seeds)), "layers": layers,
+        "metric": metric, "task": args["task"],
+        "flops_unit": "GMACs (multiply-adds) of the visual embedder per image, the paper's "
+                      "'FLOPs (G)' convention; params_m: visual embedder parameters (millions)",
+        "std": "sample standard deviation over seeds (ddof=1); null for n < 2",
+        "finetune_config": to_dict(ft_cfg), "rows": table_rows,
+    }
+
+
+def _metric_name(key: str | None) -> str:
+    return {"vqa_score": "VQA score", "tr_r1": "TR@1"}.get(key or "score", key or "score")
+
+
+def _fmt(s: dict[str, Any], scale: float = 1.0, digits: int = 3) -> str:
+    if s["mean"] is None:
+        return "-"
+    std = "" if s["std"] is None else f" ± {s['std'] * scale:.{digits}f}"
+    return f"{s['mean'] * scale:.{digits}f}{std}"
+
+
+def _orderings(table: dict[str, Any]) -> list[str]:
+    """Markdown lines: the paper's orderings as measured, with the seed spread."""
+    rows = table["rows"]
+    lines = []
+    for hi, lo in PAPER_ORDER:
+        if hi not in rows or lo not in rows:
+            continue
+        parts = []
+        for key, name in (("f1L", f"F^{{1,{table['layers']}}}"), ("score", table["metric"])):
+            a, b = rows[hi][key], rows[lo][key]
+            if a["mean"] is None or b["mean"] is None:
+                continue
+            diff = a["mean"] - b["mean"]
+            se = math.sqrt(sum((s["std"] or 0.0) ** 2 / s["n"] for s in (a, b)))
+            verdict = "holds" if diff > 0 else "reversed" if diff < 0 else "tie"
+            spread = ("beyond 2 SE of the seed spread" if se > 0 and abs(diff) > 2 * se
+                      else "within the seed spread")
+            parts.append(f"{name} {diff:+.4f} (SE {se:.4f}): {verdict}, {spread}")
+        if parts:
+            lines.append(f"- {rows[hi]['label']} > {rows[lo]['label']}: " + "; ".join(parts))
+    return lines
+
+
+def write_report(out_dir: str | Path, table: dict[str, Any], plot: bool = True) -> list[Path]:
+    """Write ``table5.json``, ``table5.md`` and (``plot``) ``table5.png``; returns the paths."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "table5.json").write_text(json.dumps(table, indent=2) + "\n")
+    L, metric, a = table["layers"], _metric_name(table["metric"]), table["experiment"]
+    scale = 100.0 if table["task"] == "vqa" else 1.0
+    head = (f"| Row | Backbone | Objectives | Embedder | FLOPs (G) | Params (M) | F^{{1,{L}}} | "
+            f"{metric}{' (x100)' if scale != 1 else ''} | n | paper FLOPs (G) | paper Params (M) | "
+            "paper F^{1,3} | paper VQA dev | paper VQA std |")
+    lines = [
+        "# Table 5 reproduced (Visual Parsing, section 4.3)", "",
+        f"Pre-training `{a['base_config']}` for {a['pretrain_steps']} steps, fine-tuning "
+        f"`{a['task']}` (`{a['finetune_config']}`) for {a['finetune_steps']} steps, seeds "
+        f"{table['seeds']}; overrides: `{' '.join(a['overrides']) or 'none'}`"
+        f"{'; tiny row variants' if a['tiny'] else ''}.", "",
+        head, "|" + "---|" * 14,
+    ]
+    for name, r in table["rows"].items():
+        v, p = r["visual"], r["paper"]
+        paper = ([f"{p['flops_g']:.1f}", f"{p['params_m']:.1f}", f"{p['f13']:.3f}",
+                  f"{p['vqa_dev']:.2f}", f"{p['vqa_std']:.2f}"] if p else ["-"] * 5)
+        embedder = v["arch"] or f"patch {v['patch_size']}"
+        embedder += f" @{v['image_size']}px, {v['tokens']} tokens"
+        cells = [f"`{name}`", r["backbone"], r["objectives"], embedder, f"{v['gmacs']:.3g}",
+                 f"{v['params_m']:.3g}", _fmt(r["f1L"]), _fmt(r["score"], scale, 2),
+                 str(r["score"]["n"]), *paper]
+        lines.append("| " + " | ".join(cells) + " |")
+    lines += [
+        "", f"FLOPs (G) are GMACs (multiply-adds) of the visual embedder per image at its image "
+        "size, as in the paper; Params (M) count the visual embedder only, headless (the paper's "
+        "ResNet counts include the 2.05 M ImageNet classifier). F^{1,L}: "
+        "Inter-Modality Flow from the input to the last multi-modal layer on "
+        f"{a['probe_samples']} held-out pairs. Values: mean ± sample std (ddof=1) over n seeds. "
+        "The paper's columns come from COCO/VG/SBU/CC pre-training and VQA v2 test-dev/-std (in "
+        "%): compare orderings, not absolute values.", "",
+        "## The paper's orderings, as measured", "",
+        *(_orderings(table) or ["- (needs the rows of both sides of an ordering)"]), "",
+    ]
+    (out / "table5.md").write_text("\n".join(lines))
+    paths = [out / "table5.json", out / "table5.md"]
+    if plot:
+        paths.append(_plot(table, out / "table5.png", scale))
+    return paths
+
+
+def _plot(table: dict[str, Any], path: Path, scale: float) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = list(table["rows"].values())
+    # "Swin-T\nRand MFR": the objectives beyond the shared MLM+ITM keep the labels short
+    labels = [f"{r['backbone']}\n{r['objectives'][7:].lstrip(' ,+') or 'MLM+ITM'}" for r in rows]
+    name = _metric_name(table["metric"])
+    panels = (("score", f"{name}{' (x100)' if scale != 1 else ''}", scale),
+              ("f1L", f"IMF $F^{{1,{table['layers']}}}$", 1.0))
+    fig, axes = plt.subplots(1, 2, figsize=(max(10, 2.2 * len(rows)), 4.8))
+    for ax, (key, title, k) in zip(axes, panels, strict=True):
+        x = list(range(len(rows)))
+        means = [(r[key]["mean"] or 0.0) * k for r in rows]
+        stds = [(r[key]["std"] or 0.0) * k for r in rows]
+        ax.bar(x, means, yerr=stds, capsize=5, color=[f"C{i}" for i in x], alpha=0.8)
+        for i, r in enumerate(rows):
+            pts = [v * k for v in r[key]["values"] if v is not None]
+            ax.plot([i] * len(pts), pts, "k.", ms=6)
+        lo = min((v * k for r in rows for v in r[key]["values"] if v is not None), default=0.0)
+        hi = max((v * k for r in rows for v in r[key]["values"] if v is not None), default=1.0)
+        pad = max((hi - lo) * 0.5, 1e-3)
+        bottom = max(0.0, lo - pad)
+        ax.set_ylim(bottom, hi + pad)
+        ax.set_xticks(x, labels, fontsize=8)
+        note = " (axis not from 0)" if bottom > 0 else ""
+        ax.set_title(f"{title}\nmean ± std over seeds, dots: seeds{note}", fontsize=10)
+        ax.grid(axis="y", alpha=0.3)
+    a = table["experiment"]
+    fig.suptitle(f"Table 5 ablation: {a['base_config']}, {a['pretrain_steps']} pre-training + "
+                 f"{a['finetune_steps']} {a['task']} steps, seeds {table['seeds']}", fontsize=11)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
