@@ -10,7 +10,7 @@ from vlparse.cli import main
 def test_quickstart_end_to_end(tmp_path, small_overrides):
     out = tmp_path / "qs"
     rc = main([
-        "quickstart", "--out", str(out), "--images", "60", "--workers", "1",
+        "quickstart", "--out", str(out), "--images", "60", "--workers", "1", "--vqa-steps", "2",
         *small_overrides, "train.max_steps=3", "train.eval_images=12",
     ])
     assert rc == 0
@@ -26,9 +26,13 @@ def test_quickstart_end_to_end(tmp_path, small_overrides):
     for name in ("imf.json", "nmi.json", "imf_from_input.png", "imf_within_layer.png", "nmi.png"):
         assert (out / "probe" / name).exists(), name
     assert summary["pretrain"]["steps"] == 3
-    # a second run reuses the scene world
-    assert main(["quickstart", "--out", str(out), "--images", "60", *small_overrides,
-                 "train.max_steps=1", "train.eval_images=4"]) == 0
+    vqa = summary["vqa"]
+    assert vqa["steps"] == 2 and vqa["num_examples"] > 0
+    assert 0.0 <= vqa["vqa_score"] <= 1.0 and 0.0 < vqa["majority_baseline"] <= 1.0
+    # a second run reuses the scene world; --vqa-steps 0 skips VQA
+    assert main(["quickstart", "--out", str(out), "--images", "60", "--vqa-steps", "0",
+                 *small_overrides, "train.max_steps=1", "train.eval_images=4"]) == 0
+    assert json.loads((out / "summary.json").read_text())["vqa"] is None
 
 
 def test_cli_help_has_examples(capsys):

@@ -94,6 +94,9 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--images", type=int, default=3000, help="scene world size")
     q.add_argument("--seed", type=int, default=0)
     q.add_argument("--workers", type=int, default=None, help="processes drawing the world")
+    q.add_argument(
+        "--vqa-steps", type=int, default=200, help="VQA fine-tuning steps at the end (0: skip)"
+    )
     _add_overrides(q)
 
     p = sub.add_parser(
@@ -315,7 +318,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "quickstart":
             from vlparse.quickstart import run_quickstart
 
-            run_quickstart(args.out, args.images, args.seed, args.overrides, args.workers)
+            run_quickstart(
+                args.out, args.images, args.seed, args.overrides, args.workers, args.vqa_steps
+            )
         elif args.command == "pretrain":
             from vlparse.config import load_config
             from vlparse.tasks.pretrain import run_pretrain

@@ -1,5 +1,7 @@
-"""``vlparse quickstart``: make a scene world, pre-train the ``tiny`` model on it and report
-held-out ITM accuracy, MLM accuracy and zero-shot retrieval beside their chance levels."""
+"""``vlparse quickstart``: make a scene world, pre-train the ``tiny`` model on it, report held-out
+ITM accuracy, MLM accuracy and zero-shot retrieval beside their chance levels, probe its
+inter-modality flow, then fine-tune it for VQA and report the VQA score beside the
+majority-answer baseline."""
 
 from __future__ import annotations
 
@@ -20,8 +22,13 @@ def run_quickstart(
     seed: int = 0,
     overrides: list[str] | None = None,
     workers: int | None = None,
+    vqa_steps: int = 200,
 ) -> dict:
-    """Run the quickstart end to end; returns the summary written to ``out/summary.json``."""
+    """Run the quickstart end to end; returns the summary written to ``out/summary.json``.
+
+    ``vqa_steps`` bounds the VQA fine-tuning (the ``vqa_world`` recipe; 0 skips it) so that the
+    whole quickstart stays within about 10 minutes on 2 CPU cores.
+    """
     from vlparse.data.synthetic import generate
     from vlparse.probing.run import run_probe
     from vlparse.tasks.pretrain import run_pretrain
@@ -56,6 +63,7 @@ def run_quickstart(
     print("[quickstart] probing inter-modality flow and NMI (figures in probe/)")
     run_probe([str(run_dir)], [cfg.model.name], manifest, out / "probe", num_samples=200,
               progress=cfg.train.progress)
+    vqa = _finetune_vqa(run_dir, manifest, out / "vqa", vqa_steps, cfg.train.progress)
     report = {
         "scene_world": {"images": num_images, "seed": seed, "manifest": str(manifest)},
         "pretrain": {k: v for k, v in summary.items() if k != "held_out"},
@@ -63,12 +71,49 @@ def run_quickstart(
         "wall_s": {"data": t_data, "total": time.perf_counter() - t0},
         "curves": str(out / "loss_curves.png"),
         "probe": str(out / "probe"),
+        "vqa": vqa,
     }
     if (run_dir / "loss_curves.png").exists():
         shutil.copy(run_dir / "loss_curves.png", out / "loss_curves.png")
     (out / "summary.json").write_text(json.dumps(report, indent=2) + "\n")
     print("\n[quickstart] held-out results")
     print(format_report(held))
+    if vqa is not None:
+        print(
+            f"  VQA score {100 * vqa['vqa_score']:.1f} (majority answer "
+            f"{100 * vqa['majority_baseline']:.1f}) on {vqa['num_examples']} val questions, "
+            f"after {vqa['steps']} fine-tuning steps"
+        )
     print(f"[quickstart] summary: {out / 'summary.json'}; curves: {out / 'loss_curves.png'}")
     print(f"[quickstart] done in {report['wall_s']['total']:.0f} s")
     return report
+
+
+def _finetune_vqa(
+    init: Path, manifest: Path, out: Path, steps: int, progress: bool
+) -> dict | None:
+    """Fine-tune the pre-trained run for VQA (``vqa_world`` recipe, ``steps`` steps) and return
+    the validation VQA score beside the majority-answer baseline."""
+    if steps <= 0:
+        return None
+    from vlparse.config import FinetuneConfig
+    from vlparse.tasks.finetune import run_finetune
+
+    if out.exists():
+        shutil.rmtree(out)
+    print(f"[quickstart] fine-tuning VQA for {steps} steps")
+    cfg = load_config(
+        "vqa_world",
+        [f"train.max_steps={steps}", f"train.progress={str(progress).lower()}",
+         "task.eval_max_images=600"],
+        cls=FinetuneConfig,
+    )
+    summary = run_finetune("vqa", cfg, manifest, out, init=init)
+    val = summary["val"]
+    return {
+        "vqa_score": val["vqa_score"],
+        "majority_baseline": val["majority_baseline"],
+        "num_examples": int(val["num_examples"]),
+        "steps": summary["steps"],
+        "run": str(out),
+    }
