@@ -462,7 +462,8 @@ def run_evaluate(
         split: the split of the data set, e.g. ``test``.
         dataset: the manifest data set (default: the run's ``data.val_set``).
         overrides: ``key=value`` changes of the run's config for evaluation, e.g.
-            ``task.rerank_k=128`` or ``task.eval_batch_pairs=8192``.
+            ``task.rerank_k=128`` or ``task.eval_batch_pairs=8192``. ``task.eval_max_images`` is
+            reset to 0 (the whole split) unless given here.
         device: ``cuda``, ``cpu``...; default CUDA when available.
 
     Returns:
@@ -474,8 +475,10 @@ def run_evaluate(
     task = get_task(task_name)
     t0 = time.perf_counter()
     model, cfg, tokenizer, state = _load_for_eval(task, checkpoint)
-    if overrides:
-        cfg = from_dict(FinetuneConfig, apply_overrides(to_dict(cfg), overrides))
+    # A cap on evaluation size set for validation during training does not carry over: a
+    # stand-alone evaluation covers the whole split unless the caller asks otherwise.
+    changes = ["task.eval_max_images=0", *(overrides or [])]
+    cfg = from_dict(FinetuneConfig, apply_overrides(to_dict(cfg), changes))
     dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     model.to(dev)
     manifest = load_manifest(manifest_path)
