@@ -205,3 +205,20 @@ def test_relabel_special():
         relabel_special(mod, 0, 2)
     with pytest.raises(ValueError, match="out of range"):
         relabel_special(mod, 6, 1)
+
+
+def test_accumulator_reports_bad_labels_at_compute_without_syncing_in_update():
+    gen = torch.Generator().manual_seed(9)
+    mod = torch.tensor([[0, 1, 1, 0], [-1, -1, -1, -1], [0, 2, 1, 1]])
+    attns = [_random_attn(gen, 3, 2, 4, key_mask=mod >= 0) for _ in range(2)]
+    acc = IMFAccumulator(2)
+    acc.update(attns, mod)  # no error here: the labels are checked on the device
+    assert acc.num_samples == 3
+    with pytest.raises(ValueError, match="2 of the 3 samples seen"):
+        acc.compute()
+    acc.reset()
+    acc.update([a[:1] for a in attns], mod[:1])
+    torch.testing.assert_close(
+        acc.compute(), inter_modality_flow([a[:1] for a in attns], mod[:1]).double(),
+        equal_nan=True,
+    )

@@ -39,7 +39,16 @@ __all__ = [
 ]
 
 
-def _check_modality(modality: Tensor, batch: int, tokens: int, where: str) -> None:
+def _invalid_samples(modality: Tensor) -> Tensor:
+    """``(B,)`` bool on ``modality``'s device: labels other than 1, 0, -1, or none kept."""
+    bad = ~((modality == 1) | (modality == 0) | (modality == -1))
+    return bad.any(dim=1) | ((modality >= 0).sum(dim=1) == 0)
+
+
+def _check_modality(
+    modality: Tensor, batch: int, tokens: int, where: str, values: bool = True
+) -> None:
+    """Shape and dtype checks; with ``values`` also the labels (synchronises the device)."""
     if modality.dim() != 2 or tuple(modality.shape) != (batch, tokens):
         raise ValueError(
             f"{where}: modality must have shape (B, N) = ({batch}, {tokens}) to match the "
@@ -47,6 +56,8 @@ def _check_modality(modality: Tensor, batch: int, tokens: int, where: str) -> No
         )
     if modality.is_floating_point() or modality.is_complex():
         raise ValueError(f"{where}: modality must hold integers (1, 0, -1), got {modality.dtype}.")
+    if not values:
+        return
     bad = ~((modality == 1) | (modality == 0) | (modality == -1))
     if bool(bad.any()):
         raise ValueError(
@@ -103,13 +114,38 @@ def inter_modality_flow_per_sample(
     All ``L (L + 1) / 2`` rollouts are built with one batched matmul each: for every start
     layer ``i`` the product is extended forward over ``j``.
     """
-    where = "inter_modality_flow"
+    return _flows(attentions, modality, dtype, "inter_modality_flow", check_values=True)
+
+
+@torch.no_grad()
+def _flows(
+    attentions: Sequence[Tensor],
+    modality: Tensor,
+    dtype: torch.dtype,
+    where: str,
+    check_values: bool,
+) -> Tensor:
+    """:func:`inter_modality_flow_per_sample`; without ``check_values`` it never waits for the
+    device (samples with bad labels then give NaN or meaningless flows)."""
     if dtype not in (torch.float32, torch.float64):
         raise ValueError(f"{where}: dtype must be torch.float32 or torch.float64, got {dtype}.")
+    device = attentions[0].device if len(attentions) else modality.device
+    with torch.autocast(device.type, enabled=False):
+        return _rollout_flows(attentions, modality, dtype, where, check_values)
+
+
+def _rollout_flows(
+    attentions: Sequence[Tensor],
+    modality: Tensor,
+    dtype: torch.dtype,
+    where: str,
+    check_values: bool,
+) -> Tensor:
+    """The rollouts and per-sample flows ``(B, L, L)`` (autocast is off in the caller)."""
     mixes, batch, tokens = _mixing_matrices(attentions, dtype, where)
     device = mixes[0].device
     modality = modality.to(device)
-    _check_modality(modality, batch, tokens, where)
+    _check_modality(modality, batch, tokens, where, values=check_values)
 
     valid = modality >= 0  # (B, N)
     pair = valid[:, :, None] & valid[:, None, :]  # (B, N, N)
@@ -183,7 +219,9 @@ def relabel_special(
 class IMFAccumulator:
     """Running mean of per-sample Inter-Modality Flows over many batches.
 
-    Keeps only a ``(L, L)`` float64 sum and a sample count on the CPU, never the attentions.
+    Keeps only a ``(L, L)`` float64 sum (on the attentions' device) and a sample count, never
+    the attentions. ``update`` never waits for the device: invalid modality labels are counted
+    there and reported by :meth:`compute`, which reads the sum back once.
 
     Args:
         num_layers: number of attention layers ``L`` each update must provide.
@@ -195,7 +233,12 @@ class IMFAccumulator:
             raise ValueError(f"IMFAccumulator: num_layers must be >= 1, got {num_layers}.")
         self.num_layers = num_layers
         self.dtype = dtype
-        self._mean = SampleMean((num_layers, num_layers), "IMFAccumulator")
+        self._mean = SampleMean(
+            (num_layers, num_layers),
+            "IMFAccumulator",
+            "had modality labels other than 1, 0, -1 or no non-excluded token; check the "
+            "batches with inter_modality_flow_per_sample, which says what was wrong",
+        )
 
     @property
     def num_samples(self) -> int:
@@ -214,8 +257,8 @@ class IMFAccumulator:
                 f"IMFAccumulator.update: expected {self.num_layers} attention tensors, got "
                 f"{len(attentions)}; the model and the accumulator disagree on depth."
             )
-        flows = inter_modality_flow_per_sample(attentions, modality, self.dtype)
-        self._mean.add(flows)
+        flows = _flows(attentions, modality, self.dtype, "IMFAccumulator.update", False)
+        self._mean.add(flows, invalid=_invalid_samples(modality.to(flows.device)))
 
     def compute(self) -> Tensor:
         """``(L, L)`` float64 mean flow over all samples seen; NaN below the diagonal."""

@@ -8,13 +8,19 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
 import torch
+from torch import Tensor, nn
 
-__all__ = ["probe_checkpoint", "run_probe"]
+from vlparse.probing.adapters import probe_vlparse
+from vlparse.probing.imf import IMFAccumulator
+from vlparse.probing.nmi import NMIAccumulator
+
+__all__ = ["probe_batches", "probe_checkpoint", "run_probe"]
 
 
 def _nan_to_none(values: Sequence[Any]) -> list[Any]:
@@ -43,6 +49,57 @@ def _default_labels(checkpoints: Sequence[str]) -> list[str]:
     return labels
 
 
+def probe_batches(
+    model: nn.Module,
+    batches: Iterable[tuple[Tensor, Tensor, Tensor]],
+    autocast: bool = False,
+    nmi_backend: str = "torch",
+    nmi_samples: int | None = None,
+    on_batch: Callable[[int], None] | None = None,
+) -> tuple[IMFAccumulator, NMIAccumulator]:
+    """Run the IMF and NMI probes of a vlparse model over batches, all on the model's device.
+
+    The loop of ``vlparse probe`` (:func:`probe_checkpoint`): per batch the forward with
+    attentions and hidden states (:func:`vlparse.probing.probe_vlparse`), under bf16 autocast
+    if ``autocast``, then the updates of both accumulators, which compute in float32 with
+    autocast off and keep their sums on the device. Nothing waits for the device until the
+    caller reads the accumulators with ``compute()``.
+
+    Args:
+        model: a :class:`~vlparse.models.single_stream.VisualParsingModel` in eval mode.
+        batches: ``(images (B, 3, H, W), input_ids (B, L), attention_mask (B, L))`` on the
+            model's device.
+        autocast: bf16 autocast of the forward (CUDA).
+        nmi_backend: ``"torch"`` or ``"sklearn"`` (see :mod:`vlparse.probing.nmi`).
+        nmi_samples: give only the first this many samples to the NMI probe (default: all).
+        on_batch: called with each batch's size (e.g. a progress bar's ``update``).
+
+    Returns:
+        The ``IMFAccumulator`` and ``NMIAccumulator`` (raises ``RuntimeError`` on no batch).
+    """
+    imf: IMFAccumulator | None = None
+    nmi: NMIAccumulator | None = None
+    left = None if nmi_samples is None else max(0, nmi_samples)
+    for images, ids, mask in batches:
+        amp = torch.autocast(images.device.type, dtype=torch.bfloat16) if autocast else None
+        with amp or nullcontext():
+            probe = probe_vlparse(model, images, ids, mask)
+        if imf is None or nmi is None:
+            imf = IMFAccumulator(probe.num_layers)
+            nmi = NMIAccumulator(len(probe.hidden_states), backend=nmi_backend)
+        imf.update(probe.attentions, probe.modality)
+        take = ids.shape[0] if left is None else min(left, ids.shape[0])
+        if take > 0:
+            nmi.update([h[:take] for h in probe.hidden_states], probe.modality[:take])
+            left = None if left is None else left - take
+        if on_batch is not None:
+            on_batch(ids.shape[0])
+        del probe
+    if imf is None or nmi is None:
+        raise RuntimeError("probe_batches: got no batch; give at least one.")
+    return imf, nmi
+
+
 def probe_checkpoint(
     checkpoint: str | Path,
     manifest: dict,
@@ -52,8 +109,24 @@ def probe_checkpoint(
     split: str = "val",
     progress: bool = True,
     device: torch.device | str | None = None,
+    num_workers: int | None = None,
+    autocast: bool | None = None,
+    nmi_backend: str = "torch",
 ) -> dict[str, Any]:
     """IMF and NMI of one checkpoint over the matched image-caption pairs of a split.
+
+    Everything stays on ``device``: the forward runs under bf16 autocast on CUDA (as the
+    evaluation does; the probes compute in float32 with autocast off), the IMF and
+    NMI accumulators keep their sums there, and nothing is read back until the end, so the
+    loop never waits for the device.
+
+    Args:
+        num_workers: DataLoader workers (default: the run's ``data.num_workers``); pinned
+            memory on CUDA.
+        autocast: bf16 autocast of the forward; default on CUDA unless the run's
+            ``train.precision`` is ``fp32``.
+        nmi_backend: ``"torch"`` (batched 2-means on ``device``) or ``"sklearn"`` (CPU
+            ``KMeans`` per sample; slow), see :func:`vlparse.probing.nmi.modality_nmi`.
 
     Returns:
         ``{"F": (L, L) tensor (NaN below the diagonal), "nmi": (L + 1,) tensor,
@@ -66,7 +139,6 @@ def probe_checkpoint(
     from vlparse.data.collate import collate_pretrain
     from vlparse.data.pretrain import PretrainDataset
     from vlparse.models.loading import load_run
-    from vlparse.probing import IMFAccumulator, NMIAccumulator, probe_vlparse
 
     if num_samples < 1 or batch_size < 1:
         raise ValueError(
@@ -74,7 +146,7 @@ def probe_checkpoint(
         )
     dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     model, cfg, tokenizer = load_run(checkpoint)
-    model.to(dev)
+    model.to(dev).eval()
     records = read_pretrain_records(manifest, [dataset], [split])
     if not records:
         raise FileNotFoundError(
@@ -94,25 +166,38 @@ def probe_checkpoint(
         on_error=cfg.data.on_error,
     )
     n = min(num_samples, len(data))
-    loader = DataLoader(
-        Subset(data, range(n)), batch_size=batch_size, shuffle=False, collate_fn=collate_pretrain
-    )
-    imf: IMFAccumulator | None = None
-    nmi: NMIAccumulator | None = None
-    bar = tqdm(total=n, desc=f"probe {Path(checkpoint).name}", disable=not progress, leave=False)
-    for batch in loader:
-        ids = batch["input_ids"][:, 0].to(dev)  # (B, L) the matched caption
-        mask = batch["attention_mask"][:, 0].to(dev)
-        probe = probe_vlparse(model, batch["image"].to(dev), ids, mask)
-        if imf is None:
-            imf = IMFAccumulator(probe.num_layers)
-            nmi = NMIAccumulator(len(probe.hidden_states))
-        imf.update(probe.attentions, probe.modality)
-        nmi.update([h.float().cpu() for h in probe.hidden_states], probe.modality.cpu())
-        bar.update(ids.shape[0])
-    bar.close()
-    if imf is None or nmi is None:
+    if n == 0:
         raise RuntimeError(f"probe: no samples were read from {dataset}/{split}")
+    workers = cfg.data.num_workers if num_workers is None else num_workers
+    if workers < 0:
+        raise ValueError(f"probe: num_workers must be >= 0, got {workers}")
+    loader = DataLoader(
+        Subset(data, range(n)),
+        batch_size=batch_size,
+        shuffle=False,
+        collate_fn=collate_pretrain,
+        num_workers=workers,
+        pin_memory=dev.type == "cuda",
+    )
+    if autocast is None:
+        autocast = dev.type == "cuda" and cfg.train.precision != "fp32"
+
+    def on_device(loader: Iterable[dict]) -> Iterator[tuple[Tensor, Tensor, Tensor]]:
+        for batch in loader:
+            yield (
+                batch["image"].to(dev, non_blocking=True),
+                batch["input_ids"].to(dev, non_blocking=True)[:, 0],  # (B, L) matched caption
+                batch["attention_mask"].to(dev, non_blocking=True)[:, 0],
+            )
+
+    bar = tqdm(total=n, desc=f"probe {Path(checkpoint).name}", disable=not progress, leave=False)
+    try:
+        imf, nmi = probe_batches(
+            model, on_device(loader), autocast=autocast, nmi_backend=nmi_backend,
+            on_batch=bar.update,
+        )
+    finally:
+        bar.close()
     return {
         "F": imf.compute(),
         "nmi": nmi.compute(),
@@ -131,6 +216,7 @@ def run_probe(
     dataset: str = "coco",
     split: str = "val",
     progress: bool = True,
+    num_workers: int | None = None,
 ) -> dict[str, Any]:
     """Probe each checkpoint and write ``imf.json``, ``nmi.json`` and three figures.
 
@@ -141,6 +227,8 @@ def run_probe(
         out_dir: output folder (created).
         num_samples: at most this many matched image-caption pairs per checkpoint.
         dataset, split: where the pairs come from.
+        num_workers: DataLoader workers per checkpoint (default: each run's
+            ``data.num_workers``).
 
     Returns:
         ``{"imf": {label: {...}}, "nmi": {label: {...}}}``, the contents of the two JSON files.
@@ -169,7 +257,10 @@ def run_probe(
     imf_json: dict[str, Any] = {}
     nmi_json: dict[str, Any] = {}
     for label, ckpt in zip(labels, checkpoints, strict=True):
-        res = probe_checkpoint(ckpt, manifest, num_samples, batch_size, dataset, split, progress)
+        res = probe_checkpoint(
+            ckpt, manifest, num_samples, batch_size, dataset, split, progress,
+            num_workers=num_workers,
+        )
         flow = res["F"]
         imf_json[label] = {
             "F": _nan_to_none(flow.tolist()),
