@@ -148,6 +148,9 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--batch-size", type=int, default=32)
     pr.add_argument("--dataset", default="coco", help="data set of the pairs")
     pr.add_argument("--split", default="val", help="split of the pairs")
+    pr.add_argument(
+        "--workers", type=int, default=None, help="data-loading processes (default: the run's)"
+    )
 
     ft_parent = sub.add_parser(
         "finetune",
@@ -366,6 +369,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 batch_size=args.batch_size,
                 dataset=args.dataset,
                 split=args.split,
+                num_workers=args.workers,
             )
             print(f"wrote {args.out}/imf.json, nmi.json and figures")
         elif args.command == "finetune" and args.task:
