@@ -104,9 +104,13 @@ class TextConfig:
 
 @dataclass
 class ModelConfig:
+    """``itc_dim``: width of the optional image-text contrastive projections (0 = none; needed
+    by ``objectives.lambda_itc > 0``)."""
+
     name: str = "custom"
     visual: VisualConfig = field(default_factory=VisualConfig)
     text: TextConfig = field(default_factory=TextConfig)
+    itc_dim: int = 0
 
 
 @dataclass
@@ -120,6 +124,8 @@ class ObjectiveConfig:
     unmatched pairs, so they carry no label information).
     ``mfr_k``: tokens masked by MFR (the picked token plus its top attended ones); if ``mfr_ratio``
     is set, ``k = round(m * mfr_ratio)`` instead (the ablation's ``k = m * p``).
+    ``lambda_itc``: weight of an image-text contrastive term added to the total (0 = the paper's
+    objectives only; see :mod:`vlparse.objectives.itc`); needs ``model.itc_dim > 0``.
     """
 
     mlm_prob: float = 0.15
@@ -135,6 +141,8 @@ class ObjectiveConfig:
     mfr_reduction: Literal["mean_channel", "sum"] = "mean_channel"
     lambda_itm: float = 1.0
     lambda_mfr: float = 0.01
+    lambda_itc: float = 0.0
+    itc_temperature: float = 0.07
 
 
 @dataclass
@@ -350,6 +358,11 @@ def validate(cfg: PretrainConfig) -> None:
         (o.mfr_k >= 1, "objectives.mfr_k must be >= 1"),
         (o.mfr_ratio is None or 0.0 < o.mfr_ratio <= 1.0, "objectives.mfr_ratio must be in (0, 1]"),
         (o.ipot_iters >= 1 and o.ipot_beta > 0, "objectives.ipot_iters >= 1, ipot_beta > 0"),
+        (
+            o.lambda_itc == 0 or cfg.model.itc_dim > 0,
+            "objectives.lambda_itc > 0 needs model.itc_dim > 0 (the contrastive projections)",
+        ),
+        (o.itc_temperature > 0, "objectives.itc_temperature must be > 0"),
         (t.batch_size >= 1 and t.grad_accum >= 1, "train.batch_size and grad_accum must be >= 1"),
         (
             t.batch_size % t.grad_accum == 0,

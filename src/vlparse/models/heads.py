@@ -68,3 +68,26 @@ class MFRHead(nn.Module):
 
     def forward(self, hidden_states: Tensor) -> Tensor:
         return self.fc(hidden_states)
+
+
+class ITCHead(nn.Module):
+    """Projections for the optional image-text contrastive loss.
+
+    ``image(tokens (B, m, c)) -> (B, d)``: mean of the parser's tokens, then Linear c->d.
+    ``text(word_emb (T, L, D), mask (T, L)) -> (T, d)``: mean of the word embeddings over real
+    tokens (before fusion; the embedding table is the one the Transformer and MLM use), then
+    Linear D->d.
+    """
+
+    def __init__(self, visual_dim: int, hidden: int, dim: int) -> None:
+        super().__init__()
+        self.image_proj = nn.Linear(visual_dim, dim)
+        self.text_proj = nn.Linear(hidden, dim)
+
+    def image(self, tokens: Tensor) -> Tensor:
+        return self.image_proj(tokens.mean(1))
+
+    def text(self, word_emb: Tensor, mask: Tensor) -> Tensor:
+        m = mask.to(word_emb.dtype)[..., None]
+        pooled = (word_emb * m).sum(1) / m.sum(1).clamp_min(1.0)
+        return self.text_proj(pooled)

@@ -16,7 +16,7 @@ from torch import Tensor, nn
 
 from vlparse.config import ModelConfig
 from vlparse.models.embeddings import VISION_TYPE, TextEmbedding, VisualEmbedding
-from vlparse.models.heads import ITMHead, MFRHead, MLMHead
+from vlparse.models.heads import ITCHead, ITMHead, MFRHead, MLMHead
 from vlparse.models.outputs import FusionOutput, VisualOutput
 from vlparse.models.transformer import MultiModalEncoder
 from vlparse.models.visual import build_visual_embedder
@@ -76,6 +76,9 @@ class VisualParsingModel(nn.Module):
         self.mlm_head = MLMHead(t.hidden_size, vocab_size, t.layer_norm_eps)
         self.itm_head = ITMHead(t.hidden_size)
         self.mfr_head = MFRHead(t.hidden_size, self.visual.out_dim)
+        self.itc_head = (
+            ITCHead(self.visual.out_dim, t.hidden_size, cfg.itc_dim) if cfg.itc_dim > 0 else None
+        )
         self.visual_mask_token = nn.Parameter(torch.zeros(t.hidden_size))
         nn.init.normal_(self.visual_mask_token, std=0.02)
         self.mlm_head.decoder.weight = self.text_embed.word_embeddings.weight  # tied

@@ -25,7 +25,7 @@ import torch
 from torch import Tensor
 
 from vlparse.config import ObjectiveConfig
-from vlparse.objectives import itm, mfr, mlm, ot
+from vlparse.objectives import itc, itm, mfr, mlm, ot
 
 __all__ = ["PretrainLosses", "pretrain_losses", "mfr_visual_mask", "run_pretrain"]
 
@@ -45,6 +45,7 @@ class PretrainLosses:
     mfr: Tensor
     counts: dict[str, int] = field(default_factory=dict)
     visual_spread: Tensor | None = None
+    itc: Tensor | None = None
 
     def scalars(self) -> dict[str, float]:
         out = {
@@ -54,6 +55,8 @@ class PretrainLosses:
             "vla": float(self.vla.detach()),
             "mfr": float(self.mfr.detach()),
         }
+        if self.itc is not None:
+            out["itc"] = float(self.itc.detach())
         if self.visual_spread is not None:
             out["visual_spread"] = float(self.visual_spread)
         c = self.counts
@@ -117,7 +120,8 @@ def pretrain_losses(
             level losses are normalised by the global count (identity in one process).
 
     Returns:
-        the total ``MLM + lambda_itm * (ITM + vla_weight * VLA) + lambda_mfr * MFR`` and parts.
+        the total ``MLM + lambda_itm * (ITM + vla_weight * VLA) + lambda_mfr * MFR`` (plus
+        ``lambda_itc * ITC`` when that option is on) and parts.
     """
     images = batch["image"]
     bsz, n_txt, seq = batch["input_ids"].shape
@@ -198,6 +202,10 @@ def pretrain_losses(
         + cfg.lambda_itm * (loss_itm + cfg.vla_weight * loss_vla)
         + cfg.lambda_mfr * loss_mfr
     )
+    loss_itc = None
+    if cfg.lambda_itc > 0:
+        loss_itc = _itc_term(model, tokens, batch, p, cfg.itc_temperature)
+        total = total + cfg.lambda_itc * loss_itc
     counts = {
         "itm_correct": itm_correct,
         "itm_total": itm_total,
@@ -207,7 +215,20 @@ def pretrain_losses(
     # std of the parser's tokens across the images of the batch: near 0 means the parser has
     # collapsed to one output whatever the image (see the quickstart config)
     spread = tokens.detach().float().std(0).mean() if bsz > 1 else None
-    return PretrainLosses(total, loss_mlm, loss_itm, loss_vla, loss_mfr, counts, spread)
+    return PretrainLosses(total, loss_mlm, loss_itm, loss_vla, loss_mfr, counts, spread, loss_itc)
+
+
+def _itc_term(model, tokens: Tensor, batch: dict[str, Tensor], p: int, temperature: float):
+    """The optional contrastive term: each image against the clean matched captions of the batch."""
+    if model.itc_head is None:
+        raise ValueError("objectives.lambda_itc > 0 needs a model built with model.itc_dim > 0")
+    bsz, _, seq = batch["input_ids"].shape
+    ids = batch["input_ids"][:, :p].reshape(-1, seq)
+    mask = batch["attention_mask"][:, :p].reshape(-1, seq)
+    text = model.itc_head.text(model.text_embed.word_embeddings(ids), mask)
+    image = model.itc_head.image(tokens)
+    owner = torch.arange(bsz, device=tokens.device).repeat_interleave(p)
+    return itc.itc_loss(image, text, owner, temperature)
 
 
 @dataclass
