@@ -10,6 +10,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -18,6 +19,8 @@ __all__ = [
     "LoadReport",
     "load_state_dict_report",
     "read_state_dict",
+    "timm_pretrained_state",
+    "existing_checkpoint",
     "bert_to_vlparse",
     "map_bert_state_dict",
 ]
@@ -71,6 +74,34 @@ def load_state_dict_report(module: nn.Module, state_dict: dict[str, Tensor]) -> 
             f"architecture; check that the config matches the checkpoint): {e}"
         ) from None
     return LoadReport(missing=list(result.missing_keys), unexpected=list(result.unexpected_keys))
+
+
+def timm_pretrained_state(arch: str, hint: str, **kwargs: Any) -> dict[str, Tensor]:
+    """The state dict of timm's pretrained ``arch`` (``model.visual.pretrained='timm'``).
+
+    Offline, the weights must already be in the local Hugging Face cache; any failure becomes a
+    RuntimeError that says so and ends with ``hint`` (what else the user can do).
+    """
+    import timm
+
+    try:
+        return timm.create_model(arch, pretrained=True, **kwargs).state_dict()
+    except Exception as e:  # hub / cache errors come in many types
+        raise RuntimeError(
+            f"model.visual.pretrained='timm': could not get timm's pretrained weights for "
+            f"'{arch}' ({type(e).__name__}: {e}). Without internet they must already be in the "
+            f"Hugging Face cache. {hint}"
+        ) from e
+
+
+def existing_checkpoint(source: str | Path) -> Path:
+    """``source`` as a Path, or FileNotFoundError naming ``model.visual.pretrained``."""
+    path = Path(source)
+    if not path.exists():
+        raise FileNotFoundError(
+            f"model.visual.pretrained: '{source}' is neither 'timm' nor an existing file"
+        )
+    return path
 
 
 def read_state_dict(path: str | Path) -> dict[str, Tensor]:

@@ -14,20 +14,25 @@ returns ``attention=None``; attention-guided MFR is unavailable (random MFR work
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from torch import Tensor, nn
 
 from vlparse.config import VisualConfig
 from vlparse.models.outputs import VisualOutput
-from vlparse.models.weights import LoadReport, load_state_dict_report, read_state_dict
+from vlparse.models.visual.base import GridEmbedder
+from vlparse.models.weights import (
+    LoadReport,
+    existing_checkpoint,
+    load_state_dict_report,
+    read_state_dict,
+    timm_pretrained_state,
+)
 
 __all__ = ["PatchProjection", "DEFAULT_PATCH_DIM"]
 
 DEFAULT_PATCH_DIM = 768  # ViLT's (and ViT-B's) width
 
 
-class PatchProjection(nn.Module):
+class PatchProjection(GridEmbedder):
     """Linear projection of pixel patches.
 
     Args:
@@ -41,7 +46,6 @@ class PatchProjection(nn.Module):
             prefix).
     """
 
-    has_attention = False
 
     def __init__(self, cfg: VisualConfig) -> None:
         super().__init__()
@@ -60,15 +64,7 @@ class PatchProjection(nn.Module):
         side = cfg.image_size // p
         self._grid = (side, side)
 
-    @property
-    def grid_size(self) -> tuple[int, int]:
-        """``(image_size / p, image_size / p)``."""
-        return self._grid
 
-    @property
-    def num_tokens(self) -> int:
-        """``m = (image_size / p) ** 2``."""
-        return self._grid[0] * self._grid[1]
 
     @property
     def out_dim(self) -> int:
@@ -107,24 +103,14 @@ class PatchProjection(nn.Module):
                 ViLT checkpoint) or bare ``weight`` / ``bias`` / ``model.*`` keys.
         """
         if source == "timm":
-            import timm
-
-            try:
-                ref = timm.create_model(self.cfg.arch, pretrained=True, num_classes=0)
-            except Exception as e:  # hub / cache errors come in many types
-                raise RuntimeError(
-                    f"model.visual.pretrained='timm': could not get timm's pretrained weights for "
-                    f"'{self.cfg.arch}' ({type(e).__name__}: {e}). For kind=patch set "
-                    "model.visual.arch to a timm ViT with the same patch size (e.g. "
-                    "vit_base_patch32_224) whose weights are in the local cache, or pass a file"
-                ) from e
-            state, where = ref.state_dict(), f"timm {self.cfg.arch}"
+            hint = (
+                "For kind=patch set model.visual.arch to a timm ViT with the same patch size "
+                "(e.g. vit_base_patch32_224) whose weights are in the cache, or pass a file"
+            )
+            state = timm_pretrained_state(self.cfg.arch, hint, num_classes=0)
+            where = f"timm {self.cfg.arch}"
         else:
-            path = Path(source)
-            if not path.exists():
-                raise FileNotFoundError(
-                    f"model.visual.pretrained: '{source}' is neither 'timm' nor an existing file"
-                )
+            path = existing_checkpoint(source)
             state, where = read_state_dict(path), str(path)
         picked: dict[str, Tensor] = {}
         used: list[str] = []

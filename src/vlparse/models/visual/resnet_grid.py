@@ -15,15 +15,21 @@ returns ``attention=None``; attention-guided MFR is unavailable (random MFR work
 from __future__ import annotations
 
 import math
-from pathlib import Path
 from typing import Any
 
 import timm
-from torch import Tensor, nn
+from torch import Tensor
 
 from vlparse.config import VisualConfig
 from vlparse.models.outputs import VisualOutput
-from vlparse.models.weights import LoadReport, load_state_dict_report, read_state_dict
+from vlparse.models.visual.base import GridEmbedder
+from vlparse.models.weights import (
+    LoadReport,
+    existing_checkpoint,
+    load_state_dict_report,
+    read_state_dict,
+    timm_pretrained_state,
+)
 
 __all__ = ["ResNetGrid"]
 
@@ -32,7 +38,7 @@ def _timm_kwargs(cfg: VisualConfig) -> dict[str, Any]:
     return dict(num_classes=0, global_pool="", drop_path_rate=cfg.drop_path_rate)
 
 
-class ResNetGrid(nn.Module):
+class ResNetGrid(GridEmbedder):
     """ResNet grid-feature embedder.
 
     Args:
@@ -45,7 +51,6 @@ class ResNetGrid(nn.Module):
         model: the timm ``ResNet`` (headless: no pooling, no classifier).
     """
 
-    has_attention = False
 
     def __init__(self, cfg: VisualConfig) -> None:
         super().__init__()
@@ -70,15 +75,7 @@ class ResNetGrid(nn.Module):
 
     # ------------------------------------------------------------------ properties
 
-    @property
-    def grid_size(self) -> tuple[int, int]:
-        """``(h, w)`` of the last stage's feature map, ``ceil(image_size / 32)`` each."""
-        return self._grid
 
-    @property
-    def num_tokens(self) -> int:
-        """``m = h * w`` visual tokens."""
-        return self._grid[0] * self._grid[1]
 
     @property
     def out_dim(self) -> int:
@@ -131,23 +128,12 @@ class ResNetGrid(nn.Module):
                 ignored.
         """
         if source == "timm":
-            try:
-                ref = timm.create_model(self.cfg.arch, pretrained=True, **_timm_kwargs(self.cfg))
-            except Exception as e:  # hub / cache errors come in many types
-                raise RuntimeError(
-                    f"model.visual.pretrained='timm': could not get timm's pretrained weights for "
-                    f"'{self.cfg.arch}' ({type(e).__name__}: {e}). Without internet they must "
-                    "already be in the Hugging Face cache. Otherwise download the checkpoint on a "
-                    "connected machine and set model.visual.pretrained=/path/to/resnet.safetensors"
-                ) from e
-            report = load_state_dict_report(self.model, ref.state_dict())
+            hint = "Otherwise set model.visual.pretrained=/path/to/resnet.safetensors"
+            state = timm_pretrained_state(self.cfg.arch, hint, **_timm_kwargs(self.cfg))
+            report = load_state_dict_report(self.model, state)
             report.notes.append(f"timm pretrained weights of {self.cfg.arch}")
             return report
-        path = Path(source)
-        if not path.exists():
-            raise FileNotFoundError(
-                f"model.visual.pretrained: '{source}' is neither 'timm' nor an existing file"
-            )
+        path = existing_checkpoint(source)
         state = read_state_dict(path)
         dropped = [k for k in state if k.startswith("fc.")]
         state = {k: v for k, v in state.items() if not k.startswith("fc.")}

@@ -14,7 +14,6 @@ shift), so with several windows the map is block-diagonal up to that permutation
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import timm
@@ -23,7 +22,14 @@ from torch import Tensor, nn
 
 from vlparse.config import VisualConfig
 from vlparse.models.outputs import VisualOutput
-from vlparse.models.weights import LoadReport, load_state_dict_report, read_state_dict
+from vlparse.models.visual.base import GridEmbedder
+from vlparse.models.weights import (
+    LoadReport,
+    existing_checkpoint,
+    load_state_dict_report,
+    read_state_dict,
+    timm_pretrained_state,
+)
 
 __all__ = ["SwinParser"]
 
@@ -44,7 +50,7 @@ def _timm_kwargs(cfg: VisualConfig) -> dict[str, Any]:
     return kwargs
 
 
-class SwinParser(nn.Module):
+class SwinParser(GridEmbedder):
     """Swin Transformer visual parser.
 
     Args:
@@ -75,15 +81,7 @@ class SwinParser(nn.Module):
 
     # ------------------------------------------------------------------ properties
 
-    @property
-    def grid_size(self) -> tuple[int, int]:
-        """``(h, w)`` of the final feature grid."""
-        return self._grid
 
-    @property
-    def num_tokens(self) -> int:
-        """``m = h * w`` visual tokens."""
-        return self._grid[0] * self._grid[1]
 
     @property
     def out_dim(self) -> int:
@@ -210,23 +208,12 @@ class SwinParser(nn.Module):
                 old-style checkpoints renamed); the classifier head is ignored.
         """
         if source == "timm":
-            try:
-                ref = timm.create_model(self.cfg.arch, pretrained=True, **_timm_kwargs(self.cfg))
-            except Exception as e:  # hub / cache errors come in many types
-                raise RuntimeError(
-                    f"model.visual.pretrained='timm': could not get timm's pretrained weights for "
-                    f"'{self.cfg.arch}' ({type(e).__name__}: {e}). Without internet they must "
-                    "already be in the Hugging Face cache. Otherwise download the checkpoint on a "
-                    "connected machine and set model.visual.pretrained=/path/to/swin.safetensors"
-                ) from e
-            report = load_state_dict_report(self.model, ref.state_dict())
+            hint = "Otherwise set model.visual.pretrained=/path/to/swin.safetensors"
+            state = timm_pretrained_state(self.cfg.arch, hint, **_timm_kwargs(self.cfg))
+            report = load_state_dict_report(self.model, state)
             report.notes.append(f"timm pretrained weights of {self.cfg.arch}")
             return report
-        path = Path(source)
-        if not path.exists():
-            raise FileNotFoundError(
-                f"model.visual.pretrained: '{source}' is neither 'timm' nor an existing file"
-            )
+        path = existing_checkpoint(source)
         from timm.models.swin_transformer import checkpoint_filter_fn
 
         raw = read_state_dict(path)
