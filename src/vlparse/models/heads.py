@@ -94,3 +94,24 @@ class ITCHead(nn.Module):
         m = mask.to(word_emb.dtype)[..., None]
         pooled = (word_emb * m).sum(1) / m.sum(1).clamp_min(1.0)
         return self.text_proj(pooled)
+
+
+class MLPHead(nn.Module):
+    """``Linear(in, hidden) -> GELU -> LayerNorm -> Linear(hidden, out)``: ``(B, in)`` ->
+    ``(B, out)`` logits. Weights ``N(0, 0.02)``, biases zero."""
+
+    def __init__(self, in_dim: int, hidden: int, out_dim: int) -> None:
+        super().__init__()
+        self.fc1 = nn.Linear(in_dim, hidden)
+        self.norm = nn.LayerNorm(hidden)
+        self.fc2 = nn.Linear(hidden, out_dim)
+        for fc in (self.fc1, self.fc2):
+            nn.init.normal_(fc.weight, std=0.02)
+            nn.init.zeros_(fc.bias)
+
+    @property
+    def out_dim(self) -> int:
+        return self.fc2.out_features
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.fc2(self.norm(F.gelu(self.fc1(x))))

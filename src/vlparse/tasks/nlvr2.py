@@ -3,7 +3,7 @@
 The pair method: the sentence goes through the model twice, once with the left image and once
 with the right (the visual parser and the multi-modal Transformer run for each), and the two
 ``[CLS]`` states, concatenated ``[left; right]`` into ``(B, 2D)``, feed a classifier
-(:class:`~vlparse.tasks.snli_ve.MLPHead`, ``2D -> 2D -> 2``; class 1 = True). Trained with
+(:class:`~vlparse.models.heads.MLPHead`, ``2D -> 2D -> 2``; class 1 = True). Trained with
 cross-entropy (mean over the examples of the global batch); the metric is accuracy, reported on
 ``dev`` and ``test1`` (the public test set, "test-P").
 """
@@ -17,9 +17,9 @@ from torch.utils.data import Dataset
 
 from vlparse.config import FinetuneConfig, ModelConfig
 from vlparse.data.finetune import NLVR2Dataset, collate_finetune
+from vlparse.models.heads import MLPHead
 from vlparse.tasks.finetune import FinetuneModel, Task
 from vlparse.tasks.snli_ve import (
-    MLPHead,
     classification_step,
     evaluate_classifier,
     manifest_records,

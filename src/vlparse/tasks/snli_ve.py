@@ -24,11 +24,11 @@ from tqdm.auto import tqdm
 from vlparse.config import FinetuneConfig, ModelConfig
 from vlparse.data.finetune import SNLIVEDataset, collate_finetune, finetune_records
 from vlparse.data.formats.snli_ve import SNLI_VE_LABELS
+from vlparse.models.heads import MLPHead
 from vlparse.tasks.finetune import FinetuneModel, Task, autocast_for
 from vlparse.train.loop import StepOutput
 
 __all__ = [
-    "MLPHead",
     "SNLIVETask",
     "build_task",
     "classification_loss",
@@ -38,27 +38,6 @@ __all__ = [
     "manifest_records",
     "snli_ve_logits",
 ]
-
-
-class MLPHead(nn.Module):
-    """``Linear(in, hidden) -> GELU -> LayerNorm -> Linear(hidden, out)``: ``(B, in)`` ->
-    ``(B, out)`` logits. Weights ``N(0, 0.02)``, biases zero."""
-
-    def __init__(self, in_dim: int, hidden: int, out_dim: int) -> None:
-        super().__init__()
-        self.fc1 = nn.Linear(in_dim, hidden)
-        self.norm = nn.LayerNorm(hidden)
-        self.fc2 = nn.Linear(hidden, out_dim)
-        for fc in (self.fc1, self.fc2):
-            nn.init.normal_(fc.weight, std=0.02)
-            nn.init.zeros_(fc.bias)
-
-    @property
-    def out_dim(self) -> int:
-        return self.fc2.out_features
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.fc2(self.norm(F.gelu(self.fc1(x))))
 
 
 def classification_loss(logits: Tensor, labels: Tensor, normalizer: Tensor | float) -> Tensor:

@@ -7,7 +7,7 @@ consensus answers (``multiple_choice_answer``), most frequent first, ties alphab
 vocabulary. It is stored in the run's ``task_state.json`` (key ``answers``) and the head is
 sized by it.
 
-**Head and loss.** :class:`~vlparse.tasks.snli_ve.MLPHead` on the ``[CLS]`` state,
+**Head and loss.** :class:`~vlparse.models.heads.MLPHead` on the ``[CLS]`` state,
 ``Linear(D, 2D) -> GELU -> LayerNorm -> Linear(2D, A)``. Binary cross-entropy with logits
 against the soft scores ``min(1, count / 3)`` (:func:`~vlparse.eval.vqa.soft_scores`), summed
 over the ``A`` answers and averaged over the questions: the mean over all ``B x A`` entries
@@ -39,8 +39,9 @@ from torch.utils.data import Dataset
 from vlparse.config import FinetuneConfig, ModelConfig
 from vlparse.data.finetune import VQADataset, collate_finetune
 from vlparse.eval.vqa import build_answer_vocab, vqa_accuracy, write_vqa_results
+from vlparse.models.heads import MLPHead
 from vlparse.tasks.finetune import FinetuneModel, Task, autocast_for
-from vlparse.tasks.snli_ve import MLPHead, eval_loader, manifest_records
+from vlparse.tasks.snli_ve import eval_loader, manifest_records
 from vlparse.train.loop import StepOutput
 
 __all__ = [
