@@ -11,9 +11,9 @@ from vlparse.cli import main
 from vlparse.config import FinetuneConfig, load_config
 from vlparse.data.finetune import finetune_records
 from vlparse.data.manifest import load_manifest
+from vlparse.tasks.classification import classification_step
 from vlparse.tasks.finetune import FinetuneModel
 from vlparse.tasks.nlvr2 import NLVR2Task, pair_logits
-from vlparse.tasks.snli_ve import classification_step
 
 SMALL = [
     "model.visual.embed_dim=16", "model.visual.num_heads=[1,2,4]", "model.visual.image_size=64",

@@ -12,8 +12,8 @@ from vlparse.data.finetune import finetune_records
 from vlparse.data.formats.snli_ve import SNLI_VE_LABELS
 from vlparse.data.manifest import load_manifest
 from vlparse.models.heads import MLPHead
+from vlparse.tasks.classification import classification_loss, manifest_records
 from vlparse.tasks.finetune import load_finetuned
-from vlparse.tasks.snli_ve import classification_loss, manifest_records
 
 FAST = ["model.visual.image_size=64", "model.visual.window_size=4", "train.max_steps=2"]
 

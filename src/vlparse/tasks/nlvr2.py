@@ -13,18 +13,12 @@ from __future__ import annotations
 from typing import Any
 
 from torch import Tensor, nn
-from torch.utils.data import Dataset
 
 from vlparse.config import FinetuneConfig, ModelConfig
-from vlparse.data.finetune import NLVR2Dataset, collate_finetune
+from vlparse.data.finetune import NLVR2Dataset
 from vlparse.models.heads import MLPHead
-from vlparse.tasks.finetune import FinetuneModel, Task
-from vlparse.tasks.snli_ve import (
-    classification_step,
-    evaluate_classifier,
-    manifest_records,
-)
-from vlparse.train.loop import StepOutput
+from vlparse.tasks.classification import ClassificationTask
+from vlparse.tasks.finetune import FinetuneModel
 
 __all__ = ["NLVR2Task", "build_task", "nlvr2_logits", "pair_logits"]
 
@@ -56,40 +50,22 @@ def nlvr2_logits(model: FinetuneModel, batch: dict[str, Any]) -> Tensor:
     return pair_logits(model, batch["images"], batch["input_ids"], batch["attention_mask"])
 
 
-class NLVR2Task(Task):
+class NLVR2Task(ClassificationTask):
     """NLVR2 with the pair method; see the module docstring."""
 
     name = "nlvr2"
     recipe = "nlvr2"
     default_split = "test1"
-    metric_keys = ("accuracy",)
+    kind = "nlvr2"
+    dataset_class = NLVR2Dataset
+    labels_required_in_eval = False  # test1 may come without labels
 
     def build_head(self, model_cfg: ModelConfig, cfg: FinetuneConfig, state: dict) -> nn.Module:
         d = model_cfg.text.hidden_size
         return MLPHead(2 * d, 2 * d, 2)
 
-    def dataset(self, manifest, sets, splits, cfg, tokenizer, state, train) -> Dataset:
-        records = manifest_records(manifest, sets, splits, "nlvr2", require_labels=train)
-        if not train and cfg.task.eval_max_images:
-            records = records[: cfg.task.eval_max_images]
-        on_error = cfg.data.on_error if train else "raise"  # a score needs every example
-        return NLVR2Dataset(records, tokenizer, cfg.model.visual.image_size,
-                            cfg.model.text.max_text_len, on_error)
-
-    def collate(self, items):
-        return collate_finetune(items)
-
-    def step_fn(self, model, batch, reduce_count, cfg) -> StepOutput:
-        return classification_step(nlvr2_logits(model, batch), batch["label"], reduce_count)
-
-    def evaluate(self, model, dataset, cfg, device, progress=True) -> dict[str, Any]:
-        return evaluate_classifier(model, dataset, cfg, device, nlvr2_logits, progress,
-                                   "evaluate nlvr2")
-
-    def write_outputs(self, result, out_json):
-        result = dict(result)
-        result.pop("predictions", None)
-        return result
+    def logits(self, model: FinetuneModel, batch: dict[str, Any]) -> Tensor:
+        return nlvr2_logits(model, batch)
 
 
 def build_task() -> NLVR2Task:

@@ -3,124 +3,25 @@
 The premise is a Flickr30K image, the hypothesis a sentence; the classes are entailment (0),
 neutral (1) and contradiction (2), the order of
 :data:`~vlparse.data.formats.snli_ve.SNLI_VE_LABELS`. The head is an MLP on the ``[CLS]`` state
-(:class:`MLPHead`, ``D -> 2D -> 3``), trained with cross-entropy (mean over the examples of the
-global batch); the metric is accuracy.
-
-:class:`MLPHead`, :func:`classification_loss` and :func:`evaluate_classifier` are shared with
-the NLVR2 and VQA tasks.
+(:class:`~vlparse.models.heads.MLPHead`, ``D -> 2D -> 3``), trained with cross-entropy (mean over
+the examples of the global batch); the metric is accuracy
+(:class:`~vlparse.tasks.classification.ClassificationTask`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
-import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
-from torch.utils.data import DataLoader, Dataset
-from tqdm.auto import tqdm
 
 from vlparse.config import FinetuneConfig, ModelConfig
-from vlparse.data.finetune import SNLIVEDataset, collate_finetune, finetune_records
+from vlparse.data.finetune import SNLIVEDataset
 from vlparse.data.formats.snli_ve import SNLI_VE_LABELS
 from vlparse.models.heads import MLPHead
-from vlparse.tasks.finetune import FinetuneModel, Task, autocast_for
-from vlparse.train.loop import StepOutput
+from vlparse.tasks.classification import ClassificationTask
+from vlparse.tasks.finetune import FinetuneModel
 
-__all__ = [
-    "SNLIVETask",
-    "build_task",
-    "classification_loss",
-    "classification_step",
-    "eval_loader",
-    "evaluate_classifier",
-    "manifest_records",
-    "snli_ve_logits",
-]
-
-
-def classification_loss(logits: Tensor, labels: Tensor, normalizer: Tensor | float) -> Tensor:
-    """Summed cross-entropy of ``logits (B, C)`` against ``labels (B,)`` divided by
-    ``normalizer`` (the mean number of examples per process, so that DDP's gradient average
-    gives the mean over the global batch). Labels ``< 0`` (unlabelled) are ignored."""
-    return F.cross_entropy(logits.float(), labels, ignore_index=-1, reduction="sum") / normalizer
-
-
-def classification_step(logits: Tensor, labels: Tensor, reduce_count) -> StepOutput:
-    """Loss, its value and the ``accuracy_correct`` / ``accuracy_total`` counts of a batch."""
-    valid = labels >= 0
-    normalizer = reduce_count(valid.sum().float()).clamp_min(1.0)
-    loss = classification_loss(logits, labels, normalizer)
-    correct = int(((logits.argmax(-1) == labels) & valid).sum())
-    return StepOutput(loss, {"loss": float(loss.detach())},
-                      {"accuracy_correct": correct, "accuracy_total": int(valid.sum())})
-
-
-def manifest_records(manifest: dict, sets: list[str], splits: list[str], kind: str,
-                     require_labels: bool = True) -> list:
-    """Records of every manifest data set in ``sets`` x ``splits``, read as ``kind``
-    (``vqa``, ``nlvr2`` or ``snli_ve``, the official format of that task)."""
-    records: list = []
-    for name in sets:
-        if name != kind:
-            raise ValueError(
-                f"data set {name!r}: the {kind} task reads the manifest data set {kind!r}; set "
-                f"data.train_sets=[{kind}] and data.val_set={kind}"
-            )
-        records += finetune_records(manifest, name, splits, require_labels=require_labels)
-    if not records:
-        raise ValueError(f"no {kind} examples in {sets} x {splits} of the manifest")
-    return records
-
-
-def eval_loader(dataset: Dataset, cfg: FinetuneConfig, device: torch.device, progress: bool,
-                desc: str):
-    """A non-shuffling loader of ``dataset`` in batches of ``train.batch_size``."""
-    loader = DataLoader(dataset, batch_size=cfg.train.batch_size, shuffle=False,
-                        num_workers=cfg.data.num_workers, collate_fn=collate_finetune,
-                        pin_memory=device.type == "cuda")
-    return tqdm(loader, desc=desc, unit="batch", leave=False) if progress else loader
-
-
-@torch.no_grad()
-def evaluate_classifier(
-    model: FinetuneModel,
-    dataset: Dataset,
-    cfg: FinetuneConfig,
-    device: torch.device,
-    logits_fn: Callable[[FinetuneModel, dict[str, Any]], Tensor],
-    progress: bool = True,
-    desc: str = "evaluate",
-) -> dict[str, Any]:
-    """Accuracy of ``argmax logits_fn(model, batch)`` over the labelled examples.
-
-    Returns:
-        ``accuracy`` (``None`` when no example has a label), ``num_examples`` (all examples),
-        ``num_labelled``, ``majority_baseline`` (accuracy of always predicting the most
-        frequent label of the split) and ``predictions`` (class per example, in order).
-    """
-    autocast = autocast_for(cfg, device)
-    preds, labels = [], []
-    for batch in eval_loader(dataset, cfg, device, progress, desc):
-        batch = {k: v.to(device) if isinstance(v, Tensor) else v for k, v in batch.items()}
-        with autocast:
-            logits = logits_fn(model, batch)
-        preds.append(logits.float().argmax(-1).cpu())
-        labels.append(batch["label"].cpu())
-    pred, label = torch.cat(preds), torch.cat(labels)
-    valid = label >= 0
-    n = int(valid.sum())
-    majority = None
-    if n:
-        majority = float(torch.bincount(label[valid]).max()) / n
-    return {
-        "accuracy": float((pred[valid] == label[valid]).float().mean()) if n else None,
-        "num_examples": int(label.numel()),
-        "num_labelled": n,
-        "majority_baseline": majority,
-        "predictions": pred.tolist(),
-    }
+__all__ = ["SNLIVETask", "build_task", "snli_ve_logits"]
 
 
 def snli_ve_logits(model: FinetuneModel, batch: dict[str, Any]) -> Tensor:
@@ -130,43 +31,23 @@ def snli_ve_logits(model: FinetuneModel, batch: dict[str, Any]) -> Tensor:
     return model.head(out.cls)
 
 
-class SNLIVETask(Task):
+class SNLIVETask(ClassificationTask):
     """SNLI-VE; see the module docstring."""
 
     name = "snli-ve"
     recipe = "snli_ve"
     default_split = "test"
-    metric_keys = ("accuracy",)
+    kind = "snli_ve"
+    dataset_class = SNLIVEDataset
 
     def build_head(self, model_cfg: ModelConfig, cfg: FinetuneConfig, state: dict) -> nn.Module:
         d = model_cfg.text.hidden_size
         return MLPHead(d, 2 * d, len(SNLI_VE_LABELS))
 
-    def dataset(self, manifest, sets, splits, cfg, tokenizer, state, train) -> Dataset:
-        records = manifest_records(manifest, sets, splits, "snli_ve")
-        if not train and cfg.task.eval_max_images:
-            records = records[: cfg.task.eval_max_images]
-        on_error = cfg.data.on_error if train else "raise"  # a score needs every example
-        return SNLIVEDataset(records, tokenizer, cfg.model.visual.image_size,
-                             cfg.model.text.max_text_len, on_error)
-
-    def collate(self, items):
-        return collate_finetune(items)
-
-    def step_fn(self, model, batch, reduce_count, cfg) -> StepOutput:
-        return classification_step(snli_ve_logits(model, batch), batch["label"], reduce_count)
-
-    def evaluate(self, model, dataset, cfg, device, progress=True) -> dict[str, Any]:
-        return evaluate_classifier(model, dataset, cfg, device, snli_ve_logits, progress,
-                                   "evaluate snli-ve")
-
-    def write_outputs(self, result, out_json):
-        result = dict(result)
-        result.pop("predictions", None)
-        return result
+    def logits(self, model: FinetuneModel, batch: dict[str, Any]) -> Tensor:
+        return snli_ve_logits(model, batch)
 
 
 def build_task() -> SNLIVETask:
     """The SNLI-VE task (registered in :data:`vlparse.tasks.finetune.TASK_MODULES`)."""
     return SNLIVETask()
-

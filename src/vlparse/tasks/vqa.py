@@ -40,8 +40,8 @@ from vlparse.config import FinetuneConfig, ModelConfig
 from vlparse.data.finetune import VQADataset, collate_finetune
 from vlparse.eval.vqa import build_answer_vocab, vqa_accuracy, write_vqa_results
 from vlparse.models.heads import MLPHead
+from vlparse.tasks.classification import eval_loader, manifest_records
 from vlparse.tasks.finetune import FinetuneModel, Task, autocast_for
-from vlparse.tasks.snli_ve import eval_loader, manifest_records
 from vlparse.train.loop import StepOutput
 
 __all__ = [
