@@ -16,7 +16,8 @@ def test_quickstart_end_to_end(tmp_path, small_overrides):
     assert rc == 0
     summary = json.loads((out / "summary.json").read_text())
     held = summary["held_out"]
-    for key in ("itm_acc", "itm_chance", "mlm_acc", "mlm_chance", "i2t_r1", "i2t_r1_chance"):
+    for key in ("itm_acc", "itm_chance", "mlm_acc", "mlm_chance", "mlm_acc_wrong_image",
+                "i2t_r1", "i2t_r1_chance"):
         assert key in held
     assert held["itm_chance"] == 0.5
     assert 0.0 < held["imf_1L"] < 1.0 and 0.0 <= held["nmi_last"] <= 1.0

@@ -74,6 +74,30 @@ def _add_overrides(p: argparse.ArgumentParser) -> None:
     )
 
 
+def _add_manifest(p: argparse.ArgumentParser) -> None:
+    """``--data``: the manifest every data-reading command takes."""
+    p.add_argument("--data", required=True, help="manifest.json naming the data files")
+
+
+def _add_training_run(p: argparse.ArgumentParser, resume_help: str, eval_help: str) -> None:
+    """``--resume``, ``--no-eval`` and the ``key=value`` overrides of a training command."""
+    p.add_argument("--resume", action="store_true", help=resume_help)
+    p.add_argument("--no-eval", action="store_true", help=eval_help)
+    _add_overrides(p)
+
+
+def _add_command(
+    sub: argparse._SubParsersAction, name: str, help: str, examples: str | None = None
+) -> argparse.ArgumentParser:
+    """A sub-command whose ``--help`` ends with ``EXAMPLES[examples or name]``."""
+    return sub.add_parser(
+        name,
+        help=help,
+        epilog=EXAMPLES[examples or name],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="vlparse",
@@ -82,13 +106,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="store_true", help="print the version and exit")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    raw = argparse.RawDescriptionHelpFormatter
 
-    q = sub.add_parser(
-        "quickstart",
-        help="draw a scene world, pre-train the tiny model, report held-out metrics",
-        epilog=EXAMPLES["quickstart"],
-        formatter_class=raw,
+    q = _add_command(
+        sub, "quickstart", "draw a scene world, pre-train the tiny model, report held-out metrics"
     )
     q.add_argument("--out", default="vlparse-quickstart", help="output folder")
     q.add_argument("--images", type=int, default=3000, help="scene world size")
@@ -99,39 +119,26 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_overrides(q)
 
-    p = sub.add_parser(
-        "pretrain",
-        help="pre-train on the caption data sets of a manifest",
-        epilog=EXAMPLES["pretrain"],
-        formatter_class=raw,
-    )
+    p = _add_command(sub, "pretrain", "pre-train on the caption data sets of a manifest")
     p.add_argument("--config", required=True, help="built-in name (tiny, ablation, paper) or YAML")
-    p.add_argument("--data", required=True, help="manifest.json naming the data files")
+    _add_manifest(p)
     p.add_argument("--out", required=True, help="run folder (checkpoints, logs, summary)")
-    p.add_argument("--resume", action="store_true", help="continue from the run's last checkpoint")
-    p.add_argument("--no-eval", action="store_true", help="skip the held-out evaluation")
-    _add_overrides(p)
+    _add_training_run(p, "continue from the run's last checkpoint", "skip the held-out evaluation")
 
     d = sub.add_parser("data", help="data tools")
     dsub = d.add_subparsers(dest="data_command", metavar="DATA_COMMAND")
-    s = dsub.add_parser(
-        "synth",
-        help="draw the built-in scene world in the official formats",
-        epilog=EXAMPLES["synth"],
-        formatter_class=raw,
-    )
+    s = _add_command(dsub, "synth", "draw the built-in scene world in the official formats")
     s.add_argument("--out", required=True)
     s.add_argument("--images", type=int, required=True)
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--image-size", type=int, default=256)
     s.add_argument("--workers", type=int, default=1)
 
-    pr = sub.add_parser(
+    pr = _add_command(
+        sub,
         "probe",
-        help="inter-modality flow and modality NMI of pre-trained checkpoints, with figures "
+        "inter-modality flow and modality NMI of pre-trained checkpoints, with figures "
         "('probe masks': the MFR mask figure)",
-        epilog=EXAMPLES["probe"],
-        formatter_class=raw,
     )
     pr.add_argument(
         "--checkpoint",
@@ -142,7 +149,7 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument(
         "--label", action="append", default=None, help="legend name, one per --checkpoint"
     )
-    pr.add_argument("--data", required=True, help="manifest.json naming the data files")
+    _add_manifest(pr)
     pr.add_argument("--out", required=True, help="folder for imf.json, nmi.json and figures")
     pr.add_argument("--num-samples", type=int, default=1000, help="image-caption pairs per model")
     pr.add_argument("--batch-size", type=int, default=32)
@@ -152,35 +159,24 @@ def build_parser() -> argparse.ArgumentParser:
         "--workers", type=int, default=None, help="data-loading processes (default: the run's)"
     )
 
-    ft_parent = sub.add_parser(
-        "finetune",
-        help="fine-tune on a downstream task (retrieval, vqa, nlvr2, snli-ve)",
-        epilog=EXAMPLES["finetune"],
-        formatter_class=raw,
+    ft_parent = _add_command(
+        sub, "finetune", "fine-tune on a downstream task (retrieval, vqa, nlvr2, snli-ve)"
     )
     ft_tasks = ft_parent.add_subparsers(dest="task", metavar="TASK")
     for name in FINETUNE_TASK_NAMES:  # one sub-parser per task: key=value may follow options
-        ft = ft_tasks.add_parser(name, help=f"fine-tune for {name}",
-                                 epilog=EXAMPLES["finetune"], formatter_class=raw)
-        ft.add_argument("--data", required=True, help="manifest.json naming the data files")
+        ft = _add_command(ft_tasks, name, f"fine-tune for {name}", examples="finetune")
+        _add_manifest(ft)
         ft.add_argument("--init", default=None, help="pre-training run or checkpoint folder "
                         "(default: random initialisation)")
         ft.add_argument("--out", required=True, help="run folder (checkpoints, logs, summary)")
         ft.add_argument("--config", default=None, help="recipe name or YAML (default: the task's)")
-        ft.add_argument("--resume", action="store_true", help="continue from the last checkpoint")
-        ft.add_argument("--no-eval", action="store_true", help="skip the validation evaluation")
-        _add_overrides(ft)
+        _add_training_run(ft, "continue from the last checkpoint", "skip the validation evaluation")
 
-    ev = sub.add_parser(
-        "evaluate",
-        help="evaluate a fine-tuned run on one split; metrics as JSON",
-        epilog=EXAMPLES["evaluate"],
-        formatter_class=raw,
-    )
+    ev = _add_command(sub, "evaluate", "evaluate a fine-tuned run on one split; metrics as JSON")
     ev.add_argument("task", choices=FINETUNE_TASK_NAMES, metavar="TASK", help="retrieval, vqa, "
                     "nlvr2 or snli-ve")
     ev.add_argument("--checkpoint", required=True, help="fine-tuned run or checkpoint folder")
-    ev.add_argument("--data", required=True, help="manifest.json naming the data files")
+    _add_manifest(ev)
     ev.add_argument("--split", required=True, help="split to evaluate, e.g. test, val, dev")
     ev.add_argument("--out", required=True, help="JSON file for the metrics")
     ev.add_argument("--dataset", default=None, help="manifest data set (default: the run's "
@@ -193,14 +189,13 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--device", default=None, help="cuda, cpu, ... (default: cuda if available)")
     ev.add_argument("--no-progress", action="store_true", help="no progress bars")
 
-    ab = sub.add_parser(
+    ab = _add_command(
+        sub,
         "ablate",
-        help="the paper's Table 5 ablation (CNN / Swin / patch embedders, MFR variants) on your "
+        "the paper's Table 5 ablation (CNN / Swin / patch embedders, MFR variants) on your "
         "data: pre-train, fine-tune, probe each row over seeds; table, JSON and plot",
-        epilog=EXAMPLES["ablate"],
-        formatter_class=raw,
     )
-    ab.add_argument("--data", required=True, help="manifest.json naming the data files")
+    _add_manifest(ab)
     ab.add_argument("--out", required=True, help="folder for runs/, table5.{md,json,png}")
     ab.add_argument("--seeds", type=int, default=3, help="seeds 0..N-1 per row (default 3)")
     ab.add_argument("--pretrain-steps", type=int, default=1000, help="pre-training steps per run")
@@ -291,7 +286,7 @@ def build_probe_masks_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     pm.add_argument("--checkpoint", required=True, help="run folder or checkpoints/step_XXXXXXXX")
-    pm.add_argument("--data", required=True, help="manifest.json naming the data files")
+    _add_manifest(pm)
     pm.add_argument("--out", required=True, help="folder for masks.png and masks.json")
     pm.add_argument("--images", type=int, default=8, help="rows of the figure")
     pm.add_argument("--dataset", default="coco", help="data set of the images")

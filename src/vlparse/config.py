@@ -87,6 +87,9 @@ class TextConfig:
     path. ``max_text_len`` counts the text part ``W`` (words, trailing ``[SEP]``, padding), so a
     sequence has ``2 + m + max_text_len`` tokens. ``pretrained`` initialises the encoder from a
     BERT checkpoint (Hugging Face name or local path); ``vocab_size`` 0 means "from the tokenizer".
+    ``initializer_range`` is the std of the normal initialisation of the Transformer, the text
+    embeddings and the heads (BERT's 0.02, sized for width 768; a narrow model trained from
+    scratch learns faster with a larger one, e.g. ``1 / sqrt(hidden_size)``).
     """
 
     tokenizer: str = "bert-base-uncased"
@@ -99,6 +102,7 @@ class TextConfig:
     attention_dropout: float = 0.1
     max_text_len: int = 40
     layer_norm_eps: float = 1e-12
+    initializer_range: float = 0.02
     pretrained: str | None = None
 
 

@@ -37,6 +37,14 @@ def _write_lines(path: Path, rows: list) -> Path:
     return path
 
 
+def _assert_format_error(read, path: Path, field: str, where: str, expected: str) -> None:
+    """``read()`` raises a DataFormatError naming ``path``, ``where``, ``'field'`` and why."""
+    with pytest.raises(DataFormatError) as info:
+        read()
+    msg = str(info.value)
+    assert str(path) in msg and where in msg and f"'{field}'" in msg and expected in msg
+
+
 # ---------------------------------------------------------------- scene world
 
 
@@ -166,10 +174,7 @@ def test_vqa_broken(tmp_path, which, edit, field, where, expected):
     data = json.loads(target.read_text())
     edit(data)
     _write(target, data)
-    with pytest.raises(DataFormatError) as info:
-        read_vqa(q, "/img", a)
-    msg = str(info.value)
-    assert str(target) in msg and where in msg and f"'{field}'" in msg and expected in msg
+    _assert_format_error(lambda: read_vqa(q, "/img", a), target, field, where, expected)
 
 
 def test_vqa_unmatched_and_subtype(tmp_path):
@@ -183,13 +188,6 @@ def test_vqa_unmatched_and_subtype(tmp_path):
     del data["data_subtype"]
     _write(q, data)
     with pytest.raises(DataFormatError, match="pass subtype="):
-        read_vqa(q, "/img")
-
-
-def test_vqa_malformed_json(tmp_path):
-    q = tmp_path / "v2_OpenEnded_mscoco_val2014_questions.json"
-    q.write_text('{"questions": [\n {"image_id": 1, "question": "x"\n "question_id": 2}]}')
-    with pytest.raises(DataFormatError, match=r"questions\.json: line 3, column 2: malformed"):
         read_vqa(q, "/img")
 
 
@@ -235,17 +233,7 @@ def test_nlvr2_broken(tmp_path, edit, field, where, expected):
     rows = _nlvr_rows()
     edit(rows)
     f = _write_lines(tmp_path / "train.json", rows)
-    with pytest.raises(DataFormatError) as info:
-        read_nlvr2(f, "/n")
-    msg = str(info.value)
-    assert str(f) in msg and where in msg and f"'{field}'" in msg and expected in msg
-
-
-def test_nlvr2_malformed(tmp_path):
-    f = tmp_path / "dev.json"
-    f.write_text('{"identifier": "dev-0-0-0", "sentence": "a", "label": "True"}\n{"identifier":}\n')
-    with pytest.raises(DataFormatError, match=r"dev\.json: line 2, column 15: malformed JSON"):
-        read_nlvr2(f, "/n")
+    _assert_format_error(lambda: read_nlvr2(f, "/n"), f, field, where, expected)
 
 
 def _snli_rows() -> list[dict]:
@@ -277,14 +265,29 @@ def test_snli_ve_broken(tmp_path, edit, field, where, expected):
     rows = _snli_rows()
     edit(rows)
     f = _write_lines(tmp_path / "snli_ve_dev.jsonl", rows)
-    with pytest.raises(DataFormatError) as info:
-        read_snli_ve(f, "/f")
-    msg = str(info.value)
-    assert str(f) in msg and where in msg and f"'{field}'" in msg and expected in msg
+    _assert_format_error(lambda: read_snli_ve(f, "/f"), f, field, where, expected)
 
 
-def test_snli_ve_malformed(tmp_path):
-    f = tmp_path / "snli_ve_test.jsonl"
-    f.write_text('{"Flickr30K_ID": "1", "sentence2": "x", "gold_label": "neutral",}\n')
-    with pytest.raises(DataFormatError, match=r"snli_ve_test\.jsonl: line 1, column \d+: malf"):
-        read_snli_ve(f, "/f")
+# ---------------------------------------------------------------- malformed JSON, any reader
+
+
+@pytest.mark.parametrize(
+    "read, name, text, match",
+    [
+        (read_vqa, "v2_OpenEnded_mscoco_val2014_questions.json",
+         '{"questions": [\n {"image_id": 1, "question": "x"\n "question_id": 2}]}',
+         r"questions\.json: line 3, column 2: malformed"),
+        (read_nlvr2, "dev.json",
+         '{"identifier": "dev-0-0-0", "sentence": "a", "label": "True"}\n{"identifier":}\n',
+         r"dev\.json: line 2, column 15: malformed JSON"),
+        (read_snli_ve, "snli_ve_test.jsonl",
+         '{"Flickr30K_ID": "1", "sentence2": "x", "gold_label": "neutral",}\n',
+         r"snli_ve_test\.jsonl: line 1, column \d+: malf"),
+    ],
+    ids=["vqa", "nlvr2", "snli_ve"],
+)
+def test_malformed_json_names_file_line_and_column(tmp_path, read, name, text, match):
+    f = tmp_path / name
+    f.write_text(text)
+    with pytest.raises(DataFormatError, match=match):
+        read(f, "/img")

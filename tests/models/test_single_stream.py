@@ -170,3 +170,14 @@ def test_create_model_accepts_configs() -> None:
     assert create_model(cfg, vocab_size=V).num_visual_tokens == 36
     with pytest.raises(TypeError, match="ModelConfig"):
         create_model(3)  # type: ignore[arg-type]
+
+
+def test_initializer_range_sets_the_init_of_transformer_embeddings_and_heads() -> None:
+    torch.manual_seed(0)
+    m = VisualParsingModel(tiny_model_config("text.initializer_range=0.1"), V, 1, 2)
+    for w in (m.encoder.layers[0].query.weight, m.encoder.layers[-1].ffn_in.weight,
+              m.text_embed.word_embeddings.weight, m.itm_head.fc.weight, m.mfr_head.fc.weight,
+              m.mlm_head.dense.weight):
+        assert abs(float(w.std()) - 0.1) < 0.02
+    default = VisualParsingModel(tiny_model_config(), V, 1, 2)
+    assert abs(float(default.encoder.layers[0].query.weight.std()) - 0.02) < 0.004

@@ -42,32 +42,41 @@ def _check_probes(p: ProbeInputs, num_layers: int) -> None:
     assert ((nmi >= 0) & (nmi <= 1 + 1e-9)).all()
 
 
-def _vilt() -> nn.Module:
-    cfg = transformers.ViltConfig(
+def _tiny_hf_model(name: str, **config: int) -> nn.Module:
+    """A 2-layer, 32-wide ``transformers.<name>Model`` with eager attention, seeded."""
+    cfg = getattr(transformers, f"{name}Config")(
         hidden_size=32,
         num_hidden_layers=2,
         num_attention_heads=2,
         intermediate_size=64,
-        image_size=32,
-        patch_size=16,
-        max_image_length=-1,
         vocab_size=100,
-        max_position_embeddings=16,
+        **config,
     )
     cfg._attn_implementation = "eager"
     torch.manual_seed(0)
-    return transformers.ViltModel(cfg).eval()
+    return getattr(transformers, f"{name}Model")(cfg).eval()
 
 
-def test_vilt_layout_and_padding():
-    model = _vilt()
+@pytest.fixture
+def vilt() -> nn.Module:
+    return _tiny_hf_model(
+        "Vilt", image_size=32, patch_size=16, max_image_length=-1, max_position_embeddings=16
+    )
+
+
+@pytest.fixture
+def visualbert() -> nn.Module:
+    return _tiny_hf_model("VisualBert", visual_embedding_dim=8, max_position_embeddings=32)
+
+
+def test_vilt_layout_and_padding(vilt):
     ids = torch.randint(1, 100, (2, 6))
     mask = torch.ones(2, 6, dtype=torch.long)
     mask[1, 4:] = 0  # two padded text tokens in sample 1
     pixel_mask = torch.ones(2, 32, 32, dtype=torch.long)
     pixel_mask[1, :, 16:] = 0  # sample 1: right half of the image is padding -> 2 of 4 patches
     p = probe_vilt(
-        model,
+        vilt,
         input_ids=ids,
         attention_mask=mask,
         pixel_values=torch.randn(2, 3, 32, 32),
@@ -94,30 +103,14 @@ def test_vilt_rejects_wrong_model():
         probe_vilt(nn.Linear(2, 2), input_ids=torch.zeros(1, 2, dtype=torch.long))
 
 
-def _visualbert() -> nn.Module:
-    cfg = transformers.VisualBertConfig(
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        intermediate_size=64,
-        visual_embedding_dim=8,
-        vocab_size=100,
-        max_position_embeddings=32,
-    )
-    cfg._attn_implementation = "eager"
-    torch.manual_seed(0)
-    return transformers.VisualBertModel(cfg).eval()
-
-
-def test_visualbert_layout_and_padding():
-    model = _visualbert()
+def test_visualbert_layout_and_padding(visualbert):
     ids = torch.randint(1, 100, (3, 5))
     mask = torch.ones(3, 5, dtype=torch.long)
     mask[2, 3:] = 0
     vis_mask = torch.ones(3, 7, dtype=torch.long)
     vis_mask[1, 5:] = 0
     p = probe_visualbert(
-        model,
+        visualbert,
         input_ids=ids,
         attention_mask=mask,
         visual_embeds=torch.randn(3, 7, 8),
@@ -130,15 +123,13 @@ def test_visualbert_layout_and_padding():
     _check_probes(p, 2)
 
 
-def test_visualbert_needs_visual_embeds_and_no_bypass():
-    model = _visualbert()
+def test_visualbert_needs_visual_embeds_and_no_bypass(visualbert):
+    ids = torch.ones(1, 3, dtype=torch.long)
     with pytest.raises(ValueError, match="visual_embeds"):
-        probe_visualbert(model, input_ids=torch.ones(1, 3, dtype=torch.long))
-    model.config.bypass_transformer = True
+        probe_visualbert(visualbert, input_ids=ids)
+    visualbert.config.bypass_transformer = True
     with pytest.raises(ValueError, match="bypass_transformer"):
-        probe_visualbert(
-            model, input_ids=torch.ones(1, 3, dtype=torch.long), visual_embeds=torch.randn(1, 2, 8)
-        )
+        probe_visualbert(visualbert, input_ids=ids, visual_embeds=torch.randn(1, 2, 8))
 
 
 def test_vlparse_tiny(small_overrides):

@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-import json
-
 import pytest
 import torch
 
-from vlparse.cli import main
 from vlparse.config import FinetuneConfig, load_config
 from vlparse.data.finetune import finetune_records
 from vlparse.data.manifest import load_manifest
@@ -20,7 +17,6 @@ SMALL = [
     "model.visual.window_size=4", "model.text.hidden_size=32", "model.text.num_layers=2",
     "model.text.num_heads=2", "model.text.intermediate_size=64", "model.text.max_text_len=12",
 ]
-FAST = ["model.visual.image_size=64", "model.visual.window_size=4", "train.max_steps=2"]
 
 
 @pytest.fixture(scope="module")
@@ -81,21 +77,11 @@ def test_classification_step_loss_and_counts(small_model):
     small_model.zero_grad(set_to_none=True)
 
 
-def test_nlvr2_finetune_and_evaluate_dev_and_test1(scene_world, small_overrides, tmp_path):
-    overrides = [o for o in small_overrides if not o.startswith("objectives.")] + FAST
-    out = tmp_path / "ft"
-    argv = ["finetune", "nlvr2", "--data", str(scene_world), "--out", str(out),
-            "--config", "nlvr2_world", *overrides]
-    assert main(argv) == 0
-    summary = json.loads((out / "summary.json").read_text())
+def test_nlvr2_finetune_and_evaluate_dev_and_test1(scene_world, finetune_and_evaluate):
+    _, summary, result = finetune_and_evaluate("nlvr2", "nlvr2_world", "test1")  # test-P
     assert summary["task"] == "nlvr2" and summary["steps"] == 2
     assert summary["val_split"] == "nlvr2/dev" and 0.0 <= summary["val"]["accuracy"] <= 1.0
     assert summary["val"]["num_examples"] == 6
-    path = tmp_path / "test1.json"  # test-P
-    argv = ["evaluate", "nlvr2", "--checkpoint", str(out), "--data", str(scene_world),
-            "--split", "test1", "--out", str(path), "--no-progress"]
-    assert main(argv) == 0
-    result = json.loads(path.read_text())
     records = finetune_records(load_manifest(scene_world), "nlvr2", "test1")
     assert result["split"] == "test1" and result["num_examples"] == len(records)
     hits = result["accuracy"] * len(records)

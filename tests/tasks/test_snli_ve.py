@@ -2,20 +2,15 @@
 
 from __future__ import annotations
 
-import json
-
 import pytest
 import torch
 
-from vlparse.cli import main
 from vlparse.data.finetune import finetune_records
 from vlparse.data.formats.snli_ve import SNLI_VE_LABELS
 from vlparse.data.manifest import load_manifest
 from vlparse.models.heads import MLPHead
 from vlparse.tasks.classification import classification_loss, manifest_records
 from vlparse.tasks.finetune import load_finetuned
-
-FAST = ["model.visual.image_size=64", "model.visual.window_size=4", "train.max_steps=2"]
 
 
 def test_mlp_head_layers_and_loss():
@@ -35,21 +30,10 @@ def test_manifest_records_rejects_other_data_sets(scene_world):
         manifest_records(manifest, ["flickr30k"], ["train"], "snli_ve")
 
 
-def test_snli_ve_finetune_and_evaluate_end_to_end(scene_world, small_overrides, tmp_path):
-    overrides = [o for o in small_overrides if not o.startswith("objectives.")] + FAST
-    out = tmp_path / "ft"
-    argv = ["finetune", "snli-ve", "--data", str(scene_world), "--out", str(out),
-            "--config", "snli_ve_world", *overrides]
-    assert main(argv) == 0
-    summary = json.loads((out / "summary.json").read_text())
+def test_snli_ve_finetune_and_evaluate_end_to_end(scene_world, finetune_and_evaluate):
+    out, summary, result = finetune_and_evaluate("snli-ve", "snli_ve_world", "test")
     assert summary["task"] == "snli-ve" and summary["steps"] == 2
     assert summary["val_split"] == "snli_ve/dev" and 0.0 <= summary["val"]["accuracy"] <= 1.0
-
-    path = tmp_path / "test.json"
-    argv = ["evaluate", "snli-ve", "--checkpoint", str(out), "--data", str(scene_world),
-            "--split", "test", "--out", str(path), "--no-progress"]
-    assert main(argv) == 0
-    result = json.loads(path.read_text())
     records = finetune_records(load_manifest(scene_world), "snli_ve", "test")
     assert result["split"] == "test" and result["num_examples"] == len(records)
     assert "predictions" not in result

@@ -24,32 +24,26 @@ def _weights(run_dir: Path) -> dict[str, torch.Tensor]:
     return load_file(run_dir / "checkpoints" / latest / "model.safetensors")
 
 
-def _cfg(small: list[str], *extra: str):
-    return load_config("tiny", [*small, *extra])
+def _pretrain(world: Path, out: Path, small: list[str], *extra: str, resume: bool = False) -> dict:
+    """``run_pretrain`` of the ``tiny`` config with ``small`` and ``extra`` overrides, no eval."""
+    cfg = load_config("tiny", [*small, *extra])
+    return run_pretrain(cfg, world, out, resume=resume, evaluate=False)
+
+
+def _cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess:
+    """``python -m vlparse.cli ARGS`` in a fresh process; output captured as text."""
+    return subprocess.run(
+        [sys.executable, "-m", "vlparse.cli", *args], env=env, capture_output=True, text=True
+    )
 
 
 def test_resume_is_bitwise_identical(scene_world, tmp_path, small_overrides):
-    straight = tmp_path / "straight"
-    run_pretrain(
-        _cfg(small_overrides, "train.max_steps=4", "train.ckpt_every=2"),
-        scene_world,
-        straight,
-        evaluate=False,
-    )
-    split = tmp_path / "split"
-    run_pretrain(
-        _cfg(small_overrides, "train.max_steps=2", "train.ckpt_every=2"),
-        scene_world,
-        split,
-        evaluate=False,
-    )
+    straight, split = tmp_path / "straight", tmp_path / "split"
+    _pretrain(scene_world, straight, small_overrides, "train.max_steps=4", "train.ckpt_every=2")
+    _pretrain(scene_world, split, small_overrides, "train.max_steps=2", "train.ckpt_every=2")
     first_half = _weights(split)
-    run_pretrain(
-        _cfg(small_overrides, "train.max_steps=4", "train.ckpt_every=2"),
-        scene_world,
-        split,
-        resume=True,
-        evaluate=False,
+    _pretrain(
+        scene_world, split, small_overrides, "train.max_steps=4", "train.ckpt_every=2", resume=True
     )
     a, b = _weights(straight), _weights(split)
     assert a.keys() == b.keys()
@@ -78,12 +72,7 @@ def test_two_process_ddp_equals_one_process(scene_world, tmp_path, small_overrid
     ]
     env = {**os.environ, "PYTHONPATH": SRC, "OMP_NUM_THREADS": "1"}
     one = tmp_path / "one"
-    subprocess.run(
-        [sys.executable, "-m", "vlparse.cli", *args, "--out", str(one)],
-        check=True,
-        env=env,
-        capture_output=True,
-    )
+    _cli(env, *args, "--out", str(one)).check_returncode()
     two = tmp_path / "two"
     proc = subprocess.run(
         [
@@ -137,32 +126,21 @@ def test_bad_images_are_skipped_named_and_fatal_above_threshold(
     broken = _break_images(world, 1, 1)
     # one train set, plenty of tolerance: the run finishes and names both images
     ok = tmp_path / "ok"
-    cfg = _cfg(
-        small_overrides, "train.max_steps=12", "data.max_bad_fraction=0.5", "data.train_sets=[coco]"
-    )
-    summary = run_pretrain(cfg, world, ok, evaluate=False)
+    summary = _pretrain(world, ok, small_overrides, "train.max_steps=12",
+                        "data.max_bad_fraction=0.5", "data.train_sets=[coco]")
     log = (ok / "train.log").read_text()
     assert summary["bad_images"] >= 1
     assert any(name in log for name in broken)
     # default 1 % threshold: the run fails, and what was written before stays
     strict = tmp_path / "strict"
-    run_pretrain(
-        _cfg(small_overrides, "train.max_steps=1", "train.ckpt_every=1", "data.train_sets=[coco]"),
-        scene_world,
-        strict,
-        evaluate=False,
-    )
+    _pretrain(scene_world, strict, small_overrides, "train.max_steps=1", "train.ckpt_every=1",
+              "data.train_sets=[coco]")
     before = sorted(p.name for p in (strict / "checkpoints").iterdir())
     from vlparse.train.loop import BadDataError
 
     with pytest.raises(BadDataError, match="max_bad_fraction"):
-        run_pretrain(
-            _cfg(small_overrides, "train.max_steps=12", "data.train_sets=[coco]"),
-            world,
-            strict,
-            resume=True,
-            evaluate=False,
-        )
+        _pretrain(world, strict, small_overrides, "train.max_steps=12", "data.train_sets=[coco]",
+                  resume=True)
     after = sorted(p.name for p in (strict / "checkpoints").iterdir())
     assert set(before) <= set(after)
     assert (strict / "log.jsonl").read_text().splitlines()[0].startswith("{")
@@ -174,17 +152,8 @@ def test_on_error_raise_is_fatal(scene_world, tmp_path, small_overrides):
     from vlparse.data.images import BadImageError
 
     with pytest.raises(BadImageError):
-        run_pretrain(
-            _cfg(
-                small_overrides,
-                "train.max_steps=12",
-                "data.on_error=raise",
-                "data.train_sets=[coco]",
-            ),
-            world,
-            tmp_path / "run",
-            evaluate=False,
-        )
+        _pretrain(world, tmp_path / "run", small_overrides, "train.max_steps=12",
+                  "data.on_error=raise", "data.train_sets=[coco]")
 
 
 def test_cli_reports_malformed_json_and_unknown_keys(scene_world, tmp_path, small_overrides):
@@ -193,50 +162,16 @@ def test_cli_reports_malformed_json_and_unknown_keys(scene_world, tmp_path, smal
     karpathy = world.parent / manifest["coco"]["train"]["karpathy"]
     karpathy.write_text(karpathy.read_text()[:200])
     env = {**os.environ, "PYTHONPATH": SRC}
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "vlparse.cli",
-            "pretrain",
-            "--config",
-            "tiny",
-            "--data",
-            str(world),
-            "--out",
-            str(tmp_path / "r"),
-            *small_overrides,
-        ],
-        env=env,
-        capture_output=True,
-        text=True,
-    )
+    pretrain = ["pretrain", "--config", "tiny"]
+    proc = _cli(env, *pretrain, "--data", str(world), "--out", str(tmp_path / "r"),
+                *small_overrides)
     assert proc.returncode == 2
     assert "dataset_coco.json" in proc.stderr and "line" in proc.stderr
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "vlparse.cli",
-            "pretrain",
-            "--config",
-            "tiny",
-            "--data",
-            str(scene_world),
-            "--out",
-            str(tmp_path / "r2"),
-            "train.batchsize=3",
-        ],
-        env=env,
-        capture_output=True,
-        text=True,
-    )
+    proc = _cli(env, *pretrain, "--data", str(scene_world), "--out", str(tmp_path / "r2"),
+                "train.batchsize=3")
     assert proc.returncode == 2
     assert "train.batchsize" in proc.stderr and "batch_size" in proc.stderr
-    proc = subprocess.run(
-        [sys.executable, "-m", "vlparse.cli", "pretrain", "--config", "tiny", "--data",
-         str(tmp_path / "missing.json"), "--out", str(tmp_path / "r3")],
-        env=env, capture_output=True, text=True,
-    )
+    proc = _cli(env, *pretrain, "--data", str(tmp_path / "missing.json"), "--out",
+                str(tmp_path / "r3"))
     assert proc.returncode == 2 and "manifest not found" in proc.stderr
     assert "Traceback" not in proc.stderr

@@ -129,6 +129,7 @@ class TextEmbedding(nn.Module):
         eps: LayerNorm epsilon.
         dropout: dropout probability.
         type_vocab_size: rows of the token-type table (0 language, 1 vision).
+        init_std: std of the normal initialisation of the three tables (BERT: 0.02).
     """
 
     def __init__(
@@ -139,6 +140,7 @@ class TextEmbedding(nn.Module):
         eps: float = 1e-12,
         dropout: float = 0.1,
         type_vocab_size: int = 2,
+        init_std: float = 0.02,
     ) -> None:
         super().__init__()
         self.word_embeddings = nn.Embedding(vocab_size, hidden)
@@ -147,7 +149,7 @@ class TextEmbedding(nn.Module):
         self.norm = nn.LayerNorm(hidden, eps=eps)
         self.dropout = nn.Dropout(dropout)
         for emb in (self.word_embeddings, self.position_embeddings, self.token_type_embeddings):
-            nn.init.normal_(emb.weight, std=0.02)
+            nn.init.normal_(emb.weight, std=init_std)
 
     @property
     def max_positions(self) -> int:

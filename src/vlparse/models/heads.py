@@ -26,15 +26,18 @@ class MLMHead(nn.Module):
         hidden: ``D``.
         vocab_size: ``V``.
         eps: LayerNorm epsilon.
+        init_std: std of the normal initialisation of the dense layer.
     """
 
-    def __init__(self, hidden: int, vocab_size: int, eps: float = 1e-12) -> None:
+    def __init__(
+        self, hidden: int, vocab_size: int, eps: float = 1e-12, init_std: float = 0.02
+    ) -> None:
         super().__init__()
         self.dense = nn.Linear(hidden, hidden)
         self.norm = nn.LayerNorm(hidden, eps=eps)
         self.decoder = nn.Linear(hidden, vocab_size, bias=False)
         self.bias = nn.Parameter(torch.zeros(vocab_size))
-        nn.init.normal_(self.dense.weight, std=0.02)
+        nn.init.normal_(self.dense.weight, std=init_std)
         nn.init.zeros_(self.dense.bias)
 
     def forward(self, hidden_states: Tensor) -> Tensor:
@@ -47,10 +50,10 @@ class ITMHead(nn.Module):
     """Image-text matching logits from the ``[CLS]`` state: ``(B, D)`` -> ``(B, 2)``.
     Class 1 = matched, 0 = not matched."""
 
-    def __init__(self, hidden: int) -> None:
+    def __init__(self, hidden: int, init_std: float = 0.02) -> None:
         super().__init__()
         self.fc = nn.Linear(hidden, 2)
-        nn.init.normal_(self.fc.weight, std=0.02)
+        nn.init.normal_(self.fc.weight, std=init_std)
         nn.init.zeros_(self.fc.bias)
 
     def forward(self, cls_state: Tensor) -> Tensor:
@@ -60,10 +63,10 @@ class ITMHead(nn.Module):
 class MFRHead(nn.Module):
     """Masked feature regression: ``(..., D)`` -> ``(..., c)`` predicted visual features."""
 
-    def __init__(self, hidden: int, visual_dim: int) -> None:
+    def __init__(self, hidden: int, visual_dim: int, init_std: float = 0.02) -> None:
         super().__init__()
         self.fc = nn.Linear(hidden, visual_dim)
-        nn.init.normal_(self.fc.weight, std=0.02)
+        nn.init.normal_(self.fc.weight, std=init_std)
         nn.init.zeros_(self.fc.bias)
 
     def forward(self, hidden_states: Tensor) -> Tensor:

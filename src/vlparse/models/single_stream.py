@@ -66,21 +66,23 @@ class VisualParsingModel(nn.Module):
         self.visual_embed = VisualEmbedding(
             self.visual.out_dim, t.hidden_size, self.visual.grid_size, t.layer_norm_eps, t.dropout
         )
+        std = t.initializer_range
         self.text_embed = TextEmbedding(
-            vocab_size, t.hidden_size, t.max_text_len + 2, t.layer_norm_eps, t.dropout
+            vocab_size, t.hidden_size, t.max_text_len + 2, t.layer_norm_eps, t.dropout,
+            init_std=std,
         )
         self.encoder = MultiModalEncoder(
             t.hidden_size, t.num_layers, t.num_heads, t.intermediate_size, t.dropout,
-            t.attention_dropout, t.layer_norm_eps,
+            t.attention_dropout, t.layer_norm_eps, init_std=std,
         )
-        self.mlm_head = MLMHead(t.hidden_size, vocab_size, t.layer_norm_eps)
-        self.itm_head = ITMHead(t.hidden_size)
-        self.mfr_head = MFRHead(t.hidden_size, self.visual.out_dim)
+        self.mlm_head = MLMHead(t.hidden_size, vocab_size, t.layer_norm_eps, init_std=std)
+        self.itm_head = ITMHead(t.hidden_size, init_std=std)
+        self.mfr_head = MFRHead(t.hidden_size, self.visual.out_dim, init_std=std)
         self.itc_head = (
             ITCHead(self.visual.out_dim, t.hidden_size, cfg.itc_dim) if cfg.itc_dim > 0 else None
         )
         self.visual_mask_token = nn.Parameter(torch.zeros(t.hidden_size))
-        nn.init.normal_(self.visual_mask_token, std=0.02)
+        nn.init.normal_(self.visual_mask_token, std=std)
         self.mlm_head.decoder.weight = self.text_embed.word_embeddings.weight  # tied
 
     # ------------------------------------------------------------------ properties

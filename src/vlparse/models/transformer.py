@@ -9,13 +9,14 @@ Sub-module names mirror BERT's so :func:`vlparse.models.weights.bert_to_vlparse`
 from __future__ import annotations
 
 import math
+from functools import partial
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
-__all__ = ["EncoderLayer", "MultiModalEncoder"]
+__all__ = ["EncoderLayer", "MultiModalEncoder", "init_bert_weights"]
 
 
 class EncoderLayer(nn.Module):
@@ -97,6 +98,7 @@ class MultiModalEncoder(nn.Module):
         dropout: hidden dropout.
         attention_dropout: dropout on attention weights.
         eps: LayerNorm epsilon.
+        init_std: std of the normal initialisation of every Linear weight (BERT: 0.02).
     """
 
     def __init__(
@@ -108,6 +110,7 @@ class MultiModalEncoder(nn.Module):
         dropout: float = 0.1,
         attention_dropout: float = 0.1,
         eps: float = 1e-12,
+        init_std: float = 0.02,
     ) -> None:
         super().__init__()
         self.layers = nn.ModuleList(
@@ -115,7 +118,7 @@ class MultiModalEncoder(nn.Module):
             for _ in range(num_layers)
         )
         self.grad_checkpointing = False
-        self.apply(_init_bert)
+        self.apply(partial(init_bert_weights, std=init_std))
 
     def set_grad_checkpointing(self, enable: bool = True) -> None:
         """Recompute each layer in the backward pass (training only, not with attentions)."""
@@ -164,10 +167,11 @@ class MultiModalEncoder(nn.Module):
         )
 
 
-def _init_bert(module: nn.Module) -> None:
-    """BERT initialisation: normal(0, 0.02) weights, zero biases, unit LayerNorm."""
+def init_bert_weights(module: nn.Module, std: float = 0.02) -> None:
+    """BERT initialisation of one module: normal(0, ``std``) Linear weights, zero biases, unit
+    LayerNorm (use with ``Module.apply``)."""
     if isinstance(module, nn.Linear):
-        nn.init.normal_(module.weight, std=0.02)
+        nn.init.normal_(module.weight, std=std)
         if module.bias is not None:
             nn.init.zeros_(module.bias)
     elif isinstance(module, nn.LayerNorm):

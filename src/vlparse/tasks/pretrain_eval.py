@@ -87,7 +87,9 @@ def evaluate_pretrain(
 
     Returns:
         ``itm_acc`` and ``itm_chance`` (the majority class share), ``mlm_acc`` and ``mlm_chance``
-        (always predicting the most frequent masked token), ``i2t_r1`` and ``i2t_r1_chance``,
+        (always predicting the most frequent masked token), ``mlm_acc_wrong_image`` (the same
+        masked texts fused with another image of the batch: the gap to ``mlm_acc`` is how much
+        MLM uses the image), ``i2t_r1`` and ``i2t_r1_chance``,
         ``t2i_r1``, and the counts; with ``probe_images > 0`` also the inter-modality flow from
         the input to the last layer ``imf_1L`` (the paper's F^{1,L}) and the NMI of the last
         layer's 2-means clustering against the modality labels ``nmi_last``, over the matched
@@ -106,7 +108,7 @@ def evaluate_pretrain(
         collate_fn=collate_pretrain,
     )
     autocast = torch.autocast(device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None)
-    itm_correct = itm_total = mlm_correct = mlm_total = 0
+    itm_correct = itm_total = mlm_correct = mlm_total = mlm_wrong_correct = mlm_wrong_total = 0
     targets: list[Tensor] = []
     imf = nmi = None
     probed = 0
@@ -134,8 +136,18 @@ def evaluate_pretrain(
             )
             sel = mlm_labels != -100
             logits = model.mlm_head(mout.text[sel])
+            # the same masked texts with the next image of the batch: how much MLM uses the image
+            wrong = model.fuse(
+                tokens.roll(1, 0).repeat_interleave(p, 0),
+                batch["mlm_input_ids"][:, :p].reshape(-1, seq),
+                batch["attention_mask"][:, :p].reshape(-1, seq),
+            )
+            logits_wrong = model.mlm_head(wrong.text[sel])
         c, t = (int((logits.argmax(-1) == mlm_labels[sel]).sum()), int(sel.sum()))
         mlm_correct, mlm_total = mlm_correct + c, mlm_total + t
+        if bsz > 1:
+            mlm_wrong_correct += int((logits_wrong.argmax(-1) == mlm_labels[sel]).sum())
+            mlm_wrong_total += t
         targets.append(mlm_labels[sel].cpu())
         if probed < probe_images:
             take = min(bsz, probe_images - probed)
@@ -161,6 +173,7 @@ def evaluate_pretrain(
         "mlm_acc": mlm_correct / max(1, mlm_total),
         "mlm_chance": majority_fraction(torch.cat(targets)) if targets else float("nan"),
         "mlm_tokens": mlm_total,
+        "mlm_acc_wrong_image": mlm_wrong_correct / max(1, mlm_wrong_total),
         "num_images": n,
     }
     if imf is not None and imf.num_samples:
@@ -193,7 +206,12 @@ def format_report(result: dict[str, float]) -> str:
     if "mlm_acc" in result:
         lines.append(
             f"MLM accuracy      {result['mlm_acc']:.3f}  "
-            f"(majority token {result['mlm_chance']:.3f})"
+            f"(majority token {result['mlm_chance']:.3f}"
+            + (
+                f", with a wrong image {result['mlm_acc_wrong_image']:.3f})"
+                if "mlm_acc_wrong_image" in result
+                else ")"
+            )
         )
     if "imf_1L" in result:
         lines.append(

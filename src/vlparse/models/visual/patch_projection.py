@@ -46,7 +46,6 @@ class PatchProjection(GridEmbedder):
             prefix).
     """
 
-
     def __init__(self, cfg: VisualConfig) -> None:
         super().__init__()
         p = cfg.patch_size
@@ -63,8 +62,6 @@ class PatchProjection(GridEmbedder):
         self.model = nn.Conv2d(3, dim, kernel_size=p, stride=p)
         side = cfg.image_size // p
         self._grid = (side, side)
-
-
 
     @property
     def out_dim(self) -> int:
@@ -84,12 +81,7 @@ class PatchProjection(GridEmbedder):
         Returns:
             :class:`VisualOutput` with ``tokens (B, m, c)`` row-major over ``grid_size``.
         """
-        size = self.cfg.image_size
-        if images.dim() != 4 or images.shape[1] != 3 or tuple(images.shape[-2:]) != (size, size):
-            raise ValueError(
-                f"PatchProjection expects images of shape (B, 3, {size}, {size}) "
-                f"(model.visual.image_size), got {tuple(images.shape)}"
-            )
+        self._check_images(images)
         tokens = self.model(images).flatten(2).transpose(1, 2)  # (B, m, c)
         return VisualOutput(tokens=tokens, grid_size=self.grid_size, attention=None)
 

@@ -17,19 +17,12 @@ from __future__ import annotations
 import math
 from typing import Any
 
-import timm
 from torch import Tensor
 
 from vlparse.config import VisualConfig
 from vlparse.models.outputs import VisualOutput
-from vlparse.models.visual.base import GridEmbedder
-from vlparse.models.weights import (
-    LoadReport,
-    existing_checkpoint,
-    load_state_dict_report,
-    read_state_dict,
-    timm_pretrained_state,
-)
+from vlparse.models.visual.base import GridEmbedder, create_timm_model
+from vlparse.models.weights import LoadReport, existing_checkpoint, read_state_dict
 
 __all__ = ["ResNetGrid"]
 
@@ -48,22 +41,19 @@ class ResNetGrid(GridEmbedder):
             are read here: see :meth:`load_pretrained`.
 
     Attributes:
-        model: the timm ``ResNet`` (headless: no pooling, no classifier).
+        model: the timm ``ResNet`` (headless: no pooling, no classifier). ``out_dim`` is the
+            channels of its last stage (2048 for ResNet-50/101, 512 for ResNet-18).
     """
-
 
     def __init__(self, cfg: VisualConfig) -> None:
         super().__init__()
         from timm.models.resnet import ResNet
 
         self.cfg = cfg
-        try:
-            self.model = timm.create_model(cfg.arch, pretrained=False, **_timm_kwargs(cfg))
-        except (RuntimeError, ValueError, TypeError, AssertionError) as e:
-            raise ValueError(
-                f"model.visual: cannot build timm model '{cfg.arch}' for kind=resnet: {e}. "
-                "Set model.visual.arch to a timm ResNet such as resnet50 or resnet101."
-            ) from e
+        self.model = create_timm_model(
+            cfg, _timm_kwargs(cfg), "for kind=resnet",
+            "Set model.visual.arch to a timm ResNet such as resnet50 or resnet101.",
+        )
         if not isinstance(self.model, ResNet):
             raise ValueError(
                 f"model.visual.arch '{cfg.arch}' is a {type(self.model).__name__}, not a timm "
@@ -72,19 +62,6 @@ class ResNetGrid(GridEmbedder):
         self._reduction = int(self.model.feature_info[-1]["reduction"])
         side = math.ceil(cfg.image_size / self._reduction)
         self._grid = (side, side)
-
-    # ------------------------------------------------------------------ properties
-
-
-
-    @property
-    def out_dim(self) -> int:
-        """``c``, the channels of the last stage (2048 for ResNet-50/101, 512 for ResNet-18)."""
-        return int(self.model.num_features)
-
-    def set_grad_checkpointing(self, enable: bool = True) -> None:
-        """Turn timm's per-stage gradient checkpointing on or off."""
-        self.model.set_grad_checkpointing(enable)
 
     # ------------------------------------------------------------------ forward
 
@@ -100,17 +77,13 @@ class ResNetGrid(GridEmbedder):
             :class:`VisualOutput` with ``tokens (B, m, c)`` (the last stage's map after its
             final ReLU, row-major over ``grid_size``) and ``attention=None``.
         """
-        size = self.cfg.image_size
-        if images.dim() != 4 or images.shape[1] != 3 or tuple(images.shape[-2:]) != (size, size):
-            raise ValueError(
-                f"ResNetGrid expects images of shape (B, 3, {size}, {size}) "
-                f"(model.visual.image_size), got {tuple(images.shape)}"
-            )
+        self._check_images(images)
         feats = self.model.forward_features(images)  # (B, c, h, w)
         if tuple(feats.shape[-2:]) != self._grid:
             raise RuntimeError(
                 f"ResNetGrid: '{self.cfg.arch}' gave a {tuple(feats.shape[-2:])} feature map at "
-                f"{size} px, expected {self._grid}; this ResNet variant downsamples differently"
+                f"{self.cfg.image_size} px, expected {self._grid}; this ResNet variant "
+                "downsamples differently"
             )
         tokens = feats.flatten(2).transpose(1, 2)  # (B, h*w, c)
         return VisualOutput(tokens=tokens, grid_size=self.grid_size, attention=None)
@@ -129,16 +102,12 @@ class ResNetGrid(GridEmbedder):
         """
         if source == "timm":
             hint = "Otherwise set model.visual.pretrained=/path/to/resnet.safetensors"
-            state = timm_pretrained_state(self.cfg.arch, hint, **_timm_kwargs(self.cfg))
-            report = load_state_dict_report(self.model, state)
-            report.notes.append(f"timm pretrained weights of {self.cfg.arch}")
-            return report
+            return self._load_timm_pretrained(hint, **_timm_kwargs(self.cfg))
         path = existing_checkpoint(source)
         state = read_state_dict(path)
         dropped = [k for k in state if k.startswith("fc.")]
         state = {k: v for k, v in state.items() if not k.startswith("fc.")}
-        report = load_state_dict_report(self.model, state)
-        report.notes.append(f"read {path}")
+        report = self._load_file_state(path, state)
         if dropped:
             report.notes.append(f"ignored the classifier ({', '.join(dropped)})")
         return report

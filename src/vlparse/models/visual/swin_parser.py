@@ -16,20 +16,13 @@ from __future__ import annotations
 
 from typing import Any
 
-import timm
 import torch
 from torch import Tensor, nn
 
 from vlparse.config import VisualConfig
 from vlparse.models.outputs import VisualOutput
-from vlparse.models.visual.base import GridEmbedder
-from vlparse.models.weights import (
-    LoadReport,
-    existing_checkpoint,
-    load_state_dict_report,
-    read_state_dict,
-    timm_pretrained_state,
-)
+from vlparse.models.visual.base import GridEmbedder, create_timm_model
+from vlparse.models.weights import LoadReport, existing_checkpoint, read_state_dict
 
 __all__ = ["SwinParser"]
 
@@ -66,14 +59,12 @@ class SwinParser(GridEmbedder):
     def __init__(self, cfg: VisualConfig) -> None:
         super().__init__()
         self.cfg = cfg
-        try:
-            self.model = timm.create_model(cfg.arch, pretrained=False, **_timm_kwargs(cfg))
-        except (RuntimeError, ValueError, TypeError, AssertionError) as e:
-            raise ValueError(
-                f"model.visual: cannot build timm model '{cfg.arch}' with image_size="
-                f"{cfg.image_size}, window_size={cfg.window_size}: {e}. The image side must be "
-                "divisible by patch size * 2**(stages-1), and arch must be a timm Swin model."
-            ) from e
+        self.model = create_timm_model(
+            cfg, _timm_kwargs(cfg),
+            f"with image_size={cfg.image_size}, window_size={cfg.window_size}",
+            "The image side must be divisible by patch size * 2**(stages-1), and arch must be a "
+            "timm Swin model.",
+        )
         if not hasattr(self.model, "layers") or not hasattr(self.model.layers[-1], "blocks"):
             raise ValueError(f"model.visual.arch '{cfg.arch}' is not a timm Swin Transformer")
         h, w = self.model.layers[-1].blocks[-1].input_resolution
@@ -81,21 +72,10 @@ class SwinParser(GridEmbedder):
 
     # ------------------------------------------------------------------ properties
 
-
-
-    @property
-    def out_dim(self) -> int:
-        """``c``, the width of a visual token."""
-        return int(self.model.num_features)
-
     @property
     def last_block(self) -> nn.Module:
         """The last ``SwinTransformerBlock`` (whose attention :meth:`forward` returns)."""
         return self.model.layers[-1].blocks[-1]
-
-    def set_grad_checkpointing(self, enable: bool = True) -> None:
-        """Turn timm's per-stage gradient checkpointing on or off."""
-        self.model.set_grad_checkpointing(enable)
 
     # ------------------------------------------------------------------ forward
 
@@ -110,12 +90,7 @@ class SwinParser(GridEmbedder):
             :class:`VisualOutput` with ``tokens (B, m, c)`` (after the final LayerNorm,
             row-major over ``grid_size``) and ``attention`` when asked.
         """
-        size = self.cfg.image_size
-        if images.dim() != 4 or images.shape[1] != 3 or tuple(images.shape[-2:]) != (size, size):
-            raise ValueError(
-                f"SwinParser expects images of shape (B, 3, {size}, {size}) "
-                f"(model.visual.image_size), got {tuple(images.shape)}"
-            )
+        self._check_images(images)
         captured: list[tuple[Tensor, Tensor | None]] = []
         handle = None
         if output_attentions:
@@ -209,16 +184,11 @@ class SwinParser(GridEmbedder):
         """
         if source == "timm":
             hint = "Otherwise set model.visual.pretrained=/path/to/swin.safetensors"
-            state = timm_pretrained_state(self.cfg.arch, hint, **_timm_kwargs(self.cfg))
-            report = load_state_dict_report(self.model, state)
-            report.notes.append(f"timm pretrained weights of {self.cfg.arch}")
-            return report
+            return self._load_timm_pretrained(hint, **_timm_kwargs(self.cfg))
         path = existing_checkpoint(source)
         from timm.models.swin_transformer import checkpoint_filter_fn
 
         raw = read_state_dict(path)
         state = checkpoint_filter_fn(raw, self.model)
         state = {k: v for k, v in state.items() if not k.startswith("head.")}
-        report = load_state_dict_report(self.model, state)
-        report.notes.append(f"read {path}")
-        return report
+        return self._load_file_state(path, state)
