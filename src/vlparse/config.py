@@ -353,10 +353,35 @@ def to_dict(cfg: Any) -> dict[str, Any]:
     return dataclasses.asdict(cfg)
 
 
+def _shared_checks(cfg: PretrainConfig | FinetuneConfig) -> list[tuple[bool, str]]:
+    """Checks of the parts that pre-training and fine-tuning configs have in common."""
+    tr, v, text = cfg.train, cfg.model.visual, cfg.model.text
+    return [
+        (tr.batch_size >= 1 and tr.grad_accum >= 1, "train.batch_size and grad_accum must be >= 1"),
+        (
+            tr.batch_size % tr.grad_accum == 0,
+            "train.batch_size must be divisible by train.grad_accum",
+        ),
+        (v.image_size > 0 and v.window_size > 0, "model.visual sizes must be positive"),
+        (
+            text.hidden_size % text.num_heads == 0,
+            "model.text.hidden_size must be divisible by model.text.num_heads",
+        ),
+        (text.initializer_range > 0, "model.text.initializer_range must be > 0"),
+        (0.0 <= cfg.data.max_bad_fraction <= 1.0, "data.max_bad_fraction must be in [0, 1]"),
+    ]
+
+
+def _raise_failed(checks: list[tuple[bool, str]]) -> None:
+    for ok, message in checks:
+        if not ok:
+            raise ConfigError(message)
+
+
 def validate(cfg: PretrainConfig) -> None:
     """Cross-field checks that types alone cannot express."""
-    o, t, v = cfg.objectives, cfg.train, cfg.model.visual
-    checks = [
+    o = cfg.objectives
+    _raise_failed([
         (0.0 < o.mlm_prob < 1.0, "objectives.mlm_prob must be in (0, 1)"),
         (o.num_pos >= 1 and o.num_neg >= 0, "objectives.num_pos >= 1 and num_neg >= 0"),
         (o.mfr_k >= 1, "objectives.mfr_k must be >= 1"),
@@ -367,48 +392,22 @@ def validate(cfg: PretrainConfig) -> None:
             "objectives.lambda_itc > 0 needs model.itc_dim > 0 (the contrastive projections)",
         ),
         (o.itc_temperature > 0, "objectives.itc_temperature must be > 0"),
-        (t.batch_size >= 1 and t.grad_accum >= 1, "train.batch_size and grad_accum must be >= 1"),
-        (
-            t.batch_size % t.grad_accum == 0,
-            "train.batch_size must be divisible by train.grad_accum",
-        ),
-        (v.image_size > 0 and v.window_size > 0, "model.visual sizes must be positive"),
-        (
-            cfg.model.text.hidden_size % cfg.model.text.num_heads == 0,
-            "model.text.hidden_size must be divisible by model.text.num_heads",
-        ),
-        (0.0 <= cfg.data.max_bad_fraction <= 1.0, "data.max_bad_fraction must be in [0, 1]"),
-    ]
-    for ok, message in checks:
-        if not ok:
-            raise ConfigError(message)
+        *_shared_checks(cfg),
+    ])
 
 
 def validate_finetune(cfg: FinetuneConfig) -> None:
     """Cross-field checks of a fine-tuning recipe."""
-    t, tr, v = cfg.task, cfg.train, cfg.model.visual
-    checks = [
+    t = cfg.task
+    _raise_failed([
         (t.num_neg >= 0, "task.num_neg must be >= 0"),
         (t.num_answers >= 1, "task.num_answers must be >= 1"),
         (t.head_lr_mult > 0, "task.head_lr_mult must be > 0"),
         (t.eval_batch_pairs >= 1, "task.eval_batch_pairs must be >= 1"),
         (t.eval_max_images >= 0, "task.eval_max_images must be >= 0 (0 = all)"),
         (t.rerank_k >= 0, "task.rerank_k must be >= 0 (0 = full ranking)"),
-        (tr.batch_size >= 1 and tr.grad_accum >= 1, "train.batch_size and grad_accum must be >= 1"),
-        (
-            tr.batch_size % tr.grad_accum == 0,
-            "train.batch_size must be divisible by train.grad_accum",
-        ),
-        (v.image_size > 0 and v.window_size > 0, "model.visual sizes must be positive"),
-        (
-            cfg.model.text.hidden_size % cfg.model.text.num_heads == 0,
-            "model.text.hidden_size must be divisible by model.text.num_heads",
-        ),
-        (0.0 <= cfg.data.max_bad_fraction <= 1.0, "data.max_bad_fraction must be in [0, 1]"),
-    ]
-    for ok, message in checks:
-        if not ok:
-            raise ConfigError(message)
+        *_shared_checks(cfg),
+    ])
 
 
 # --------------------------------------------------------------------------- YAML and overrides
