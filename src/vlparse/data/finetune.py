@@ -31,7 +31,7 @@ from vlparse.data.formats.nlvr2 import NLVR2Example, read_nlvr2
 from vlparse.data.formats.snli_ve import SNLIVEExample, read_snli_ve
 from vlparse.data.formats.vqa import VQAQuestion, read_vqa
 from vlparse.data.images import BadImageError, load_image
-from vlparse.data.manifest import ManifestError, manifest_entry
+from vlparse.data.manifest import ManifestError, manifest_entry, manifest_role
 from vlparse.data.tokenization import encode_texts
 from vlparse.data.transforms import image_transform
 from vlparse.eval.vqa import soft_scores
@@ -48,13 +48,6 @@ __all__ = [
 FINETUNE_TASKS = ("vqa", "nlvr2", "snli_ve")
 """Task names, equal to their manifest dataset names."""
 
-
-def _role(entry: dict, role: str, where: str) -> Any:
-    if role not in entry:
-        raise ManifestError(
-            f"manifest {where}: missing role '{role}' (roles present: {', '.join(sorted(entry))})"
-        )
-    return entry[role]
 
 
 def finetune_records(
@@ -82,14 +75,14 @@ def finetune_records(
     records: list = []
     for split in [splits] if isinstance(splits, str) else list(splits):
         entry, where = manifest_entry(manifest, task, split), f"{task}.{split}"
-        root = _role(entry, "image_root", where)
+        root = manifest_role(entry, "image_root", where)
         if task == "vqa":
-            records += read_vqa(_role(entry, "questions", where), root,
+            records += read_vqa(manifest_role(entry, "questions", where), root,
                                 entry.get("annotations"), entry.get("subtype"))
         elif task == "nlvr2":
-            records += read_nlvr2(_role(entry, "annotations", where), root, require_labels)
+            records += read_nlvr2(manifest_role(entry, "annotations", where), root, require_labels)
         else:
-            records += read_snli_ve(_role(entry, "annotations", where), root)
+            records += read_snli_ve(manifest_role(entry, "annotations", where), root)
     return records
 
 

@@ -16,7 +16,10 @@ import os
 from pathlib import Path
 from typing import Any
 
-__all__ = ["PATH_KEYS", "ManifestError", "load_manifest", "manifest_entry", "write_manifest"]
+__all__ = [
+    "PATH_KEYS", "ManifestError", "load_manifest", "manifest_entry", "manifest_role",
+    "write_manifest",
+]
 
 #: Role keys whose string values are paths (relative to the manifest's folder unless absolute).
 PATH_KEYS = frozenset({"image_root", "karpathy", "questions", "annotations",
@@ -80,6 +83,19 @@ def manifest_entry(manifest: dict, dataset: str, split: str) -> dict:
         raise ManifestError(f"manifest dataset {dataset!r} has no split {split!r}; available: "
                             f"{', '.join(sorted(splits)) or '(none)'}")
     return splits[split]
+
+
+def manifest_role(entry: dict, role: str, where: str) -> Any:
+    """The file or folder that ``entry`` (one data set split of a manifest) gives for ``role``.
+
+    Raises:
+        ManifestError: naming ``where`` and the roles the entry has, when ``role`` is missing.
+    """
+    if role not in entry:
+        raise ManifestError(
+            f"manifest {where}: missing role '{role}' (roles present: {', '.join(sorted(entry))})"
+        )
+    return entry[role]
 
 
 def write_manifest(path: str | Path, data: dict) -> Path:

@@ -17,6 +17,7 @@ from vlparse.data.formats.karpathy import read_karpathy
 from vlparse.data.formats.records import ImageCaptions
 from vlparse.data.formats.vg import read_vg
 from vlparse.data.images import BadImageError, load_image
+from vlparse.data.manifest import manifest_role
 from vlparse.data.sampler import stable_seed
 from vlparse.data.tokenization import encode_texts, special_ids
 from vlparse.data.transforms import image_transform
@@ -27,13 +28,6 @@ __all__ = ["PretrainDataset", "read_pretrain_records"]
 
 log = logging.getLogger(__name__)
 
-
-def _role(roles: dict, role: str, where: str) -> Any:
-    if role not in roles:
-        raise ValueError(
-            f"manifest {where}: missing role '{role}' (roles present: {', '.join(sorted(roles))})"
-        )
-    return roles[role]
 
 
 def read_pretrain_records(
@@ -69,12 +63,12 @@ def read_pretrain_records(
             roles, where = entry[split], f"{name}.{split}"
             if "region_descriptions" in roles:
                 records += read_vg(
-                    _role(roles, "region_descriptions", where),
-                    _role(roles, "image_data", where),
-                    _role(roles, "image_root", where),
+                    manifest_role(roles, "region_descriptions", where),
+                    manifest_role(roles, "image_data", where),
+                    manifest_role(roles, "image_root", where),
                 )
             elif "karpathy" in roles:
-                key = (str(roles["karpathy"]), str(_role(roles, "image_root", where)))
+                key = (str(roles["karpathy"]), str(manifest_role(roles, "image_root", where)))
                 karpathy_groups.setdefault(key, []).append(split)
             else:
                 log.warning(

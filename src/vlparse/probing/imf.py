@@ -131,39 +131,28 @@ def _flows(
         raise ValueError(f"{where}: dtype must be torch.float32 or torch.float64, got {dtype}.")
     device = attentions[0].device if len(attentions) else modality.device
     with torch.autocast(device.type, enabled=False):
-        return _rollout_flows(attentions, modality, dtype, where, check_values)
+        mixes, batch, tokens = _mixing_matrices(attentions, dtype, where)
+        device = mixes[0].device
+        modality = modality.to(device)
+        _check_modality(modality, batch, tokens, where, values=check_values)
 
+        valid = modality >= 0  # (B, N)
+        pair = valid[:, :, None] & valid[:, None, :]  # (B, N, N)
+        cross = pair & (modality[:, :, None] != modality[:, None, :])
+        pair_w = pair.to(dtype)
+        cross_w = cross.to(dtype)
 
-def _rollout_flows(
-    attentions: Sequence[Tensor],
-    modality: Tensor,
-    dtype: torch.dtype,
-    where: str,
-    check_values: bool,
-) -> Tensor:
-    """The rollouts and per-sample flows ``(B, L, L)`` (autocast is off in the caller)."""
-    mixes, batch, tokens = _mixing_matrices(attentions, dtype, where)
-    device = mixes[0].device
-    modality = modality.to(device)
-    _check_modality(modality, batch, tokens, where, values=check_values)
-
-    valid = modality >= 0  # (B, N)
-    pair = valid[:, :, None] & valid[:, None, :]  # (B, N, N)
-    cross = pair & (modality[:, :, None] != modality[:, None, :])
-    pair_w = pair.to(dtype)
-    cross_w = cross.to(dtype)
-
-    num_layers = len(mixes)
-    out = torch.full((batch, num_layers, num_layers), float("nan"), dtype=dtype, device=device)
-    for i in range(num_layers):
-        rollout = mixes[i]
-        for j in range(i, num_layers):
-            if j > i:
-                rollout = torch.bmm(mixes[j], rollout)
-            inter = (rollout * cross_w).sum(dim=(1, 2))
-            total = (rollout * pair_w).sum(dim=(1, 2))
-            out[:, i, j] = inter / total
-    return out
+        num_layers = len(mixes)
+        out = torch.full((batch, num_layers, num_layers), float("nan"), dtype=dtype, device=device)
+        for i in range(num_layers):
+            rollout = mixes[i]
+            for j in range(i, num_layers):
+                if j > i:
+                    rollout = torch.bmm(mixes[j], rollout)
+                inter = (rollout * cross_w).sum(dim=(1, 2))
+                total = (rollout * pair_w).sum(dim=(1, 2))
+                out[:, i, j] = inter / total
+        return out
 
 
 def inter_modality_flow(

@@ -136,18 +136,19 @@ def evaluate_pretrain(
             )
             sel = mlm_labels != -100
             logits = model.mlm_head(mout.text[sel])
-            # the same masked texts with the next image of the batch: how much MLM uses the image
-            wrong = model.fuse(
-                tokens.roll(1, 0).repeat_interleave(p, 0),
-                batch["mlm_input_ids"][:, :p].reshape(-1, seq),
-                batch["attention_mask"][:, :p].reshape(-1, seq),
-            )
-            logits_wrong = model.mlm_head(wrong.text[sel])
+            if bsz > 1:
+                # the same masked texts with the next image of the batch: how much MLM uses
+                # the image
+                wrong = model.fuse(
+                    tokens.roll(1, 0).repeat_interleave(p, 0),
+                    batch["mlm_input_ids"][:, :p].reshape(-1, seq),
+                    batch["attention_mask"][:, :p].reshape(-1, seq),
+                )
+                logits_wrong = model.mlm_head(wrong.text[sel])
+                mlm_wrong_correct += int((logits_wrong.argmax(-1) == mlm_labels[sel]).sum())
+                mlm_wrong_total += int(sel.sum())
         c, t = (int((logits.argmax(-1) == mlm_labels[sel]).sum()), int(sel.sum()))
         mlm_correct, mlm_total = mlm_correct + c, mlm_total + t
-        if bsz > 1:
-            mlm_wrong_correct += int((logits_wrong.argmax(-1) == mlm_labels[sel]).sum())
-            mlm_wrong_total += t
         targets.append(mlm_labels[sel].cpu())
         if probed < probe_images:
             take = min(bsz, probe_images - probed)
