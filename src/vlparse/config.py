@@ -60,10 +60,14 @@ class VisualConfig:
     ``pretrained`` is ``None`` (random init), ``"timm"`` (the weights timm knows for ``arch``,
     from its cache) or a local checkpoint path.
 
+    ``patch_size`` (``None``: the default of the kind) overrides the Swin patch-embedding stride
+    (timm's ``patch_size``; e.g. 16 with a single stage, the parser that ``vlparse
+    pretrain-parser`` trains fastest on a CPU).
+
     ``kind='resnet'`` builds a timm ResNet named ``arch`` (e.g. ``resnet50``) whose last stage's
     feature map is flattened into tokens (SOHO-style grid); ``kind='patch'`` is a ViLT-style
-    linear projection of ``patch_size`` x ``patch_size`` pixel patches with no backbone. Neither
-    has attention, so attention-guided MFR is unavailable with them.
+    linear projection of ``patch_size`` x ``patch_size`` pixel patches (default 32) with no
+    backbone. Neither has attention, so attention-guided MFR is unavailable with them.
     """
 
     kind: Literal["swin", "resnet", "patch"] = "swin"
@@ -74,7 +78,7 @@ class VisualConfig:
     depths: list[int] | None = None
     num_heads: list[int] | None = None
     drop_path_rate: float = 0.1
-    patch_size: int = 32
+    patch_size: int | None = None
     pretrained: str | None = None
 
 

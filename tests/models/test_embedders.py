@@ -117,6 +117,22 @@ def test_patch_projection_width_and_divisibility() -> None:
         PatchProjection(VisualConfig(kind="patch", image_size=100, patch_size=32))
 
 
+def test_patch_projection_defaults_to_32_pixel_patches() -> None:
+    emb = PatchProjection(VisualConfig(kind="patch", image_size=64, embed_dim=8))
+    assert emb.grid_size == (2, 2)
+
+
+def test_swin_patch_size_sets_the_patch_embedding_stride() -> None:
+    cfg = VisualConfig(kind="swin", image_size=96, window_size=6, embed_dim=32, depths=[2],
+                       num_heads=[2], patch_size=16, drop_path_rate=0.0)
+    parser = SwinParser(cfg)
+    assert parser.grid_size == (6, 6) and parser.out_dim == 32
+    out = parser(torch.randn(2, 3, 96, 96), output_attentions=True)
+    assert out.tokens.shape == (2, 36, 32) and out.attention.shape == (2, 36, 36)
+    assert SwinParser(VisualConfig(**{**cfg.__dict__, "patch_size": None,
+                                      "depths": [1, 1], "num_heads": [2, 4]})).grid_size == (12, 12)
+
+
 def test_patch_projection_loads_vit_style_keys(tmp_path) -> None:
     cfg = VisualConfig(kind="patch", image_size=64, patch_size=16, embed_dim=8)
     weight, bias = torch.randn(8, 3, 16, 16), torch.randn(8)

@@ -22,6 +22,7 @@ from torch import Tensor, nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from vlparse.config import ModelConfig, PretrainConfig, VisualConfig
+from vlparse.models.visual.patch_projection import DEFAULT_PATCH_SIZE
 
 __all__ = ["count_flops", "describe_visual", "format_model_info"]
 
@@ -86,7 +87,7 @@ def describe_visual(cfg: VisualConfig) -> dict[str, Any]:
     return {
         "kind": cfg.kind,
         "arch": None if cfg.kind == "patch" else cfg.arch,
-        "patch_size": cfg.patch_size if cfg.kind == "patch" else None,
+        "patch_size": (cfg.patch_size or DEFAULT_PATCH_SIZE) if cfg.kind == "patch" else None,
         "image_size": cfg.image_size,
         "tokens": int(embedder.num_tokens),
         "grid_size": tuple(embedder.grid_size),

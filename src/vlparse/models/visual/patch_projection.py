@@ -27,9 +27,10 @@ from vlparse.models.weights import (
     timm_pretrained_state,
 )
 
-__all__ = ["PatchProjection", "DEFAULT_PATCH_DIM"]
+__all__ = ["PatchProjection", "DEFAULT_PATCH_DIM", "DEFAULT_PATCH_SIZE"]
 
 DEFAULT_PATCH_DIM = 768  # ViLT's (and ViT-B's) width
+DEFAULT_PATCH_SIZE = 32  # ViLT-B/32
 
 
 class PatchProjection(GridEmbedder):
@@ -48,7 +49,7 @@ class PatchProjection(GridEmbedder):
 
     def __init__(self, cfg: VisualConfig) -> None:
         super().__init__()
-        p = cfg.patch_size
+        p = cfg.patch_size if cfg.patch_size is not None else DEFAULT_PATCH_SIZE
         if p <= 0 or cfg.image_size % p != 0:
             raise ValueError(
                 f"model.visual: kind=patch needs image_size divisible by patch_size, got "

@@ -40,6 +40,8 @@ def _timm_kwargs(cfg: VisualConfig) -> dict[str, Any]:
         kwargs["depths"] = tuple(cfg.depths)
     if cfg.num_heads is not None:
         kwargs["num_heads"] = tuple(cfg.num_heads)
+    if cfg.patch_size is not None:
+        kwargs["patch_size"] = cfg.patch_size
     return kwargs
 
 
