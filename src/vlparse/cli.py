@@ -320,6 +320,8 @@ def build_probe_masks_parser() -> argparse.ArgumentParser:
 
 
 def _pretrain_parser(args: argparse.Namespace) -> None:
+    from pathlib import Path
+
     from vlparse.config import load_config
     from vlparse.tasks.parser_pretrain import ParserPretrainConfig, pretrain_parser
 
@@ -332,8 +334,8 @@ def _pretrain_parser(args: argparse.Namespace) -> None:
     before, after = report["held_out_before"], report["held_out_after"]
     for key in ("color_acc", "shape_acc", "pair_acc"):
         print(f"held-out {key:9s} {before[key]:.3f} -> {after[key]:.3f}")
-    print(f"wrote {args.out} and {report['weights'].rsplit('.', 1)[0]}.json "
-          f"({report['wall_s']:.0f} s)")
+    report_path = Path(args.out).with_suffix(".json")
+    print(f"wrote {args.out} and {report_path} ({report['wall_s']:.0f} s)")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -7,6 +7,8 @@ compared with ``gmacs``.
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 import torch
 from torch import nn
@@ -129,8 +131,8 @@ def test_swin_patch_size_sets_the_patch_embedding_stride() -> None:
     assert parser.grid_size == (6, 6) and parser.out_dim == 32
     out = parser(torch.randn(2, 3, 96, 96), output_attentions=True)
     assert out.tokens.shape == (2, 36, 32) and out.attention.shape == (2, 36, 36)
-    assert SwinParser(VisualConfig(**{**cfg.__dict__, "patch_size": None,
-                                      "depths": [1, 1], "num_heads": [2, 4]})).grid_size == (12, 12)
+    default = replace(cfg, patch_size=None, depths=[1, 1], num_heads=[2, 4])
+    assert SwinParser(default).grid_size == (12, 12)
 
 
 def test_patch_projection_loads_vit_style_keys(tmp_path) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import numpy as np
 import torch
@@ -44,7 +45,7 @@ def test_short_run_learns_and_its_weights_load(tmp_path):
     saved = json.loads(out.with_suffix(".json").read_text())
     assert saved["settings"]["steps"] == 40 and 0 <= saved["held_out_after"]["color_acc"] <= 1
 
-    fresh = build_visual_embedder(VisualConfig(**{**SMALL.__dict__, "pretrained": str(out)}))
+    fresh = build_visual_embedder(replace(SMALL, pretrained=str(out)))
     before = {k: v.clone() for k, v in fresh.model.state_dict().items()}
     rep = fresh.load_pretrained(str(out))
     assert not rep.missing and not rep.unexpected

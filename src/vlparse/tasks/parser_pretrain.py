@@ -23,7 +23,7 @@ from __future__ import annotations
 import json
 import math
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -66,7 +66,6 @@ class ParserPretrainConfig:
     lr: float = 1e-3
     weight_decay: float = 0.05
     warmup_steps: int = 30
-    threads: int | None = None
 
 
 def label_names() -> list[str]:
@@ -155,11 +154,9 @@ def pretrain_parser(
     out = Path(out)
     if out.suffix != ".safetensors":
         raise ConfigError(f"--out must end in .safetensors, got {out}")
-    if cfg.threads:
-        torch.set_num_threads(cfg.threads)
     t0 = time.time()
     torch.manual_seed(cfg.seed)
-    parser = build_visual_embedder(VisualConfig(**{**asdict(visual), "pretrained": None}))
+    parser = build_visual_embedder(replace(visual, pretrained=None))
     head = nn.Linear(parser.out_dim, len(label_names()))
     images, labels = scene_attribute_data(
         cfg.images, cfg.seed, visual.image_size, cfg.scene_size, progress
