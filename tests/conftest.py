@@ -9,7 +9,7 @@ import pytest
 # A model small enough for end-to-end loop tests on 2 CPU cores.
 SMALL = [
     "model.visual.embed_dim=16",
-    "model.visual.num_heads=[1,2,4]",
+    "model.visual.num_heads=[2]",
     "model.text.hidden_size=32",
     "model.text.num_layers=2",
     "model.text.num_heads=2",

@@ -138,11 +138,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     pp.add_argument("--config", default="tiny", help="model config whose parser is trained")
     pp.add_argument("--out", required=True, help="weights file (.safetensors); a .json beside it")
-    pp.add_argument("--images", type=int, default=4000, help="scenes drawn (last 10%% held out)")
-    pp.add_argument("--seed", type=int, default=1, help="scene and initialisation seed")
-    pp.add_argument("--steps", type=int, default=1500)
-    pp.add_argument("--batch-size", type=int, default=64)
-    pp.add_argument("--lr", type=float, default=1e-3)
+    # defaults (None): those of ParserPretrainConfig, the run that made the shipped weights
+    pp.add_argument("--images", type=int, help="scenes drawn (last 10%% held out)")
+    pp.add_argument("--seed", type=int, help="scene and initialisation seed")
+    pp.add_argument("--steps", type=int)
+    pp.add_argument("--batch-size", type=int)
+    pp.add_argument("--lr", type=float)
+    pp.add_argument("--readout", choices=["linear", "channels"],
+                    help="label scores from a linear head, or from the tokens' first channels")
     pp.add_argument("--no-progress", action="store_true", help="no progress bars")
     _add_overrides(pp)
 
@@ -320,20 +323,25 @@ def build_probe_masks_parser() -> argparse.ArgumentParser:
 
 
 def _pretrain_parser(args: argparse.Namespace) -> None:
+    from dataclasses import replace
     from pathlib import Path
 
     from vlparse.config import load_config
     from vlparse.tasks.parser_pretrain import ParserPretrainConfig, pretrain_parser
 
     cfg = load_config(args.config, args.overrides)
-    settings = ParserPretrainConfig(
-        images=args.images, val_images=max(1, args.images // 10), seed=args.seed,
-        steps=args.steps, batch_size=args.batch_size, lr=args.lr,
-    )
+    given = {
+        "images": args.images, "seed": args.seed, "steps": args.steps,
+        "batch_size": args.batch_size, "lr": args.lr, "readout": args.readout,
+    }
+    settings = replace(ParserPretrainConfig(), **{k: v for k, v in given.items() if v is not None})
+    settings = replace(settings, val_images=max(1, settings.images // 10))
     report = pretrain_parser(cfg.model.visual, args.out, settings, progress=not args.no_progress)
     before, after = report["held_out_before"], report["held_out_after"]
-    for key in ("color_acc", "shape_acc", "pair_acc"):
-        print(f"held-out {key:9s} {before[key]:.3f} -> {after[key]:.3f}")
+    for group in ("color", "shape", "background", "pair"):
+        key = f"{group}_acc"
+        print(f"held-out {key:14s} {before[key]:.3f} -> {after[key]:.3f} "
+              f"(constant answer {after[group + '_prior_acc']:.3f})")
     report_path = Path(args.out).with_suffix(".json")
     print(f"wrote {args.out} and {report_path} ({report['wall_s']:.0f} s)")
 

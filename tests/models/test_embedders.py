@@ -29,7 +29,7 @@ V = 300
 
 # a model small enough for a forward + backward of the whole pre-training step on the CPU
 SMALL = [
-    "model.visual.embed_dim=16", "model.visual.num_heads=[1,2,4]", "model.text.hidden_size=32",
+    "model.visual.embed_dim=16", "model.visual.num_heads=[2]", "model.text.hidden_size=32",
     "model.text.num_layers=2", "model.text.num_heads=2", "model.text.intermediate_size=64",
     "model.text.max_text_len=12", "objectives.ipot_iters=5",
 ]
@@ -90,7 +90,7 @@ def test_resnet_loads_a_local_checkpoint(tmp_path) -> None:
     assert report.missing == [] and report.unexpected == []
     assert any("fc.weight" in n for n in report.notes)
     torch.testing.assert_close(dst.model.conv1[0].weight, src.model.conv1[0].weight)
-    with pytest.raises(FileNotFoundError, match="neither 'timm' nor"):
+    with pytest.raises(FileNotFoundError, match="neither 'timm'"):
         dst.load_pretrained(str(tmp_path / "absent.pt"))
 
 
@@ -238,3 +238,22 @@ def test_format_model_info_names_the_embedder_and_its_cost() -> None:
     d = describe_visual(load_config("tiny", KIND_OVERRIDES["patch"]).model.visual)
     assert "kind=patch" in text and f"tokens m = {d['tokens']}" in text
     assert f"{d['gmacs']:.3f} GMACs" in text and "attention-guided MFR unavailable" in text
+
+
+def test_builtin_weights_resolve_and_unknown_names_list_the_shipped_ones():
+    from vlparse.models.weights import builtin_weights, existing_checkpoint
+
+    shipped = builtin_weights()
+    for name, path in shipped.items():
+        assert existing_checkpoint(f"builtin:{name}") == path
+        assert path.with_suffix(".json").is_file()  # how it was made
+    with pytest.raises(FileNotFoundError, match="no built-in weights 'absent'"):
+        existing_checkpoint("builtin:absent")
+
+
+def test_the_quickstart_parser_loads_the_shipped_weights_completely():
+    visual = load_config("quickstart").model.visual
+    assert visual.pretrained == "builtin:tiny_parser"
+    parser = build_visual_embedder(visual)
+    report = parser.load_pretrained(visual.pretrained)
+    assert report.missing == [] and report.unexpected == []

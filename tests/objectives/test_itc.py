@@ -50,7 +50,7 @@ def test_itc_option_in_the_pretraining_step():
     from vlparse.tasks.pretrain import pretrain_losses
 
     small = [
-        "model.visual.embed_dim=16", "model.visual.num_heads=[1,2,4]",
+        "model.visual.embed_dim=16", "model.visual.num_heads=[2]",
         "model.text.hidden_size=32", "model.text.num_layers=1", "model.text.num_heads=2",
         "model.text.intermediate_size=64", "model.text.max_text_len=8", "objectives.ipot_iters=2",
     ]

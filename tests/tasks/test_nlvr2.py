@@ -13,7 +13,7 @@ from vlparse.tasks.finetune import FinetuneModel
 from vlparse.tasks.nlvr2 import NLVR2Task, pair_logits
 
 SMALL = [
-    "model.visual.embed_dim=16", "model.visual.num_heads=[1,2,4]", "model.visual.image_size=64",
+    "model.visual.embed_dim=16", "model.visual.num_heads=[2]", "model.visual.image_size=64",
     "model.visual.window_size=4", "model.text.hidden_size=32", "model.text.num_layers=2",
     "model.text.num_heads=2", "model.text.intermediate_size=64", "model.text.max_text_len=12",
 ]

@@ -6,11 +6,19 @@ import json
 from dataclasses import replace
 
 import numpy as np
+import pytest
 import torch
 
 from vlparse.cli import main
-from vlparse.config import VisualConfig
-from vlparse.data.synthetic.scenes import COLORS, SHAPES, Scene, SceneObject, sample_scene
+from vlparse.config import ConfigError, VisualConfig
+from vlparse.data.synthetic.scenes import (
+    BACKGROUNDS,
+    COLORS,
+    SHAPES,
+    Scene,
+    SceneObject,
+    sample_scene,
+)
 from vlparse.models.visual import build_visual_embedder
 from vlparse.tasks.parser_pretrain import (
     ParserPretrainConfig,
@@ -32,8 +40,10 @@ def test_attribute_labels_name_each_object():
                   base.bg_seed)
     y = attribute_labels(scene)
     on = {name for name, v in zip(label_names(), y.tolist(), strict=True) if v}
-    assert on == {"red", "blue", "star", "circle", "red star", "blue circle", "blue star"}
-    assert len(label_names()) == len(COLORS) + len(SHAPES) + len(COLORS) * len(SHAPES)
+    assert on == {"red", "blue", "star", "circle", "red star", "blue circle", "blue star",
+                  base.background}
+    assert len(label_names()) == (len(COLORS) + len(SHAPES) + len(BACKGROUNDS)
+                                  + len(COLORS) * len(SHAPES))
 
 
 def test_short_run_learns_and_its_weights_load(tmp_path):
@@ -58,3 +68,18 @@ def test_cli_rejects_a_non_swin_parser(tmp_path, capsys):
                  "--images", "20", "--no-progress", "model.visual.kind=patch"])
     assert code == 2
     assert "Swin parser" in capsys.readouterr().err
+
+
+def test_channel_readout_puts_the_labels_in_the_first_channels(tmp_path):
+    from vlparse.tasks.parser_pretrain import ChannelReadout
+
+    head = ChannelReadout(3)
+    tokens = torch.arange(2 * 4 * 5, dtype=torch.float32).view(2, 4, 5)
+    torch.testing.assert_close(head(tokens), tokens[..., :3])  # scale 1, offset 0 at the start
+    wide = replace(SMALL, embed_dim=72)  # 66 labels need at least 66 channels
+    cfg = ParserPretrainConfig(images=60, val_images=10, steps=20, batch_size=16, lr=3e-3,
+                               warmup_steps=5, readout="channels")
+    report = pretrain_parser(wide, tmp_path / "p.safetensors", cfg, progress=False)
+    assert report["final_train_loss"] < report["first_train_loss"]
+    with pytest.raises(ConfigError, match="at least 66 channels"):
+        pretrain_parser(SMALL, tmp_path / "q.safetensors", cfg, progress=False)

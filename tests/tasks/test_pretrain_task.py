@@ -10,7 +10,7 @@ from vlparse.models.single_stream import VisualParsingModel
 from vlparse.tasks.pretrain import mfr_visual_mask, pretrain_losses
 
 SMALL = [
-    "model.visual.embed_dim=16", "model.visual.num_heads=[1,2,4]", "model.text.hidden_size=32",
+    "model.visual.embed_dim=16", "model.visual.num_heads=[2]", "model.text.hidden_size=32",
     "model.text.num_layers=2", "model.text.num_heads=2", "model.text.intermediate_size=64",
     "model.text.max_text_len=12", "objectives.ipot_iters=5",
 ]

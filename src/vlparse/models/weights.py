@@ -21,6 +21,7 @@ __all__ = [
     "read_state_dict",
     "timm_pretrained_state",
     "existing_checkpoint",
+    "builtin_weights",
     "bert_to_vlparse",
     "map_bert_state_dict",
 ]
@@ -94,12 +95,37 @@ def timm_pretrained_state(arch: str, hint: str, **kwargs: Any) -> dict[str, Tens
         ) from e
 
 
+BUILTIN_PREFIX = "builtin:"
+"""``model.visual.pretrained='builtin:NAME'``: the weights file ``vlparse/weights/NAME``."""
+
+
+def builtin_weights() -> dict[str, Path]:
+    """The weights shipped with the package: ``{name: path}`` of ``vlparse/weights/*.safetensors``
+    (each with a ``.json`` beside it saying how it was made)."""
+    from importlib.resources import files
+
+    folder = Path(str(files("vlparse") / "weights"))
+    return {p.stem: p for p in sorted(folder.glob("*.safetensors"))}
+
+
 def existing_checkpoint(source: str | Path) -> Path:
-    """``source`` as a Path, or FileNotFoundError naming ``model.visual.pretrained``."""
+    """``source`` as a Path (``builtin:NAME`` resolved to the shipped file), or
+    FileNotFoundError naming ``model.visual.pretrained``."""
+    text = str(source)
+    if text.startswith(BUILTIN_PREFIX):
+        name = text[len(BUILTIN_PREFIX):]
+        shipped = builtin_weights()
+        if name not in shipped:
+            raise FileNotFoundError(
+                f"model.visual.pretrained: no built-in weights '{name}'; shipped: "
+                f"{', '.join(sorted(shipped)) or 'none'}"
+            )
+        return shipped[name]
     path = Path(source)
     if not path.exists():
         raise FileNotFoundError(
-            f"model.visual.pretrained: '{source}' is neither 'timm' nor an existing file"
+            f"model.visual.pretrained: '{source}' is neither 'timm', 'builtin:NAME' nor an "
+            "existing file"
         )
     return path
 

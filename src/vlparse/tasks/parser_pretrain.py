@@ -8,10 +8,11 @@ pre-training of the parser on scenes drawn by the built-in generator, with a see
 that none of its images is in a world made with another seed.
 
 Task (multi-label, like ImageNet classification but with several objects per image): for each
-image the labels are the colours, the shapes and the (colour, shape) pairs of its objects,
-``8 + 6 + 48 = 62`` binary labels. Each visual token goes through one shared Linear classifier and
-an image's score for a label is the maximum over its tokens (multiple-instance learning), so every
-token learns about what lies in its own cell: that is what the multi-modal Transformer attends to.
+image the labels are the colours and the shapes of its objects, its background texture, and the
+(colour, shape) pairs of its objects, ``8 + 6 + 4 + 48 = 66`` binary labels. Each visual token
+goes through one shared Linear classifier and an image's score for a label is the maximum over its
+tokens (multiple-instance learning), so every token learns about what lies in its own cell: that
+is what the multi-modal Transformer attends to.
 Loss: binary cross-entropy; AdamW with linear warm-up and cosine decay; horizontal flips.
 
 The result is a timm-format Swin state dict (``.safetensors``) that ``model.visual.pretrained``
@@ -25,6 +26,7 @@ import math
 import time
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import torch
@@ -35,7 +37,7 @@ from tqdm.auto import tqdm
 
 from vlparse.config import ConfigError, VisualConfig
 from vlparse.data.synthetic.render import render_scene
-from vlparse.data.synthetic.scenes import COLORS, SHAPES, Scene, sample_scene
+from vlparse.data.synthetic.scenes import BACKGROUNDS, COLORS, SHAPES, Scene, sample_scene
 from vlparse.data.transforms import image_transform
 from vlparse.models.visual import build_visual_embedder
 
@@ -54,34 +56,39 @@ class ParserPretrainConfig:
 
     ``images`` scenes are drawn with ``seed`` at ``scene_size`` pixels; the last ``val_images``
     are held out. ``steps`` AdamW steps of ``batch_size`` images at ``lr`` (warm-up
-    ``warmup_steps``, then cosine to 0), weight decay ``weight_decay``.
+    ``warmup_steps``, then cosine to 0), weight decay ``weight_decay``. ``readout``: label
+    scores from a linear head on each token (``"linear"``, thrown away afterwards) or straight
+    from each token's first 66 channels with a learned scale and offset per label
+    (``"channels"``). With the ``tiny`` parser on 4,000 scenes, ``"channels"`` reached held-out
+    shape accuracy 0.62 and background 0.80 in 2,000 steps, ``"linear"`` 0.78 and 0.96 in 3,000
+    (``docs/results/parser_pretrain/``).
     """
 
-    images: int = 4000
-    val_images: int = 400
+    images: int = 10000
+    val_images: int = 1000
     seed: int = 1
     scene_size: int = 128
-    steps: int = 1500
+    steps: int = 4000
     batch_size: int = 64
     lr: float = 1e-3
     weight_decay: float = 0.05
     warmup_steps: int = 30
+    readout: Literal["linear", "channels"] = "linear"
 
 
 def label_names() -> list[str]:
-    """The 62 label names: colours, shapes, then ``"<colour> <shape>"`` pairs."""
-    return [*COLORS, *SHAPES, *(f"{c} {s}" for c in COLORS for s in SHAPES)]
+    """The 66 label names: colours, shapes, backgrounds, then ``"<colour> <shape>"`` pairs."""
+    return [*COLORS, *SHAPES, *BACKGROUNDS, *(f"{c} {s}" for c in COLORS for s in SHAPES)]
 
 
 def attribute_labels(scene: Scene) -> Tensor:
-    """``(62,)`` float multi-hot labels of ``scene`` in the order of :func:`label_names`."""
-    colors, shapes = list(COLORS), list(SHAPES)
-    y = torch.zeros(len(colors) + len(shapes) + len(colors) * len(shapes))
+    """``(66,)`` float multi-hot labels of ``scene`` in the order of :func:`label_names`."""
+    index = {name: i for i, name in enumerate(label_names())}
+    y = torch.zeros(len(index))
+    y[index[scene.background]] = 1.0
     for o in scene.objects:
-        c, s = colors.index(o.color), shapes.index(o.shape)
-        y[c] = 1.0
-        y[len(colors) + s] = 1.0
-        y[len(colors) + len(shapes) + c * len(shapes) + s] = 1.0
+        for name in (o.color, o.shape, f"{o.color} {o.shape}"):
+            y[index[name]] = 1.0
     return y
 
 
@@ -92,7 +99,7 @@ def scene_attribute_data(
 
     Returns:
         ``images (N, 3, image_size, image_size)`` normalised like the pre-training data, and
-        ``labels (N, 62)``.
+        ``labels (N, 66)``.
     """
     transform = image_transform(image_size)
     images = torch.empty(num_images, 3, image_size, image_size)
@@ -104,25 +111,42 @@ def scene_attribute_data(
     return images, labels
 
 
-def _scores(parser: nn.Module, head: nn.Linear, images: Tensor) -> Tensor:
-    """``(B, 62)`` image scores: the per-token classifier maxed over the tokens."""
+class ChannelReadout(nn.Module):
+    """Label ``k``'s score of a token is its channel ``k``, with a learned scale and offset:
+    ``(..., c) -> (..., n)``. The label evidence then lives in the tokens themselves, not in a
+    head that is thrown away."""
+
+    def __init__(self, num_labels: int) -> None:
+        super().__init__()
+        self.num_labels = num_labels
+        self.scale = nn.Parameter(torch.ones(num_labels))
+        self.bias = nn.Parameter(torch.zeros(num_labels))
+
+    def forward(self, tokens: Tensor) -> Tensor:
+        return tokens[..., : self.num_labels] * self.scale + self.bias
+
+
+def _scores(parser: nn.Module, head: nn.Module, images: Tensor) -> Tensor:
+    """``(B, 66)`` image scores: the per-token classifier maxed over the tokens."""
     return head(parser(images).tokens).amax(1)
 
 
 @torch.no_grad()
-def _evaluate(parser: nn.Module, head: nn.Linear, images: Tensor, labels: Tensor) -> dict:
+def _evaluate(parser: nn.Module, head: nn.Module, images: Tensor, labels: Tensor) -> dict:
     parser.eval()
     pred = torch.cat([_scores(parser, head, x) > 0 for x in images.split(128)])
     parser.train()
     right = (pred == labels.bool()).float()
-    n_c, n_s = len(COLORS), len(SHAPES)
-    prior = labels[:, :n_c].mean().item()  # share of present colours: all-absent scores 1 - it
-    return {
-        "color_acc": right[:, :n_c].mean().item(),
-        "shape_acc": right[:, n_c : n_c + n_s].mean().item(),
-        "pair_acc": right[:, n_c + n_s :].mean().item(),
-        "color_prior_acc": max(prior, 1.0 - prior),
-    }
+    c, s, b = len(COLORS), len(SHAPES), len(BACKGROUNDS)
+    groups = {"color": (0, c), "shape": (c, c + s), "background": (c + s, c + s + b),
+              "pair": (c + s + b, labels.shape[1])}
+    report = {}
+    for name, (lo, hi) in groups.items():
+        report[f"{name}_acc"] = right[:, lo:hi].mean().item()
+        # the best constant answer per label (always present / always absent)
+        share = labels[:, lo:hi].mean(0)
+        report[f"{name}_prior_acc"] = torch.maximum(share, 1 - share).mean().item()
+    return report
 
 
 def pretrain_parser(
@@ -157,7 +181,16 @@ def pretrain_parser(
     t0 = time.time()
     torch.manual_seed(cfg.seed)
     parser = build_visual_embedder(replace(visual, pretrained=None))
-    head = nn.Linear(parser.out_dim, len(label_names()))
+    n_labels = len(label_names())
+    if cfg.readout == "channels":
+        if parser.out_dim < n_labels:
+            raise ConfigError(
+                f"readout='channels' needs a parser at least {n_labels} channels wide, this one "
+                f"has {parser.out_dim}"
+            )
+        head: nn.Module = ChannelReadout(n_labels)
+    else:
+        head = nn.Linear(parser.out_dim, n_labels)
     images, labels = scene_attribute_data(
         cfg.images, cfg.seed, visual.image_size, cfg.scene_size, progress
     )
