@@ -144,8 +144,6 @@ def build_parser() -> argparse.ArgumentParser:
     pp.add_argument("--steps", type=int)
     pp.add_argument("--batch-size", type=int)
     pp.add_argument("--lr", type=float)
-    pp.add_argument("--readout", choices=["linear", "channels"],
-                    help="label scores from a linear head, or from the tokens' first channels")
     pp.add_argument("--no-progress", action="store_true", help="no progress bars")
     _add_overrides(pp)
 
@@ -332,7 +330,7 @@ def _pretrain_parser(args: argparse.Namespace) -> None:
     cfg = load_config(args.config, args.overrides)
     given = {
         "images": args.images, "seed": args.seed, "steps": args.steps,
-        "batch_size": args.batch_size, "lr": args.lr, "readout": args.readout,
+        "batch_size": args.batch_size, "lr": args.lr,
     }
     settings = replace(ParserPretrainConfig(), **{k: v for k, v in given.items() if v is not None})
     settings = replace(settings, val_images=max(1, settings.images // 10))

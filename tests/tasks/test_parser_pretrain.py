@@ -6,11 +6,10 @@ import json
 from dataclasses import replace
 
 import numpy as np
-import pytest
 import torch
 
 from vlparse.cli import main
-from vlparse.config import ConfigError, VisualConfig
+from vlparse.config import VisualConfig
 from vlparse.data.synthetic.scenes import (
     BACKGROUNDS,
     COLORS,
@@ -69,17 +68,3 @@ def test_cli_rejects_a_non_swin_parser(tmp_path, capsys):
     assert code == 2
     assert "Swin parser" in capsys.readouterr().err
 
-
-def test_channel_readout_puts_the_labels_in_the_first_channels(tmp_path):
-    from vlparse.tasks.parser_pretrain import ChannelReadout
-
-    head = ChannelReadout(3)
-    tokens = torch.arange(2 * 4 * 5, dtype=torch.float32).view(2, 4, 5)
-    torch.testing.assert_close(head(tokens), tokens[..., :3])  # scale 1, offset 0 at the start
-    wide = replace(SMALL, embed_dim=72)  # 66 labels need at least 66 channels
-    cfg = ParserPretrainConfig(images=60, val_images=10, steps=20, batch_size=16, lr=3e-3,
-                               warmup_steps=5, readout="channels")
-    report = pretrain_parser(wide, tmp_path / "p.safetensors", cfg, progress=False)
-    assert report["final_train_loss"] < report["first_train_loss"]
-    with pytest.raises(ConfigError, match="at least 66 channels"):
-        pretrain_parser(SMALL, tmp_path / "q.safetensors", cfg, progress=False)

@@ -26,7 +26,6 @@ import math
 import time
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import Literal
 
 import numpy as np
 import torch
@@ -56,12 +55,7 @@ class ParserPretrainConfig:
 
     ``images`` scenes are drawn with ``seed`` at ``scene_size`` pixels; the last ``val_images``
     are held out. ``steps`` AdamW steps of ``batch_size`` images at ``lr`` (warm-up
-    ``warmup_steps``, then cosine to 0), weight decay ``weight_decay``. ``readout``: label
-    scores from a linear head on each token (``"linear"``, thrown away afterwards) or straight
-    from each token's first 66 channels with a learned scale and offset per label
-    (``"channels"``). With the ``tiny`` parser on 4,000 scenes, ``"channels"`` reached held-out
-    shape accuracy 0.62 and background 0.80 in 2,000 steps, ``"linear"`` 0.78 and 0.96 in 3,000
-    (``docs/results/parser_pretrain/``).
+    ``warmup_steps``, then cosine to 0), weight decay ``weight_decay``.
     """
 
     images: int = 10000
@@ -73,12 +67,21 @@ class ParserPretrainConfig:
     lr: float = 1e-3
     weight_decay: float = 0.05
     warmup_steps: int = 30
-    readout: Literal["linear", "channels"] = "linear"
+
+
+def _label_groups() -> dict[str, list[str]]:
+    """The label names by group, in the order of :func:`label_names`."""
+    return {
+        "color": list(COLORS),
+        "shape": list(SHAPES),
+        "background": list(BACKGROUNDS),
+        "pair": [f"{c} {s}" for c in COLORS for s in SHAPES],
+    }
 
 
 def label_names() -> list[str]:
     """The 66 label names: colours, shapes, backgrounds, then ``"<colour> <shape>"`` pairs."""
-    return [*COLORS, *SHAPES, *BACKGROUNDS, *(f"{c} {s}" for c in COLORS for s in SHAPES)]
+    return [name for group in _label_groups().values() for name in group]
 
 
 def attribute_labels(scene: Scene) -> Tensor:
@@ -111,41 +114,25 @@ def scene_attribute_data(
     return images, labels
 
 
-class ChannelReadout(nn.Module):
-    """Label ``k``'s score of a token is its channel ``k``, with a learned scale and offset:
-    ``(..., c) -> (..., n)``. The label evidence then lives in the tokens themselves, not in a
-    head that is thrown away."""
-
-    def __init__(self, num_labels: int) -> None:
-        super().__init__()
-        self.num_labels = num_labels
-        self.scale = nn.Parameter(torch.ones(num_labels))
-        self.bias = nn.Parameter(torch.zeros(num_labels))
-
-    def forward(self, tokens: Tensor) -> Tensor:
-        return tokens[..., : self.num_labels] * self.scale + self.bias
-
-
-def _scores(parser: nn.Module, head: nn.Module, images: Tensor) -> Tensor:
+def _scores(parser: nn.Module, head: nn.Linear, images: Tensor) -> Tensor:
     """``(B, 66)`` image scores: the per-token classifier maxed over the tokens."""
     return head(parser(images).tokens).amax(1)
 
 
 @torch.no_grad()
-def _evaluate(parser: nn.Module, head: nn.Module, images: Tensor, labels: Tensor) -> dict:
+def _evaluate(parser: nn.Module, head: nn.Linear, images: Tensor, labels: Tensor) -> dict:
     parser.eval()
     pred = torch.cat([_scores(parser, head, x) > 0 for x in images.split(128)])
     parser.train()
     right = (pred == labels.bool()).float()
-    c, s, b = len(COLORS), len(SHAPES), len(BACKGROUNDS)
-    groups = {"color": (0, c), "shape": (c, c + s), "background": (c + s, c + s + b),
-              "pair": (c + s + b, labels.shape[1])}
-    report = {}
-    for name, (lo, hi) in groups.items():
+    report, lo = {}, 0
+    for name, group in _label_groups().items():
+        hi = lo + len(group)
         report[f"{name}_acc"] = right[:, lo:hi].mean().item()
         # the best constant answer per label (always present / always absent)
         share = labels[:, lo:hi].mean(0)
         report[f"{name}_prior_acc"] = torch.maximum(share, 1 - share).mean().item()
+        lo = hi
     return report
 
 
@@ -181,16 +168,7 @@ def pretrain_parser(
     t0 = time.time()
     torch.manual_seed(cfg.seed)
     parser = build_visual_embedder(replace(visual, pretrained=None))
-    n_labels = len(label_names())
-    if cfg.readout == "channels":
-        if parser.out_dim < n_labels:
-            raise ConfigError(
-                f"readout='channels' needs a parser at least {n_labels} channels wide, this one "
-                f"has {parser.out_dim}"
-            )
-        head: nn.Module = ChannelReadout(n_labels)
-    else:
-        head = nn.Linear(parser.out_dim, n_labels)
+    head = nn.Linear(parser.out_dim, len(label_names()))
     images, labels = scene_attribute_data(
         cfg.images, cfg.seed, visual.image_size, cfg.scene_size, progress
     )
