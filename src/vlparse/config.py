@@ -134,9 +134,17 @@ class ObjectiveConfig:
     is set, ``k = round(m * mfr_ratio)`` instead (the ablation's ``k = m * p``).
     ``lambda_itc``: weight of an image-text contrastive term added to the total (0 = the paper's
     objectives only; see :mod:`vlparse.objectives.itc`); needs ``model.itc_dim > 0``.
+    ``mlm_delay`` / ``mlm_ramp``: a schedule of the MLM weight, beyond the paper (which weights
+    MLM 1 throughout, the default 0 / 0): 0 for the first ``mlm_delay`` optimizer steps, then
+    rising linearly to 1 over ``mlm_ramp`` steps (:func:`vlparse.objectives.mlm.ramp_weight`).
+    Trained from scratch with all objectives, MLM's large early gradients hold ITM at chance for
+    a long time; a small model on a CPU budget learns ITM sooner when MLM comes later (the
+    quickstart config; measurements in ``docs/results/itm_learnability/session6``).
     """
 
     mlm_prob: float = 0.15
+    mlm_delay: int = 0
+    mlm_ramp: int = 0
     itm_pass: Literal["separate", "shared"] = "separate"
     num_pos: int = 2
     num_neg: int = 2
@@ -387,6 +395,7 @@ def validate(cfg: PretrainConfig) -> None:
     o = cfg.objectives
     _raise_failed([
         (0.0 < o.mlm_prob < 1.0, "objectives.mlm_prob must be in (0, 1)"),
+        (o.mlm_delay >= 0 and o.mlm_ramp >= 0, "objectives.mlm_delay and mlm_ramp must be >= 0"),
         (o.num_pos >= 1 and o.num_neg >= 0, "objectives.num_pos >= 1 and num_neg >= 0"),
         (o.mfr_k >= 1, "objectives.mfr_k must be >= 1"),
         (o.mfr_ratio is None or 0.0 < o.mfr_ratio <= 1.0, "objectives.mfr_ratio must be in (0, 1]"),

@@ -100,3 +100,12 @@ def test_mlm_loss_and_accuracy():
     logits = torch.tensor([[0.0, 1.0], [2.0, 0.0], [0.0, 3.0], [1.0, 0.0]])
     labels = torch.tensor([1, 1, -100, 0])
     assert mlm.mlm_accuracy(logits, labels) == (2, 3)
+
+
+def test_ramp_weight():
+    assert mlm.ramp_weight(0) == 1.0 and mlm.ramp_weight(7) == 1.0
+    assert [mlm.ramp_weight(s, delay=3) for s in (0, 2, 3, 4)] == [0.0, 0.0, 1.0, 1.0]
+    got = [mlm.ramp_weight(s, delay=2, ramp=4) for s in range(8)]
+    assert got == [0.0, 0.0, 0.0, 0.25, 0.5, 0.75, 1.0, 1.0]
+    with pytest.raises(ValueError, match="must be >= 0"):
+        mlm.ramp_weight(-1)

@@ -83,6 +83,15 @@ def test_batch_composition_separate(setup):
     )
 
 
+def test_mlm_weight_scales_only_the_mlm_term(setup):
+    cfg, model = setup
+    batch = _batch(2, 4, 12, model.num_visual_tokens)
+    full = pretrain_losses(model, batch, cfg.objectives)
+    part = pretrain_losses(model, batch, cfg.objectives, mlm_weight=0.25)
+    torch.testing.assert_close(part.mlm, full.mlm)  # still reported
+    torch.testing.assert_close(part.loss, full.loss - 0.75 * full.mlm)
+
+
 def test_unmatched_pairs_carry_no_mlm_or_mfr(setup):
     cfg, model = setup
     batch = _batch(2, 4, 12, model.num_visual_tokens)

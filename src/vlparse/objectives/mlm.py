@@ -130,6 +130,25 @@ def mlm_loss(logits: Tensor, labels: Tensor, normalizer: float | Tensor | None =
     return scale_sum(total, normalizer, int((labels != IGNORE_INDEX).sum()))
 
 
+def ramp_weight(step: int, delay: int = 0, ramp: int = 0) -> float:
+    """A loss weight that is 0 for ``step < delay``, then rises linearly to 1 over ``ramp``
+    steps (``ramp = 0``: a jump to 1 at ``delay``). ``step`` counts the optimizer steps taken
+    before the current one, so ``ramp_weight(0)`` with the defaults is 1.
+
+    >>> [ramp_weight(s, delay=2, ramp=4) for s in (0, 2, 3, 6, 9)]
+    [0.0, 0.0, 0.25, 1.0, 1.0]
+    """
+    if step < 0 or delay < 0 or ramp < 0:
+        raise ValueError(
+            f"ramp_weight: step, delay and ramp must be >= 0, got {step}, {delay}, {ramp}"
+        )
+    if step < delay:
+        return 0.0
+    if ramp == 0:
+        return 1.0
+    return min(1.0, (step - delay) / ramp)
+
+
 def mlm_accuracy(logits: Tensor, labels: Tensor) -> tuple[int, int]:
     """``(correct, total)`` of arg-max predictions over labels that are not -100.
 

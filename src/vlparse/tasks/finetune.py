@@ -402,7 +402,7 @@ def run_finetune(
         m.train(was)
         return {k: float(v) for k, v in result.items() if isinstance(v, (int, float))}
 
-    def step_fn(m, batch, reduce_count) -> StepOutput:
+    def step_fn(m, batch, reduce_count, step) -> StepOutput:
         return task.step_fn(m, batch, reduce_count, cfg)
 
     result = fit(

@@ -106,6 +106,7 @@ def pretrain_losses(
     batch: dict[str, Tensor],
     cfg: ObjectiveConfig,
     reduce_count: Callable[[Tensor], Tensor] = _identity,
+    mlm_weight: float = 1.0,
 ) -> PretrainLosses:
     """Losses of one pre-training batch.
 
@@ -118,10 +119,13 @@ def pretrain_losses(
         cfg: the objectives config.
         reduce_count: sums a count over processes and divides by the world size, so that token
             level losses are normalised by the global count (identity in one process).
+        mlm_weight: factor of the MLM term in the total (the schedule of
+            ``objectives.mlm_delay`` / ``mlm_ramp``; 1 in the paper). The MLM loss and accuracy
+            are still computed and reported when it is 0.
 
     Returns:
-        the total ``MLM + lambda_itm * (ITM + vla_weight * VLA) + lambda_mfr * MFR`` (plus
-        ``lambda_itc * ITC`` when that option is on) and parts.
+        the total ``mlm_weight * MLM + lambda_itm * (ITM + vla_weight * VLA) + lambda_mfr *
+        MFR`` (plus ``lambda_itc * ITC`` when that option is on) and parts.
     """
     images = batch["image"]
     bsz, n_txt, seq = batch["input_ids"].shape
@@ -198,7 +202,7 @@ def pretrain_losses(
         loss_mfr = logits_itm.new_zeros(())
 
     total = (
-        loss_mlm
+        mlm_weight * loss_mlm
         + cfg.lambda_itm * (loss_itm + cfg.vla_weight * loss_vla)
         + cfg.lambda_mfr * loss_mfr
     )
@@ -331,8 +335,9 @@ def run_pretrain(
             progress=cfg.train.progress,
         )
 
-    def step_fn(m, batch, reduce_count) -> StepOutput:
-        losses = pretrain_losses(m, batch, o, reduce_count)
+    def step_fn(m, batch, reduce_count, step) -> StepOutput:
+        weight = mlm.ramp_weight(step, o.mlm_delay, o.mlm_ramp)
+        losses = pretrain_losses(m, batch, o, reduce_count, mlm_weight=weight)
         return StepOutput(losses.loss, losses.scalars(), losses.counts)
 
     result = fit(

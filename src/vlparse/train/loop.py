@@ -36,7 +36,10 @@ from vlparse.train.runinfo import write_run_info
 
 __all__ = ["StepOutput", "LoopResult", "BadDataError", "fit"]
 
-StepFn = Callable[[nn.Module, dict[str, Any], Callable[[Tensor], Tensor]], "StepOutput"]
+StepFn = Callable[[nn.Module, dict[str, Any], Callable[[Tensor], Tensor], int], "StepOutput"]
+"""``step_fn(model, batch, reduce_count, step)``: ``step`` counts the optimizer steps taken
+before this batch (0 for the first; the same for every micro-batch of a step, and restored on
+``--resume``), for losses whose weights follow a schedule."""
 
 
 class BadDataError(RuntimeError):
@@ -73,8 +76,8 @@ class _StepModule(nn.Module):
         self.step_fn = step_fn
         self.reduce_count = reduce_count
 
-    def forward(self, batch: dict[str, Any]) -> tuple[Tensor, StepOutput]:
-        out = self.step_fn(self.model, batch, self.reduce_count)
+    def forward(self, batch: dict[str, Any], step: int) -> tuple[Tensor, StepOutput]:
+        out = self.step_fn(self.model, batch, self.reduce_count, step)
         return out.loss, out
 
 
@@ -247,7 +250,7 @@ def fit(
             ctx = runner.no_sync() if (world > 1 and not sync) else nullcontext()
             with ctx:
                 with torch.autocast(device.type, dtype=amp, enabled=amp is not None):
-                    loss, out = runner(batch)
+                    loss, out = runner(batch, step)
                 (loss / train_cfg.grad_accum).backward()
             for k, v in out.scalars.items():
                 window[k] = window.get(k, 0.0) + v
