@@ -64,6 +64,8 @@ def test_mlm_delay_keeps_the_mlm_head_still(scene_world, tmp_path, small_overrid
     _pretrain(scene_world, tmp_path / "a", small_overrides, "train.max_steps=2",
               "objectives.mlm_delay=2")
     assert torch.count_nonzero(_weights(tmp_path / "a")[key]) == 0
+    logged = [json.loads(x) for x in (tmp_path / "a" / "log.jsonl").read_text().splitlines()]
+    assert [d["mlm_weight"] for d in logged if "mlm_weight" in d] == [0.0, 0.0]
     _pretrain(scene_world, tmp_path / "b", small_overrides, "train.max_steps=2")
     assert torch.count_nonzero(_weights(tmp_path / "b")[key]) > 0
 

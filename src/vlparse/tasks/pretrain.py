@@ -338,7 +338,10 @@ def run_pretrain(
     def step_fn(m, batch, reduce_count, step) -> StepOutput:
         weight = mlm.ramp_weight(step, o.mlm_delay, o.mlm_ramp)
         losses = pretrain_losses(m, batch, o, reduce_count, mlm_weight=weight)
-        return StepOutput(losses.loss, losses.scalars(), losses.counts)
+        scalars = losses.scalars()
+        if o.mlm_delay or o.mlm_ramp:
+            scalars["mlm_weight"] = weight
+        return StepOutput(losses.loss, scalars, losses.counts)
 
     result = fit(
         model=model,
