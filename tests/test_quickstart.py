@@ -45,3 +45,12 @@ def test_cli_help_has_examples(capsys):
         with pytest.raises(SystemExit):
             main(cmd)
         assert "examples:" in capsys.readouterr().out
+
+
+def test_python_dash_m_vlparse():
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-m", "vlparse", "quickstart", "--help"],
+                          capture_output=True, text=True)
+    assert done.returncode == 0 and "examples:" in done.stdout

@@ -3,7 +3,7 @@ process.
 
 Launch::
 
-    torchrun --nproc_per_node 4 -m vlparse.cli pretrain ...
+    torchrun --nproc_per_node 4 -m vlparse pretrain ...
 
 torchrun sets ``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK``, ``MASTER_ADDR`` and ``MASTER_PORT``;
 :func:`init_distributed` reads them. Without them (or with ``WORLD_SIZE=1``) everything runs in
