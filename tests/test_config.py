@@ -48,6 +48,12 @@ def test_bad_values_fail_with_the_key():
         load_config("tiny", ["train.batch_size=10", "train.grad_accum=3"])
     with pytest.raises(ConfigError, match="key=value"):
         apply_overrides({}, ["nonsense"])
+    with pytest.raises(ConfigError, match="objectives.itm_negatives"):
+        load_config("tiny", ["objectives.itm_negatives=hard"])
+    with pytest.raises(ConfigError, match="multiple of objectives.itm_negative_group"):
+        load_config("tiny", ["objectives.itm_negatives=batch", "train.batch_size=12"])
+    with pytest.raises(ConfigError, match="itm_negative_group must be >= 2"):
+        load_config("tiny", ["objectives.itm_negative_group=1"])
 
 
 def test_yaml_file_errors(tmp_path):

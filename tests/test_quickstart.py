@@ -9,11 +9,13 @@ from vlparse.cli import main
 
 def test_quickstart_end_to_end(tmp_path, small_overrides):
     # the shrunk parser cannot take the shipped weights (tests/models/test_embedders.py loads them)
-    small_overrides = [*small_overrides, "model.visual.pretrained=null"]
+    # batch 4 in 2 processes: groups of 2 for the batch negatives
+    small_overrides = [*small_overrides, "model.visual.pretrained=null",
+                       "objectives.itm_negative_group=2"]
     out = tmp_path / "qs"
     rc = main([
         "quickstart", "--out", str(out), "--images", "60", "--workers", "1", "--vqa-steps", "2",
-        *small_overrides, "train.max_steps=3", "train.eval_images=12",
+        "--processes", "2", *small_overrides, "train.max_steps=3", "train.eval_images=12",
     ])
     assert rc == 0
     summary = json.loads((out / "summary.json").read_text())
@@ -28,14 +30,21 @@ def test_quickstart_end_to_end(tmp_path, small_overrides):
     assert (out / "loss_curves.png").stat().st_size > 1000
     for name in ("imf.json", "nmi.json", "imf_from_input.png", "imf_within_layer.png", "nmi.png"):
         assert (out / "probe" / name).exists(), name
-    assert summary["pretrain"]["steps"] == 3
+    assert summary["pretrain"]["steps"] == 3 and summary["pretrain"]["world_size"] == 2
+    # pre-trained with the tokenizer pruned to the world's texts
+    pruned = (out / "tokenizer" / "vocab.txt").read_text().split()
+    assert 50 < len(pruned) < 500 and "triangle" in pruned
+    assert str(out / "tokenizer") in (out / "pretrain" / "config.yaml").read_text()
     vqa = summary["vqa"]
     assert vqa["steps"] == 2 and vqa["num_examples"] > 0
     assert 0.0 <= vqa["vqa_score"] <= 1.0 and 0.0 < vqa["majority_baseline"] <= 1.0
     # a second run reuses the scene world; --vqa-steps 0 skips VQA
     assert main(["quickstart", "--out", str(out), "--images", "60", "--vqa-steps", "0",
-                 *small_overrides, "train.max_steps=1", "train.eval_images=4"]) == 0
-    assert json.loads((out / "summary.json").read_text())["vqa"] is None
+                 "--processes", "1", "--full-vocab", *small_overrides, "train.max_steps=1",
+                 "train.eval_images=4"]) == 0
+    again = json.loads((out / "summary.json").read_text())
+    assert again["vqa"] is None and again["pretrain"]["world_size"] == 1
+    assert "tokenizer: bert-base-uncased" in (out / "pretrain" / "config.yaml").read_text()
 
 
 def test_cli_help_has_examples(capsys):

@@ -124,6 +124,14 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument(
         "--vqa-steps", type=int, default=200, help="VQA fine-tuning steps at the end (0: skip)"
     )
+    q.add_argument(
+        "--processes", type=int, default=None,
+        help="pre-training processes (default: 2 on a CPU machine with 2+ cores, else 1)",
+    )
+    q.add_argument(
+        "--full-vocab", action="store_true",
+        help="keep the tokenizer's whole vocabulary (default: prune it to the world's texts)",
+    )
     _add_overrides(q)
 
     p = _add_command(sub, "pretrain", "pre-train on the caption data sets of a manifest")
@@ -363,7 +371,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             from vlparse.quickstart import run_quickstart
 
             run_quickstart(
-                args.out, args.images, args.seed, args.overrides, args.workers, args.vqa_steps
+                args.out, args.images, args.seed, args.overrides, args.workers, args.vqa_steps,
+                processes=args.processes, prune_vocab=not args.full_vocab,
             )
         elif args.command == "pretrain":
             from vlparse.config import load_config

@@ -140,12 +140,23 @@ class ObjectiveConfig:
     On the quickstart world, held-out ITM left chance at about step 1,800 with all objectives
     from step 0 and at about 450 with ITM alone; delaying MLM by 300 steps gave 0.62 at step
     1,000 against 0.50 (the quickstart config; ``docs/results/itm_learnability/session6``).
+    ``itm_negatives``: where the unmatched captions come from. ``"dataset"`` (default): a caption
+    of a random other image of the whole data set. ``"batch"`` (the paper does not say which):
+    matched captions of the other images of the same group of ``itm_negative_group`` consecutive
+    images of the batch, lent so that every caption of the group appears once beside its own
+    image and once beside another (:func:`vlparse.data.pretrain.lend_batch_negatives`). The
+    texts then carry no label information at all within a batch, and held-out ITM (measured, as
+    always, against random captions of the data set) is learnt in fewer steps (see
+    ``docs/results/itm_learnability/session7``). With DDP or gradient accumulation the
+    per-process micro-batch must be a multiple of the group, so that no group is split.
     """
 
     mlm_prob: float = 0.15
     mlm_delay: int = 0
     mlm_ramp: int = 0
     itm_pass: Literal["separate", "shared"] = "separate"
+    itm_negatives: Literal["dataset", "batch"] = "dataset"
+    itm_negative_group: int = 8
     num_pos: int = 2
     num_neg: int = 2
     vla_weight: float = 0.1
@@ -396,6 +407,14 @@ def validate(cfg: PretrainConfig) -> None:
     _raise_failed([
         (0.0 < o.mlm_prob < 1.0, "objectives.mlm_prob must be in (0, 1)"),
         (o.mlm_delay >= 0 and o.mlm_ramp >= 0, "objectives.mlm_delay and mlm_ramp must be >= 0"),
+        (o.itm_negative_group >= 2, "objectives.itm_negative_group must be >= 2"),
+        (
+            o.itm_negatives == "dataset"
+            or (cfg.train.batch_size // cfg.train.grad_accum) % o.itm_negative_group == 0,
+            f"objectives.itm_negatives='batch' needs train.batch_size / train.grad_accum "
+            f"({cfg.train.batch_size} / {cfg.train.grad_accum}) to be a multiple of "
+            f"objectives.itm_negative_group ({o.itm_negative_group})",
+        ),
         (o.num_pos >= 1 and o.num_neg >= 0, "objectives.num_pos >= 1 and num_neg >= 0"),
         (o.mfr_k >= 1, "objectives.mfr_k must be >= 1"),
         (o.mfr_ratio is None or 0.0 < o.mfr_ratio <= 1.0, "objectives.mfr_ratio must be in (0, 1]"),

@@ -9,7 +9,7 @@ from PIL import Image
 from vlparse.data.collate import collate_pretrain
 from vlparse.data.formats import ImageCaptions
 from vlparse.data.images import BadImageError, load_image
-from vlparse.data.pretrain import PretrainDataset
+from vlparse.data.pretrain import PretrainDataset, lend_batch_negatives, normalize_caption
 from vlparse.data.tokenization import build_tokenizer, encode_texts, special_ids
 from vlparse.data.transforms import denormalize, image_transform
 
@@ -174,3 +174,68 @@ def test_dataloader_workers_give_the_same_batches(tmp_path, tok):
     assert len(loaded) == len(direct) == 4
     assert all(_same(a, b) for a, b in zip(loaded, direct, strict=True))
     assert sum(len(b["skipped"]) for b in loaded) == 1
+
+
+def _lender_rows(batch_items, group):
+    """For each item and unmatched slot: the (group item, matched slot) whose text it holds."""
+    found = {}
+    for a, item in enumerate(batch_items):
+        g0 = a - a % group
+        for n in range(N):
+            text = item["texts"][P + n]
+            found[a, n] = [(b, n % P) for b in range(g0, min(g0 + group, len(batch_items)))
+                           if batch_items[b]["texts"][n % P] == text]
+    return found
+
+
+def test_batch_negatives_are_the_matched_captions_of_the_group(tmp_path, tok):
+    recs = _records(tmp_path)
+    ds = _dataset(recs, tok, mlm_all=True)
+    items = [ds[i] for i in range(8)]
+    before = [dict(it) for it in items]
+    lent = lend_batch_negatives(items, num_pos=P, group=4)
+    assert all(_same(x, y) for x, y in zip(items, before, strict=True))  # inputs untouched
+    found = _lender_rows(lent, 4)
+    for a, item in enumerate(lent):
+        assert torch.equal(item["input_ids"][:P], items[a]["input_ids"][:P])
+        for n in range(N):
+            (b, slot), = found[a, n]  # exactly one lender, in a's group, at matched slot n % P
+            assert b != a and b // 4 == a // 4
+            for k in ("input_ids", "attention_mask", "mlm_input_ids", "mlm_labels"):
+                assert torch.equal(item[k][P + n], items[b][k][slot])
+            assert normalize_caption(item["texts"][P + n]) not in item["own_captions"]
+    for n in range(N):  # every matched caption is lent once per slot
+        assert sorted(b for a in range(8) for b, _ in found[a, n]) == list(range(8))
+    # the same batch cut in two shares of whole groups (two processes) gives the same items
+    halves = lend_batch_negatives(items[:4], P, 4) + lend_batch_negatives(items[4:], P, 4)
+    assert all(_same(x, y) for x, y in zip(halves, lent, strict=True))
+
+
+def test_batch_negatives_never_lend_an_own_caption(tmp_path, tok):
+    recs = _records(tmp_path, n=4)
+    recs[1] = ImageCaptions(recs[1].image_path, recs[0].captions, 1, "test")  # same captions
+    ds = _dataset(recs, tok)
+    items = [{**ds[i], "batch_key": 0.1 * (i + 1)} for i in range(4)]  # cycle 0, 1, 2, 3
+    lent = lend_batch_negatives(items, P, 4)
+    for a in range(4):
+        for n in range(N):
+            assert normalize_caption(lent[a]["texts"][P + n]) not in lent[a]["own_captions"]
+    # slot 0: 0 would take from 1, whose captions are 0's own, so it keeps the data set's draw
+    assert lent[0]["texts"][P] == items[0]["texts"][P]
+    assert torch.equal(lent[0]["input_ids"][P], items[0]["input_ids"][P])
+    assert lent[2]["texts"][P] == items[3]["texts"][0]  # others take from the next one
+    assert normalize_caption("There is  one Star.") == "there is one star"
+
+
+def test_collate_with_batch_negatives(tmp_path, tok):
+    ds = _dataset(_records(tmp_path), tok)
+    items = [ds[i] for i in range(6)]
+    batch = collate_pretrain(items, negatives="batch", num_pos=P, group=3)
+    assert batch["input_ids"].shape == (6, P + N, L)
+    plain = collate_pretrain(items)
+    assert torch.equal(batch["input_ids"][:, :P], plain["input_ids"][:, :P])
+    assert not torch.equal(batch["input_ids"][:, P:], plain["input_ids"][:, P:])
+    with pytest.raises(ValueError, match="negatives"):
+        collate_pretrain(items, negatives="hard")
+    with pytest.raises(ValueError, match="group"):
+        lend_batch_negatives(items, P, 1)

@@ -71,3 +71,29 @@ def test_encode_texts_truncates_keeping_sep(tok):
     assert mask.sum() == 8
     with pytest.raises(ValueError, match="max_len"):
         encode_texts(tok, ["x"], 1)
+
+
+def test_prune_tokenizer_keeps_the_pieces_of_the_corpus(tok, tmp_path):
+    corpus = ["There are six objects on a grainy background.", "is the star left of it?",
+              "a small purple triangle, next to a crossroads"]
+    pruned = build_tokenizer(str(tokenization.prune_tokenizer(tok, corpus, tmp_path / "p")))
+    ids = special_ids(pruned)
+    assert ids["vocab_size"] < 40 and {ids["cls"], ids["sep"], ids["pad"], ids["mask"]} <= set(
+        range(ids["vocab_size"]))
+    full, _ = encode_texts(tok, corpus, 16)
+    small, _ = encode_texts(pruned, corpus, 16)
+    # the same word pieces on the corpus, only renumbered
+    assert [tok.convert_ids_to_tokens(r) for r in full.tolist()] == [
+        pruned.convert_ids_to_tokens(r) for r in small.tolist()]
+    assert "##s" in pruned.get_vocab() or "crossroads" in pruned.get_vocab()
+    assert pruned.tokenize("a zebra") == ["a", "[UNK]"]  # outside the corpus
+
+
+def test_manifest_texts_collects_every_data_set(scene_world):
+    from vlparse.data.manifest import load_manifest, manifest_texts
+
+    texts = manifest_texts(load_manifest(scene_world))
+    assert texts == sorted(set(texts))
+    joined = " ".join(texts).lower()
+    assert "background" in joined and "how many" in joined  # captions, VQA questions
+    assert any(t.startswith(("the left image", "the right image", "both images")) for t in texts)

@@ -61,3 +61,25 @@ def test_itm_loss_and_accuracy():
         itm.itm_loss(torch.zeros(4, 3), labels[:4])
     logits = torch.tensor([[0.0, 1.0], [1.0, 0.0], [1.0, 0.0], [0.0, 1.0]])
     assert itm.itm_accuracy(logits, torch.tensor([1, 1, 0, 0])) == (2, 4)
+
+
+@pytest.mark.parametrize("g", [2, 3, 5, 8])
+@pytest.mark.parametrize("n", [1, 2, 3])
+def test_batch_partners_is_a_derangement_per_slot(g, n):
+    partners = itm.batch_partners(torch.rand(g, generator=torch.Generator().manual_seed(g + n)), n)
+    assert partners.shape == (g, n)
+    for slot in range(n):
+        col = partners[:, slot]
+        assert sorted(col.tolist()) == list(range(g))  # each image lends once per slot
+        if (slot + 1) % g:
+            assert (col != torch.arange(g)).all()  # nobody lends to itself
+
+
+def test_batch_partners_follows_the_key_order():
+    assert itm.batch_partners(torch.tensor([0.3, 0.1, 0.2]), 1).tolist() == [[1], [2], [0]]
+    # slot 1 is two places on: order 1, 2, 0 -> image 0 takes from 2
+    assert itm.batch_partners(torch.tensor([0.3, 0.1, 0.2]), 2)[:, 1].tolist() == [2, 0, 1]
+    with pytest.raises(ValueError, match="G >= 2"):
+        itm.batch_partners(torch.tensor([0.5]), 1)
+    with pytest.raises(ValueError, match="num_neg"):
+        itm.batch_partners(torch.rand(3), -1)

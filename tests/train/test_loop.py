@@ -70,8 +70,12 @@ def test_mlm_delay_keeps_the_mlm_head_still(scene_world, tmp_path, small_overrid
     assert torch.count_nonzero(_weights(tmp_path / "b")[key]) > 0
 
 
+# unmatched captions lent within groups of the batch: each process's share holds whole groups
 @pytest.mark.slow
-def test_two_process_ddp_equals_one_process(scene_world, tmp_path, small_overrides):
+@pytest.mark.parametrize(
+    "extra", [(), ("objectives.itm_negatives=batch", "objectives.itm_negative_group=2")]
+)
+def test_two_process_ddp_equals_one_process(scene_world, tmp_path, small_overrides, extra):
     args = [
         "pretrain",
         "--config",
@@ -83,6 +87,7 @@ def test_two_process_ddp_equals_one_process(scene_world, tmp_path, small_overrid
         "train.max_steps=1",
         "train.ckpt_every=1",
         "train.seed=5",
+        *extra,
     ]
     env = {**os.environ, "PYTHONPATH": SRC, "OMP_NUM_THREADS": "1"}
     one = tmp_path / "one"

@@ -6,11 +6,23 @@ from typing import Any
 
 import torch
 
+from vlparse.data.pretrain import lend_batch_negatives
+
 __all__ = ["collate_pretrain"]
 
 
-def collate_pretrain(items: list[dict[str, Any]]) -> dict[str, Any]:
+def collate_pretrain(
+    items: list[dict[str, Any]],
+    negatives: str = "dataset",
+    num_pos: int = 2,
+    group: int = 8,
+) -> dict[str, Any]:
     """Stack :class:`~vlparse.data.pretrain.PretrainDataset` items into a batch.
+
+    With ``negatives="batch"`` the unmatched captions are first taken from other items of the
+    batch, in groups of ``group`` (:func:`~vlparse.data.pretrain.lend_batch_negatives`, with
+    ``num_pos`` matched captions per item); ``"dataset"`` keeps the data set's draws. Use
+    ``functools.partial`` to fix these for a ``DataLoader``.
 
     Returns:
         ``image (B, 3, S, S)``, ``input_ids`` / ``attention_mask`` ``(B, P+N, L)``,
@@ -20,6 +32,12 @@ def collate_pretrain(items: list[dict[str, Any]]) -> dict[str, Any]:
     """
     if not items:
         raise ValueError("collate_pretrain: got an empty list of items")
+    if negatives == "batch":
+        items = lend_batch_negatives(items, num_pos, group)
+    elif negatives != "dataset":
+        raise ValueError(
+            f"collate_pretrain: negatives must be 'dataset' or 'batch', got {negatives!r}"
+        )
     batch: dict[str, Any] = {}
     for key, value in items[0].items():
         if key == "skipped":

@@ -17,13 +17,19 @@ from pathlib import Path
 from typing import Any
 
 __all__ = [
-    "PATH_KEYS", "ManifestError", "load_manifest", "manifest_entry", "manifest_role",
-    "write_manifest",
+    "PATH_KEYS", "TEXT_KEYS", "ManifestError", "load_manifest", "manifest_entry", "manifest_role",
+    "manifest_texts", "write_manifest",
 ]
 
 #: Role keys whose string values are paths (relative to the manifest's folder unless absolute).
 PATH_KEYS = frozenset({"image_root", "karpathy", "questions", "annotations",
                        "region_descriptions", "image_data", "instances"})
+
+
+#: Keys whose string values are texts in the official formats (Karpathy ``raw``, VG ``phrase``,
+#: VQA questions and answers, NLVR2 / SNLI-VE sentences, MDETR captions, COCO category names).
+TEXT_KEYS = frozenset({"raw", "phrase", "question", "answer", "multiple_choice_answer",
+                       "sentence", "sentence1", "sentence2", "caption", "name"})
 
 
 class ManifestError(ValueError):
@@ -104,3 +110,50 @@ def write_manifest(path: str | Path, data: dict) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
     return path
+
+
+def _texts_in(node: Any, out: set[str]) -> None:
+    if isinstance(node, dict):
+        for k, v in node.items():
+            if k in TEXT_KEYS and isinstance(v, str):
+                out.add(v)
+            else:
+                _texts_in(v, out)
+    elif isinstance(node, list):
+        for v in node:
+            _texts_in(v, out)
+
+
+def manifest_texts(manifest: dict) -> list[str]:
+    """Every distinct text (:data:`TEXT_KEYS`) of every JSON or JSON-lines annotation file that a
+    loaded manifest names, sorted; e.g. to prune a tokenizer to a corpus
+    (:func:`vlparse.data.tokenization.prune_tokenizer`).
+
+    Raises:
+        ManifestError: a named file is not valid JSON or JSON lines (file and line given).
+    """
+    files: set[str] = set()
+
+    def collect(node: Any) -> None:
+        if isinstance(node, dict):
+            for k, v in node.items():
+                if k in PATH_KEYS and isinstance(v, str) and Path(v).is_file():
+                    files.add(v)
+                else:
+                    collect(v)
+
+    collect(manifest)
+    texts: set[str] = set()
+    for name in sorted(files):
+        text = Path(name).read_text(encoding="utf-8")
+        try:
+            _texts_in(json.loads(text), texts)
+        except json.JSONDecodeError:
+            for lineno, line in enumerate(text.splitlines(), 1):
+                if not line.strip():
+                    continue
+                try:
+                    _texts_in(json.loads(line), texts)
+                except json.JSONDecodeError as e:
+                    raise ManifestError(f"{name}, line {lineno}: not valid JSON ({e.msg})") from e
+    return sorted(texts)

@@ -8,6 +8,7 @@ whatever the number of processes or workers, and after a resume.
 from __future__ import annotations
 
 import logging
+import re
 from typing import Any
 
 import torch
@@ -21,10 +22,10 @@ from vlparse.data.manifest import manifest_role
 from vlparse.data.sampler import stable_seed
 from vlparse.data.tokenization import encode_texts, special_ids
 from vlparse.data.transforms import image_transform
-from vlparse.objectives.itm import sample_negatives
+from vlparse.objectives.itm import batch_partners, sample_negatives
 from vlparse.objectives.mlm import mask_tokens
 
-__all__ = ["PretrainDataset", "read_pretrain_records"]
+__all__ = ["PretrainDataset", "lend_batch_negatives", "read_pretrain_records"]
 
 log = logging.getLogger(__name__)
 
@@ -113,7 +114,10 @@ class PretrainDataset(Dataset):
     An item is a dict: ``image (3, S, S)`` float; ``input_ids``, ``attention_mask``
     ``(P+N, L)`` long (matched captions first); ``mlm_input_ids``, ``mlm_labels`` ``(P, L)`` long
     (labels -100 where not masked); ``mfr_noise (m,)`` float in ``[0, 1)``; ``index`` int (the
-    index asked for); ``skipped``: ``(path, reason)`` of bad images met for this item.
+    index asked for); ``skipped``: ``(path, reason)`` of bad images met for this item;
+    ``texts``: the ``P + N`` captions as strings; ``own_captions``: the normalised captions of the
+    image (:func:`normalize_caption`); ``batch_key``: a float in ``[0, 1)`` that orders the item
+    in its group for :func:`lend_batch_negatives`.
     """
 
     def __init__(
@@ -213,6 +217,7 @@ class PretrainDataset(Dataset):
             ids, maskable, self.ids["mask"], self.ids["vocab_size"], self.mlm_prob, gen
         )
         mfr_noise = torch.rand(self.num_visual_tokens, generator=gen)
+        batch_key = float(torch.rand((), generator=gen))  # drawn last: earlier draws unchanged
         return {
             "image": image,
             "input_ids": input_ids,
@@ -222,4 +227,72 @@ class PretrainDataset(Dataset):
             "mfr_noise": mfr_noise,
             "index": index,
             "skipped": skipped,
+            "texts": texts,
+            "own_captions": frozenset(normalize_caption(c) for c in captions),
+            "batch_key": batch_key,
         }
+
+
+def normalize_caption(text: str) -> str:
+    """Lower-cased words of ``text`` joined by single spaces (punctuation dropped), to compare
+    captions: ``"There is one star."`` and ``"there is one  star"`` are the same caption."""
+    return " ".join(re.findall(r"\w+", text.lower()))
+
+
+_TEXT_FIELDS = ("input_ids", "attention_mask", "mlm_input_ids", "mlm_labels")
+
+
+def lend_batch_negatives(
+    items: list[dict[str, Any]], num_pos: int, group: int
+) -> list[dict[str, Any]]:
+    """Replace the unmatched captions of items by matched captions of other items of their group.
+
+    The items are cut into groups of ``group`` consecutive items (the last group may be smaller;
+    a group of one keeps its own unmatched captions). In a group of ``G``, item ``a``'s ``n``-th
+    unmatched caption becomes matched caption ``n % P`` of item ``partners[a, n]``
+    (:func:`~vlparse.objectives.itm.batch_partners`, ordered by the items' ``batch_key``): every
+    lent caption is also a matched caption in the same batch, so a text appears with the label
+    1 beside its own image and 0 beside another. A lent caption that is one of the receiving
+    image's own captions (``own_captions``) is not used: that slot keeps the caption the data set
+    drew. All the text fields of the slot (``input_ids``, ``attention_mask`` and, when present for
+    that row, ``mlm_input_ids`` / ``mlm_labels``) and ``texts`` are copied together.
+
+    The result depends only on the items and their order, so groups that do not straddle two
+    processes' shares of a batch give the same batch whatever the number of processes.
+
+    Args:
+        items: :class:`PretrainDataset` items, in batch order.
+        num_pos: ``P``, matched captions per item (the first ``P`` rows).
+        group: ``G``, images per group (at least 2).
+
+    Returns:
+        new item dicts (the given ones are not modified).
+    """
+    if group < 2:
+        raise ValueError(f"lend_batch_negatives: group must be >= 2, got {group}")
+    out = [dict(item) for item in items]
+    for start in range(0, len(items), group):
+        members = list(range(start, min(start + group, len(items))))
+        if len(members) < 2:
+            continue
+        n_txt = items[members[0]]["input_ids"].shape[0]
+        num_neg = n_txt - num_pos
+        if num_neg <= 0:
+            return out
+        keys = torch.tensor([items[i]["batch_key"] for i in members], dtype=torch.float64)
+        partners = batch_partners(keys, num_neg)
+        for local, a in enumerate(members):
+            item = out[a]
+            fields = {k: item[k].clone() for k in _TEXT_FIELDS}
+            texts = list(item["texts"])
+            for n in range(num_neg):
+                src, slot, row = items[members[int(partners[local, n])]], n % num_pos, num_pos + n
+                if normalize_caption(src["texts"][slot]) in item["own_captions"]:
+                    continue
+                for k in _TEXT_FIELDS:
+                    if fields[k].shape[0] > row:
+                        fields[k][row] = src[k][slot]
+                texts[row] = src["texts"][slot]
+            item.update(fields)
+            item["texts"] = texts
+    return out

@@ -14,7 +14,13 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-__all__ = ["build_tokenizer", "encode_texts", "special_ids", "bundled_bert_vocab"]
+__all__ = [
+    "build_tokenizer",
+    "encode_texts",
+    "special_ids",
+    "bundled_bert_vocab",
+    "prune_tokenizer",
+]
 
 BERT_UNCASED = "bert-base-uncased"
 MODEL_MAX_LENGTH = 1_000_000
@@ -140,3 +146,52 @@ def encode_texts(tokenizer, texts: list[str], max_len: int) -> tuple[Tensor, Ten
         mask[i, : len(row)] = 1
     return ids, mask
 
+
+
+def prune_tokenizer(tokenizer, texts, out_dir: str | Path) -> Path:
+    """Save a WordPiece tokenizer that keeps only the special tokens and the pieces ``texts`` use.
+
+    For a closed corpus (the scene world uses about 110 of bert-base-uncased's 30,522 pieces) the
+    word embedding table, the MLM output layer and their optimizer state shrink by the same
+    factor, which makes a small model's training step cheaper. Greedy longest-match WordPiece
+    gives the same pieces on ``texts`` with the kept vocabulary (every piece it chose is still
+    there and no longer match was there before), so only the ids change; this is checked on
+    ``texts`` before saving. Words outside the corpus may become ``[UNK]``: prune on every text
+    the model will see (the quickstart prunes on all the texts of its scene world).
+
+    Args:
+        tokenizer: a BERT-style WordPiece tokenizer (``get_vocab()``, ``[UNK]``).
+        texts: iterable of strings.
+        out_dir: folder to write (``vocab.txt`` and the Hugging Face tokenizer files).
+
+    Returns:
+        ``out_dir``, loadable with :func:`build_tokenizer`.
+
+    Raises:
+        ValueError: the tokenizer is not WordPiece-like, or the pruned one splits a text
+            differently (it should not).
+    """
+    # BERT splits on white space before anything else, so the distinct white-space separated
+    # chunks give the same pieces as the texts, at a fraction of the cost
+    texts = sorted({chunk for text in texts for chunk in text.split()})
+    vocab = tokenizer.get_vocab()
+    if tokenizer.unk_token is None or getattr(tokenizer, "do_lower_case", True) is False:
+        raise ValueError("prune_tokenizer: needs an uncased BERT-style WordPiece tokenizer")
+    used = set(tokenizer.all_special_ids)
+    pieces = tokenizer(texts, add_special_tokens=False)["input_ids"] if texts else []
+    for row in pieces:
+        used.update(row)
+    by_id = {i: t for t, i in vocab.items()}
+    kept = [by_id[i] for i in sorted(used)]
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    vocab_file = out_dir / "vocab.txt"
+    vocab_file.write_text("".join(f"{t}\n" for t in kept), encoding="utf-8")
+    pruned = _bert_from_vocab(vocab_file)
+    new_id = {old: new for new, old in enumerate(sorted(used))}
+    again = pruned(texts, add_special_tokens=False)["input_ids"] if texts else []
+    for text, old, new in zip(texts, pieces, again, strict=True):
+        if [new_id[i] for i in old] != list(new):
+            raise ValueError(f"prune_tokenizer: the pruned vocabulary splits {text!r} differently")
+    pruned.save_pretrained(str(out_dir))
+    return out_dir

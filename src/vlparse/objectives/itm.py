@@ -59,6 +59,40 @@ def sample_negatives(index: int, n: int, num_neg: int, generator: torch.Generato
     return [int(j) + int(j >= index) for j in others.tolist()]
 
 
+def batch_partners(keys: Tensor, num_neg: int) -> Tensor:
+    """Which image of a group lends each image its unmatched captions (``itm_negatives="batch"``).
+
+    The ``G`` images are put in the cyclic order of their random ``keys``; image ``a`` takes its
+    ``n``-th unmatched caption from the image ``n + 1`` places after it in that order. For every
+    ``n`` the partners are a permutation without fixed points (``G >= 2``), so each image lends
+    exactly one caption per slot: over the group, every lent caption is a matched caption of its
+    own image as well, and the texts alone say nothing about the label.
+
+    Args:
+        keys: ``(G,)`` distinct random numbers (ties are broken by position).
+        num_neg: ``N``, unmatched captions per image.
+
+    Returns:
+        ``(G, N)`` long tensor of partner positions in ``[0, G)``; with ``G >= 2``,
+        ``partners[a, n] != a`` whenever ``(n + 1) % G != 0``.
+
+    Example: keys ``[0.3, 0.1, 0.2]`` give the order ``1, 2, 0``, so with ``N = 1`` image 1 takes
+    from 2, 2 from 0 and 0 from 1: ``[[1], [2], [0]]``.
+    """
+    if keys.dim() != 1 or keys.numel() < 2:
+        raise ValueError(
+            f"batch_partners: need (G,) keys with G >= 2, got shape {tuple(keys.shape)}"
+        )
+    if num_neg < 0:
+        raise ValueError(f"batch_partners: num_neg must be >= 0, got {num_neg}")
+    g = keys.numel()
+    order = torch.sort(keys, stable=True).indices  # position in the cycle -> image
+    rank = torch.empty_like(order)
+    rank[order] = torch.arange(g)  # image -> position in the cycle
+    shift = torch.arange(1, num_neg + 1)
+    return order[(rank[:, None] + shift[None, :]) % g]
+
+
 def itm_loss(logits: Tensor, labels: Tensor, normalizer: float | Tensor | None = None) -> Tensor:
     """Two-class cross-entropy, summed over pairs and divided by ``normalizer`` (default ``T``).
 

@@ -19,6 +19,7 @@ import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
 import torch
@@ -317,6 +318,20 @@ def run_pretrain(
         )
 
     dataset = make_dataset(records, cfg.train.seed)
+    micro = cfg.train.batch_size // (cfg.train.grad_accum * dist.world_size)
+    if o.itm_negatives == "batch" and micro % o.itm_negative_group:
+        raise ValueError(
+            f"objectives.itm_negatives='batch': the micro-batch of each process ({micro} = "
+            f"train.batch_size {cfg.train.batch_size} / grad_accum {cfg.train.grad_accum} / "
+            f"{dist.world_size} processes) must be a multiple of objectives.itm_negative_group "
+            f"({o.itm_negative_group}), so that no group is split"
+        )
+    collate = partial(
+        collate_pretrain,
+        negatives=o.itm_negatives,
+        num_pos=o.num_pos,
+        group=o.itm_negative_group,
+    )
     val_dataset = None
     if evaluate:
         val_records = read_pretrain_records(manifest, [cfg.data.val_set], [cfg.data.val_split])
@@ -346,7 +361,7 @@ def run_pretrain(
     result = fit(
         model=model,
         dataset=dataset,
-        collate_fn=collate_pretrain,
+        collate_fn=collate,
         step_fn=step_fn,
         optim_cfg=cfg.optim,
         train_cfg=cfg.train,
