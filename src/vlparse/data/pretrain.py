@@ -271,14 +271,11 @@ def lend_batch_negatives(
     if group < 2:
         raise ValueError(f"lend_batch_negatives: group must be >= 2, got {group}")
     out = [dict(item) for item in items]
-    for start in range(0, len(items), group):
+    num_neg = items[0]["input_ids"].shape[0] - num_pos if items else 0
+    for start in range(0, len(items) if num_neg > 0 else 0, group):
         members = list(range(start, min(start + group, len(items))))
         if len(members) < 2:
             continue
-        n_txt = items[members[0]]["input_ids"].shape[0]
-        num_neg = n_txt - num_pos
-        if num_neg <= 0:
-            return out
         keys = torch.tensor([items[i]["batch_key"] for i in members], dtype=torch.float64)
         partners = batch_partners(keys, num_neg)
         for local, a in enumerate(members):
