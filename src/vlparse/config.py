@@ -179,6 +179,13 @@ class DataConfig:
     ``on_error``: ``"skip"`` replaces a missing or corrupt image with another sample, counts it
     and names it in the log; ``"raise"`` makes it fatal. A run fails when more than
     ``max_bad_fraction`` of the images seen are bad.
+
+    ``verify_negatives``: ``"auto"`` checks the unmatched ITM captions of training and of the
+    held-out evaluation against the world's ground truth when the manifest names one (the scene
+    world's ``generator.scenes``) and draws again any that is true of the image or ambiguous
+    (:mod:`vlparse.data.synthetic.truth`: about 7 % of random draws); ``"off"`` draws them at
+    random as the paper does. Real data sets have no ground truth, so ``"auto"`` is ``"off"``
+    there.
     """
 
     train_sets: list[str] = field(default_factory=lambda: ["coco", "vg"])
@@ -188,6 +195,7 @@ class DataConfig:
     num_workers: int = 2
     on_error: Literal["skip", "raise"] = "skip"
     max_bad_fraction: float = 0.01
+    verify_negatives: Literal["auto", "off"] = "auto"
 
 
 @dataclass

@@ -67,7 +67,10 @@ def test_workers_give_identical_output(world, tmp_path):
 
 def test_manifest_files_exist(world):
     m = load_manifest(world)
-    assert m["generator"] == {"seed": 0, "num_images": N, "image_size": 96}
+    scenes = Path(world).parent / "annotations" / "scenes.json"
+    assert m["generator"] == {"seed": 0, "num_images": N, "image_size": 96,
+                              "scenes": str(scenes.resolve())}
+    assert len(_load(m["generator"]["scenes"])["scenes"]) == N
     n_roles = 0
     for dataset, splits in m.items():
         if dataset in ("generator",) or not isinstance(splits, dict):

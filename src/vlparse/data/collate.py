@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -16,12 +17,14 @@ def collate_pretrain(
     negatives: str = "dataset",
     num_pos: int = 2,
     group: int = 8,
+    may_describe: Callable[[int, str], bool] | None = None,
 ) -> dict[str, Any]:
     """Stack :class:`~vlparse.data.pretrain.PretrainDataset` items into a batch.
 
     With ``negatives="batch"`` the unmatched captions are first taken from other items of the
     batch, in groups of ``group`` (:func:`~vlparse.data.pretrain.lend_batch_negatives`, with
-    ``num_pos`` matched captions per item); ``"dataset"`` keeps the data set's draws. Use
+    ``num_pos`` matched captions per item, and ``may_describe`` to reject a lent caption that
+    may be true of the receiving image); ``"dataset"`` keeps the data set's draws. Use
     ``functools.partial`` to fix these for a ``DataLoader``.
 
     Returns:
@@ -33,7 +36,7 @@ def collate_pretrain(
     if not items:
         raise ValueError("collate_pretrain: got an empty list of items")
     if negatives == "batch":
-        items = lend_batch_negatives(items, num_pos, group)
+        items = lend_batch_negatives(items, num_pos, group, may_describe)
     elif negatives != "dataset":
         raise ValueError(
             f"collate_pretrain: negatives must be 'dataset' or 'batch', got {negatives!r}"

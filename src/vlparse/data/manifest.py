@@ -23,7 +23,7 @@ __all__ = [
 
 #: Role keys whose string values are paths (relative to the manifest's folder unless absolute).
 PATH_KEYS = frozenset({"image_root", "karpathy", "questions", "annotations",
-                       "region_descriptions", "image_data", "instances"})
+                       "region_descriptions", "image_data", "instances", "scenes"})
 
 
 #: Keys whose string values are texts in the official formats (Karpathy ``raw``, VG ``phrase``,

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import re
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -20,14 +21,19 @@ from vlparse.data.formats.vg import read_vg
 from vlparse.data.images import BadImageError, load_image
 from vlparse.data.manifest import manifest_role
 from vlparse.data.sampler import stable_seed
+from vlparse.data.synthetic.truth import SceneTruth
 from vlparse.data.tokenization import encode_texts, special_ids
 from vlparse.data.transforms import image_transform
 from vlparse.objectives.itm import batch_partners, sample_negatives
 from vlparse.objectives.mlm import mask_tokens
 
-__all__ = ["PretrainDataset", "lend_batch_negatives", "read_pretrain_records"]
+__all__ = ["NEGATIVE_DRAWS", "PretrainDataset", "lend_batch_negatives", "read_pretrain_records"]
 
 log = logging.getLogger(__name__)
+
+#: Draws of an unmatched caption when the world's ground truth verifies them (the last draw is
+#: kept even if it may describe the image; with 7 % of draws rejected that is never reached).
+NEGATIVE_DRAWS = 20
 
 
 
@@ -110,11 +116,17 @@ class PretrainDataset(Dataset):
         mlm_all: mask all ``P + N`` captions for MLM, not only the matched ones (for a single
             shared ITM/MLM pass); ``mlm_*`` fields are then ``(P+N, L)``.
         transform: PIL -> ``(3, S, S)`` tensor; default :func:`image_transform` of ``S``.
+        truth: the world's ground truth (:class:`~vlparse.data.synthetic.truth.SceneTruth`), to
+            verify the unmatched captions: a drawn caption that is true of the image, or
+            ambiguous (:meth:`may_describe`), is drawn again from another image, up to
+            ``NEGATIVE_DRAWS`` draws (beyond the paper, which draws them at random; ``None``,
+            for real data, draws at random and only leaves out the image's own captions).
 
     An item is a dict: ``image (3, S, S)`` float; ``input_ids``, ``attention_mask``
     ``(P+N, L)`` long (matched captions first); ``mlm_input_ids``, ``mlm_labels`` ``(P, L)`` long
     (labels -100 where not masked); ``mfr_noise (m,)`` float in ``[0, 1)``; ``index`` int (the
-    index asked for); ``skipped``: ``(path, reason)`` of bad images met for this item;
+    index asked for); ``record``: the index of the record used (``index`` unless its image was
+    bad); ``skipped``: ``(path, reason)`` of bad images met for this item;
     ``texts``: the ``P + N`` captions as strings; ``own_captions``: the normalised captions of the
     image (:func:`normalize_caption`); ``batch_key``: a float in ``[0, 1)`` that orders the item
     in its group for :func:`lend_batch_negatives`.
@@ -134,6 +146,7 @@ class PretrainDataset(Dataset):
         on_error: str = "skip",
         mlm_all: bool = False,
         transform=None,
+        truth: SceneTruth | None = None,
     ) -> None:
         if on_error not in ("skip", "raise"):
             raise ValueError(f"on_error must be 'skip' or 'raise', got {on_error!r}")
@@ -161,6 +174,7 @@ class PretrainDataset(Dataset):
         self.on_error = on_error
         self.mlm_all = mlm_all
         self.transform = transform if transform is not None else image_transform(image_size)
+        self.truth = truth
         self.epoch = 0
 
     def __len__(self) -> int:
@@ -191,6 +205,30 @@ class PretrainDataset(Dataset):
             f"all {n} images of the data set are bad (first: {skipped[0][1] if skipped else '?'})",
         )
 
+    def may_describe(self, record: int, text: str) -> bool:
+        """Whether ``text`` may be true of the image of ``record``: it is one of the image's own
+        captions, or the world's ground truth (``truth``) says it is true or ambiguous."""
+        rec = self.records[record]
+        if normalize_caption(text) in {normalize_caption(c) for c in rec.captions}:
+            return True
+        if self.truth is None:
+            return False
+        return self.truth.holds(rec.source, rec.image_id, text) is not False
+
+    def _unmatched(self, j: int, k: int, gen: torch.Generator, redraw: torch.Generator) -> str:
+        """An unmatched caption for record ``j``, first drawn from record ``k`` with ``gen``;
+        with ``truth``, drawn again with ``redraw`` (another record, another caption) while it
+        may describe image ``j``. Redraws leave ``gen`` alone, so the item's later draws (MLM
+        masks, MFR noise) are the same with and without ``truth``."""
+        other = self.records[k].captions
+        text = other[int(torch.randint(len(other), (1,), generator=gen))]
+        for _ in range(NEGATIVE_DRAWS - 1 if self.truth is not None else 0):
+            if not self.may_describe(j, text):
+                break
+            other = self.records[sample_negatives(j, len(self.records), 1, redraw)[0]].captions
+            text = other[int(torch.randint(len(other), (1,), generator=redraw))]
+        return text
+
     def __getitem__(self, index: int) -> dict[str, Any]:
         n = len(self.records)
         if not -n <= index < n:
@@ -204,9 +242,13 @@ class PretrainDataset(Dataset):
         order = torch.randperm(len(captions), generator=gen).tolist()
         texts = [captions[order[i % len(order)]] for i in range(p)]
         if self.num_neg:
+            redraw = gen
+            if self.truth is not None:  # redraws have their own generator
+                redraw = torch.Generator().manual_seed(
+                    stable_seed(self.seed, self.epoch, index, 1)
+                )
             for k in sample_negatives(j, n, self.num_neg, gen):
-                other = self.records[k].captions
-                texts.append(other[int(torch.randint(len(other), (1,), generator=gen))])
+                texts.append(self._unmatched(j, k, gen, redraw))
 
         input_ids, attention_mask = encode_texts(self.tokenizer, texts, self.max_text_len)
         n_mlm = len(texts) if self.mlm_all else p
@@ -226,6 +268,7 @@ class PretrainDataset(Dataset):
             "mlm_labels": mlm_labels,
             "mfr_noise": mfr_noise,
             "index": index,
+            "record": j,
             "skipped": skipped,
             "texts": texts,
             "own_captions": frozenset(normalize_caption(c) for c in captions),
@@ -243,7 +286,10 @@ _TEXT_FIELDS = ("input_ids", "attention_mask", "mlm_input_ids", "mlm_labels")
 
 
 def lend_batch_negatives(
-    items: list[dict[str, Any]], num_pos: int, group: int
+    items: list[dict[str, Any]],
+    num_pos: int,
+    group: int,
+    may_describe: Callable[[int, str], bool] | None = None,
 ) -> list[dict[str, Any]]:
     """Replace the unmatched captions of items by matched captions of other items of their group.
 
@@ -254,7 +300,9 @@ def lend_batch_negatives(
     lent caption is also a matched caption in the same batch, so a text appears with the label
     1 beside its own image and 0 beside another. A lent caption that is one of the receiving
     image's own captions (``own_captions``) is not used: that slot keeps the caption the data set
-    drew. All the text fields of the slot (``input_ids``, ``attention_mask`` and, when present for
+    drew. With ``may_describe`` (:meth:`PretrainDataset.may_describe`, called with the receiving
+    item's ``record``), neither is a lent caption that may be true of the receiving image. All the
+    text fields of the slot (``input_ids``, ``attention_mask`` and, when present for
     that row, ``mlm_input_ids`` / ``mlm_labels``) and ``texts`` are copied together.
 
     The result depends only on the items and their order, so groups that do not straddle two
@@ -264,6 +312,8 @@ def lend_batch_negatives(
         items: :class:`PretrainDataset` items, in batch order.
         num_pos: ``P``, matched captions per item (the first ``P`` rows).
         group: ``G``, images per group (at least 2).
+        may_describe: ``(record, text) -> bool``, or ``None`` to compare with
+            ``own_captions`` only.
 
     Returns:
         new item dicts (the given ones are not modified).
@@ -284,7 +334,10 @@ def lend_batch_negatives(
             texts = list(item["texts"])
             for n in range(num_neg):
                 src, slot, row = items[members[int(partners[local, n])]], n % num_pos, num_pos + n
-                if normalize_caption(src["texts"][slot]) in item["own_captions"]:
+                text = src["texts"][slot]
+                if normalize_caption(text) in item["own_captions"] or (
+                    may_describe is not None and may_describe(item["record"], text)
+                ):
                     continue
                 for k in _TEXT_FIELDS:
                     if fields[k].shape[0] > row:

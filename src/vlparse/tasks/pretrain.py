@@ -273,6 +273,7 @@ def run_pretrain(
     from vlparse.data.collate import collate_pretrain
     from vlparse.data.manifest import load_manifest
     from vlparse.data.pretrain import PretrainDataset
+    from vlparse.data.synthetic.truth import SceneTruth
     from vlparse.data.tokenization import build_tokenizer, special_ids
     from vlparse.models.single_stream import VisualParsingModel
     from vlparse.models.visual import require_attention
@@ -301,6 +302,10 @@ def run_pretrain(
     manifest = load_manifest(manifest_path)
     o = cfg.objectives
     records = read_pretrain_records(manifest, cfg.data.train_sets, cfg.data.train_splits)
+    truth = SceneTruth.from_manifest(manifest) if cfg.data.verify_negatives == "auto" else None
+    if truth is not None and dist.is_main:
+        print(f"unmatched captions verified against the ground truth of {len(truth)} scenes "
+              "(data.verify_negatives=off draws them at random)")
 
     def make_dataset(recs, seed: int) -> PretrainDataset:
         return PretrainDataset(
@@ -315,6 +320,7 @@ def run_pretrain(
             seed=seed,
             on_error=cfg.data.on_error,
             mlm_all=o.itm_pass == "shared",
+            truth=truth,
         )
 
     dataset = make_dataset(records, cfg.train.seed)
@@ -331,6 +337,7 @@ def run_pretrain(
         negatives=o.itm_negatives,
         num_pos=o.num_pos,
         group=o.itm_negative_group,
+        may_describe=dataset.may_describe if truth is not None else None,
     )
     val_dataset = None
     if evaluate:
@@ -384,6 +391,7 @@ def run_pretrain(
         "wall_s": time.perf_counter() - t0,
         "world_size": dist.world_size,
         "model": cfg.model.name,
+        "negatives_verified": truth is not None,
         "held_out": result.final_metrics,
     }
     if dist.is_main:

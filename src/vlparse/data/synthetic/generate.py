@@ -23,6 +23,7 @@ from .nlvr import pair_statement
 from .questions import annotator_answers, questions
 from .render import encode_png, render_scene
 from .scenes import Scene, sample_scene, shape_polygon
+from .truth import SCENES_FILE, scene_to_json
 
 __all__ = ["generate", "split_of", "MIN_IMAGES"]
 
@@ -158,7 +159,8 @@ def _manifest(seed: int, num_images: int, image_size: int) -> dict:
 
     return {
         "name": "scene-world", "format_version": 1,
-        "generator": {"seed": seed, "num_images": num_images, "image_size": image_size},
+        "generator": {"seed": seed, "num_images": num_images, "image_size": image_size,
+                      "scenes": SCENES_FILE},
         "coco": {s: {"karpathy": kar, "image_root": coco_img}
                  for s in ("train", "restval", "val", "test")},
         "flickr30k": {s: {"karpathy": fl, "image_root": fl_img} for s in ("train", "val", "test")},
@@ -225,6 +227,9 @@ def generate(out_dir: str | Path, num_images: int, seed: int = 0, image_size: in
 def _write_annotations(out: Path, records: list[dict], pairs: dict, seed: int) -> None:
     by = {s: [r for r in records if r["split"] == s] for s in ("train", "restval", "val", "test")}
     W.write_json(out / "annotations" / "dataset_coco.json", W.karpathy(records, flickr=False))
+    W.write_json(out / SCENES_FILE, {"scenes": [
+        {"image_id": r["image_id"], "flickr_id": r["flickr_id"], "split": r["split"],
+         "scene": scene_to_json(r["scene"])} for r in records]})
     W.write_json(out / "annotations" / "dataset_flickr30k.json", W.karpathy(records, flickr=True))
     regions_json, image_data = W.visual_genome(by["train"])
     W.write_json(out / "vg" / "region_descriptions.json", regions_json)
