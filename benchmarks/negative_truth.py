@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 import random
+import sys
 from collections import Counter, defaultdict
 from pathlib import Path
 
@@ -68,6 +69,8 @@ def main(argv: list[str] | None = None) -> dict:
         },
         "itm_accuracy_ceiling_random_negatives": round(
             1 - 0.5 * (overall["true"] + overall["ambiguous"]) / sum(overall.values()), 4),
+        "command": "python benchmarks/negative_truth.py " + " ".join(
+            argv if argv is not None else sys.argv[1:]),
         "note": "a model that answers every pair by the truth still loses the true/ambiguous "
                 "unmatched pairs; with 2 matched + 2 unmatched texts per image its held-out ITM "
                 "accuracy is at most itm_accuracy_ceiling_random_negatives",

@@ -97,3 +97,17 @@ def test_manifest_texts_collects_every_data_set(scene_world):
     joined = " ".join(texts).lower()
     assert "background" in joined and "how many" in joined  # captions, VQA questions
     assert any(t.startswith(("the left image", "the right image", "both images")) for t in texts)
+
+
+def test_manifest_texts_names_a_malformed_file(tmp_path):
+    from vlparse.data.formats.jsonio import DataFormatError
+    from vlparse.data.manifest import manifest_texts
+
+    good, bad = tmp_path / "a.jsonl", tmp_path / "b.json"
+    good.write_text('{"sentence": "one"}\n\n{"sentence": "two"}\n')
+    bad.write_text('{"raw": "x"}\n{"raw": \n')
+    manifest = {"nlvr2": {"train": {"annotations": str(good)}}}
+    assert manifest_texts(manifest) == ["one", "two"]
+    manifest["coco"] = {"train": {"karpathy": str(bad)}}
+    with pytest.raises(DataFormatError, match=r"b\.json: line 2"):
+        manifest_texts(manifest)

@@ -127,11 +127,15 @@ def _texts_in(node: Any, out: set[str]) -> None:
 def manifest_texts(manifest: dict) -> list[str]:
     """Every distinct text (:data:`TEXT_KEYS`) of every JSON or JSON-lines annotation file that a
     loaded manifest names, sorted; e.g. to prune a tokenizer to a corpus
-    (:func:`vlparse.data.tokenization.prune_tokenizer`).
+    (:func:`vlparse.data.tokenization.prune_tokenizer`). The generator's files (the scene
+    world's ground truth) hold no texts and are not read.
 
     Raises:
-        ManifestError: a named file is not valid JSON or JSON lines (file and line given).
+        DataFormatError: a named file is neither JSON nor JSON lines (file, line and column
+            given).
     """
+    from vlparse.data.formats.jsonio import DataFormatError, load_json, load_jsonl
+
     files: set[str] = set()
 
     def collect(node: Any) -> None:
@@ -139,21 +143,15 @@ def manifest_texts(manifest: dict) -> list[str]:
             for k, v in node.items():
                 if k in PATH_KEYS and isinstance(v, str) and Path(v).is_file():
                     files.add(v)
-                else:
+                elif k != "generator":
                     collect(v)
 
     collect(manifest)
     texts: set[str] = set()
     for name in sorted(files):
-        text = Path(name).read_text(encoding="utf-8")
         try:
-            _texts_in(json.loads(text), texts)
-        except json.JSONDecodeError:
-            for lineno, line in enumerate(text.splitlines(), 1):
-                if not line.strip():
-                    continue
-                try:
-                    _texts_in(json.loads(line), texts)
-                except json.JSONDecodeError as e:
-                    raise ManifestError(f"{name}, line {lineno}: not valid JSON ({e.msg})") from e
+            data = load_json(name)
+        except DataFormatError:  # JSON lines (NLVR2, SNLI-VE)
+            data = load_jsonl(name)
+        _texts_in(data, texts)
     return sorted(texts)
