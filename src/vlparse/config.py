@@ -137,6 +137,8 @@ class ObjectiveConfig:
     ``mlm_delay`` / ``mlm_ramp``: a schedule of the MLM weight, beyond the paper (which weights
     MLM 1 throughout, the default 0 / 0): 0 for the first ``mlm_delay`` optimizer steps, then
     rising linearly to 1 over ``mlm_ramp`` steps (:func:`vlparse.objectives.mlm.ramp_weight`).
+    With the separate ITM pass, the masked pass (MLM and MFR) is not run while the weight is 0,
+    so MFR waits with MLM and those steps cost about a quarter less.
     On the quickstart world, held-out ITM left chance at about step 1,800 with all objectives
     from step 0 and at about 450 with ITM alone; delaying MLM by 300 steps gave 0.62 at step
     1,000 against 0.50 (the quickstart config; ``docs/results/itm_learnability/session6``).

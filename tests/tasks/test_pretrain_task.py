@@ -92,6 +92,23 @@ def test_mlm_weight_scales_only_the_mlm_term(setup):
     torch.testing.assert_close(part.loss, full.loss - 0.75 * full.mlm)
 
 
+def test_mlm_weight_zero_skips_the_masked_pass(setup):
+    cfg, model = setup
+    o = cfg.objectives
+    batch = _batch(2, 4, 12, model.num_visual_tokens)
+    full = pretrain_losses(model, batch, o)
+    spy = Spy(model)
+    off = pretrain_losses(spy, batch, o, mlm_weight=0.0)
+    assert spy.fuse_calls == [(8, False)]  # the clean pass only: MFR waits with MLM
+    assert off.mlm is None and off.mfr is None and "mlm_total" not in off.counts
+    assert {"mlm", "mfr", "mlm_acc"}.isdisjoint(off.scalars())
+    torch.testing.assert_close(off.loss, full.loss - full.mlm - o.lambda_mfr * full.mfr)
+    # the shared pass has the masked inputs anyway: both are still computed and reported
+    shared = load_config("tiny", [*SMALL, "objectives.itm_pass=shared"]).objectives
+    out = pretrain_losses(model, batch, shared, mlm_weight=0.0)
+    assert out.mlm is not None and out.mfr is not None and out.counts["mlm_total"] == 8
+
+
 def test_unmatched_pairs_carry_no_mlm_or_mfr(setup):
     cfg, model = setup
     batch = _batch(2, 4, 12, model.num_visual_tokens)

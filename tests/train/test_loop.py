@@ -57,17 +57,37 @@ def test_resume_is_bitwise_identical(scene_world, tmp_path, small_overrides, ext
     assert steps[:2] == [1, 2] and 4 in steps
 
 
-def test_mlm_delay_keeps_the_mlm_head_still(scene_world, tmp_path, small_overrides):
-    """With MLM weighted 0 for every step the MLM head gets no gradient: its bias (no weight
-    decay) stays at its initial zeros, while without the delay it moves."""
-    key = "mlm_head.dense.bias"
+def _log(run_dir: Path) -> list[dict]:
+    return [json.loads(x) for x in (run_dir / "log.jsonl").read_text().splitlines()]
+
+
+def test_mlm_delay_keeps_the_mlm_and_mfr_heads_still(scene_world, tmp_path, small_overrides):
+    """While MLM is weighted 0 the masked pass is not run: the MLM and MFR heads get no gradient,
+    so their biases (no weight decay) stay at their initial zeros, while without the delay they
+    move; the log has no MLM or MFR values for those steps."""
+    keys = ["mlm_head.dense.bias", "mfr_head.fc.bias"]
     _pretrain(scene_world, tmp_path / "a", small_overrides, "train.max_steps=2",
               "objectives.mlm_delay=2")
-    assert torch.count_nonzero(_weights(tmp_path / "a")[key]) == 0
-    logged = [json.loads(x) for x in (tmp_path / "a" / "log.jsonl").read_text().splitlines()]
-    assert [d["mlm_weight"] for d in logged if "mlm_weight" in d] == [0.0, 0.0]
+    assert all(torch.count_nonzero(_weights(tmp_path / "a")[k]) == 0 for k in keys)
+    logged = [d for d in _log(tmp_path / "a") if "mlm_weight" in d]
+    assert [d["mlm_weight"] for d in logged] == [0.0, 0.0]
+    assert all({"mlm", "mfr", "mlm_acc"}.isdisjoint(d) for d in logged)
     _pretrain(scene_world, tmp_path / "b", small_overrides, "train.max_steps=2")
-    assert torch.count_nonzero(_weights(tmp_path / "b")[key]) > 0
+    assert all(torch.count_nonzero(_weights(tmp_path / "b")[k]) > 0 for k in keys)
+
+
+def test_log_averages_each_value_over_the_steps_that_report_it(
+    scene_world, tmp_path, small_overrides
+):
+    """MLM starts at step 2: a log line over steps 1-2 holds step 2's MLM loss, not half of it."""
+    extra = ["train.max_steps=2", "objectives.mlm_delay=1"]
+    _pretrain(scene_world, tmp_path / "each", small_overrides, *extra, "train.log_every=1")
+    _pretrain(scene_world, tmp_path / "pair", small_overrides, *extra, "train.log_every=2")
+    each = [d for d in _log(tmp_path / "each") if "loss" in d]
+    pair = [d for d in _log(tmp_path / "pair") if "loss" in d]
+    assert "mlm" not in each[0] and len(pair) == 1
+    assert pair[0]["mlm"] == pytest.approx(each[1]["mlm"], rel=1e-6)
+    assert pair[0]["loss"] == pytest.approx((each[0]["loss"] + each[1]["loss"]) / 2, rel=1e-6)
 
 
 # unmatched captions lent within groups of the batch: each process's share holds whole groups

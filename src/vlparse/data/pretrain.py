@@ -301,9 +301,10 @@ def lend_batch_negatives(
     1 beside its own image and 0 beside another. A lent caption that is one of the receiving
     image's own captions (``own_captions``) is not used: that slot keeps the caption the data set
     drew. With ``may_describe`` (:meth:`PretrainDataset.may_describe`, called with the receiving
-    item's ``record``), neither is a lent caption that may be true of the receiving image. All the
-    text fields of the slot (``input_ids``, ``attention_mask`` and, when present for
-    that row, ``mlm_input_ids`` / ``mlm_labels``) and ``texts`` are copied together.
+    item's ``record``; it covers the own captions), neither is a lent caption that may be true of
+    the receiving image. All the text fields of the slot (``input_ids``, ``attention_mask`` and,
+    when present for that row, ``mlm_input_ids`` / ``mlm_labels``) and ``texts`` are copied
+    together.
 
     The result depends only on the items and their order, so groups that do not straddle two
     processes' shares of a batch give the same batch whatever the number of processes.
@@ -335,8 +336,10 @@ def lend_batch_negatives(
             for n in range(num_neg):
                 src, slot, row = items[members[int(partners[local, n])]], n % num_pos, num_pos + n
                 text = src["texts"][slot]
-                if normalize_caption(text) in item["own_captions"] or (
-                    may_describe is not None and may_describe(item["record"], text)
+                if (
+                    may_describe(item["record"], text)
+                    if may_describe is not None
+                    else normalize_caption(text) in item["own_captions"]
                 ):
                     continue
                 for k in _TEXT_FIELDS:

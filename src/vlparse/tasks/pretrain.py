@@ -37,27 +37,22 @@ def _identity(x: Tensor) -> Tensor:
 
 @dataclass
 class PretrainLosses:
-    """Weighted total and its parts (scalars). ``counts`` hold integer statistics for metrics."""
+    """Weighted total and its parts (scalars). ``counts`` hold integer statistics for metrics.
+    ``mlm`` and ``mfr`` are ``None`` in a step that did not run the masked pass."""
 
     loss: Tensor
-    mlm: Tensor
+    mlm: Tensor | None
     itm: Tensor
     vla: Tensor
-    mfr: Tensor
+    mfr: Tensor | None
     counts: dict[str, int] = field(default_factory=dict)
     visual_spread: Tensor | None = None
     itc: Tensor | None = None
 
     def scalars(self) -> dict[str, float]:
-        out = {
-            "loss": float(self.loss.detach()),
-            "mlm": float(self.mlm.detach()),
-            "itm": float(self.itm.detach()),
-            "vla": float(self.vla.detach()),
-            "mfr": float(self.mfr.detach()),
-        }
-        if self.itc is not None:
-            out["itc"] = float(self.itc.detach())
+        parts = {"loss": self.loss, "mlm": self.mlm, "itm": self.itm, "vla": self.vla,
+                 "mfr": self.mfr, "itc": self.itc}
+        out = {k: float(v.detach()) for k, v in parts.items() if v is not None}
         if self.visual_spread is not None:
             out["visual_spread"] = float(self.visual_spread)
         c = self.counts
@@ -121,8 +116,9 @@ def pretrain_losses(
         reduce_count: sums a count over processes and divides by the world size, so that token
             level losses are normalised by the global count (identity in one process).
         mlm_weight: factor of the MLM term in the total (the schedule of
-            ``objectives.mlm_delay`` / ``mlm_ramp``; 1 in the paper). The MLM loss and accuracy
-            are still computed and reported when it is 0.
+            ``objectives.mlm_delay`` / ``mlm_ramp``; 1 in the paper). With the separate pass and
+            a weight of 0 the masked pass is not run, so MFR waits with MLM and the step costs
+            about a third less; the shared pass still computes and reports both.
 
     Returns:
         the total ``mlm_weight * MLM + lambda_itm * (ITM + vla_weight * VLA) + lambda_mfr *
@@ -176,9 +172,33 @@ def pretrain_losses(
         loss_vla = logits_itm.new_zeros(())
     itm_correct, itm_total = itm.itm_accuracy(logits_itm, labels_itm)
 
-    # MLM + MFR on the matched pairs.
+    counts = {"itm_correct": itm_correct, "itm_total": itm_total}
+    total = cfg.lambda_itm * (loss_itm + cfg.vla_weight * loss_vla)
+    loss_mlm = loss_mfr = None
+    if shared or mlm_weight > 0:
+        loss_mlm, loss_mfr, mlm_correct, mlm_total = _masked_terms(
+            model, out, tokens, vmask, batch, labels_itm, cfg, reduce_count
+        )
+        total = total + mlm_weight * loss_mlm + cfg.lambda_mfr * loss_mfr
+        counts.update(mlm_correct=mlm_correct, mlm_total=mlm_total)
+    loss_itc = None
+    if cfg.lambda_itc > 0:
+        loss_itc = _itc_term(model, tokens, batch, p, cfg.itc_temperature)
+        total = total + cfg.lambda_itc * loss_itc
+    # std of the parser's tokens across the images of the batch: near 0 means the parser has
+    # collapsed to one output whatever the image (see the quickstart config)
+    spread = tokens.detach().float().std(0).mean() if bsz > 1 else None
+    return PretrainLosses(total, loss_mlm, loss_itm, loss_vla, loss_mfr, counts, spread, loss_itc)
+
+
+def _masked_terms(model, out, tokens: Tensor, vmask: Tensor | None, batch: dict[str, Tensor],
+                  labels_itm: Tensor, cfg: ObjectiveConfig, reduce_count):
+    """``(MLM, MFR, mlm_correct, mlm_total)`` on the matched pairs: from the shared pass ``out``,
+    or from a second pass over the masked inputs."""
+    bsz, n_txt, seq = batch["input_ids"].shape
+    p = cfg.num_pos
     mlm_labels = batch["mlm_labels"][:, :p].reshape(-1, seq)
-    if shared:
+    if cfg.itm_pass == "shared":
         matched = labels_itm.bool()
         hidden_text = out.text[matched]
         hidden_vis = out.visual[matched]
@@ -200,27 +220,8 @@ def pretrain_losses(
         per = target.shape[-1] if cfg.mfr_reduction == "mean_channel" else 1
         loss_mfr = mfr.mfr_loss(pred.float(), target.float(), num_samples=bsz * p * per)
     else:
-        loss_mfr = logits_itm.new_zeros(())
-
-    total = (
-        mlm_weight * loss_mlm
-        + cfg.lambda_itm * (loss_itm + cfg.vla_weight * loss_vla)
-        + cfg.lambda_mfr * loss_mfr
-    )
-    loss_itc = None
-    if cfg.lambda_itc > 0:
-        loss_itc = _itc_term(model, tokens, batch, p, cfg.itc_temperature)
-        total = total + cfg.lambda_itc * loss_itc
-    counts = {
-        "itm_correct": itm_correct,
-        "itm_total": itm_total,
-        "mlm_correct": mlm_correct,
-        "mlm_total": mlm_total,
-    }
-    # std of the parser's tokens across the images of the batch: near 0 means the parser has
-    # collapsed to one output whatever the image (see the quickstart config)
-    spread = tokens.detach().float().std(0).mean() if bsz > 1 else None
-    return PretrainLosses(total, loss_mlm, loss_itm, loss_vla, loss_mfr, counts, spread, loss_itc)
+        loss_mfr = loss_mlm.new_zeros(())
+    return loss_mlm, loss_mfr, mlm_correct, mlm_total
 
 
 def _itc_term(model, tokens: Tensor, batch: dict[str, Tensor], p: int, temperature: float):
@@ -378,7 +379,8 @@ def run_pretrain(
         config_dict=to_dict(cfg),
         resume=resume,
         eval_fn=eval_fn if evaluate else None,
-        find_unused_parameters=o.mfr_mode == "off" or o.vla_weight == 0,
+        # heads without a gradient: MFR or VLA off, or the masked pass not run during mlm_delay
+        find_unused_parameters=o.mfr_mode == "off" or o.vla_weight == 0 or o.mlm_delay > 0,
         desc="pretrain",
     )
     summary = {
@@ -399,7 +401,8 @@ def run_pretrain(
         plot_curves(
             out_dir / "log.jsonl",
             out_dir / "loss_curves.png",
-            keys=["loss", "mlm", "itm", "vla", "mfr", "itm_acc", "mlm_acc", "visual_spread", "lr"],
+            keys=["loss", "mlm", "itm", "vla", "mfr", "itm_acc", "mlm_acc", "visual_spread", "lr"]
+            + (["mlm_weight"] if o.mlm_delay or o.mlm_ramp else []),
             title=f"vlparse pre-training ({cfg.model.name})",
         )
     cleanup()

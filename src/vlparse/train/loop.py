@@ -217,9 +217,8 @@ def fit(
         barrier()
         return path
 
-    window: dict[str, float] = {}
+    window: dict[str, list[float]] = {}  # key -> [sum, micro-batches that reported it]
     window_counts: dict[str, int] = {}
-    window_n = 0
     t_window, img_window = time.perf_counter(), 0
     final_metrics: dict[str, float] = {}
     t_start = time.perf_counter()
@@ -253,10 +252,11 @@ def fit(
                     loss, out = runner(batch, step)
                 (loss / train_cfg.grad_accum).backward()
             for k, v in out.scalars.items():
-                window[k] = window.get(k, 0.0) + v
+                acc = window.setdefault(k, [0.0, 0])
+                acc[0] += v
+                acc[1] += 1
             for k, v in out.counts.items():
                 window_counts[k] = window_counts.get(k, 0) + v
-            window_n += 1
             img_window += batch_images(batch) * world
             batch_in_epoch += 1
             if not last_micro:
@@ -268,11 +268,12 @@ def fit(
             optimizer.zero_grad(set_to_none=True)
             step += 1
             images_seen += train_cfg.batch_size
-            logger.progress(1, {k: f"{window[k] / window_n:.3f}" for k in ("loss",) if k in window})
+            logger.progress(1, {"loss": f"{window['loss'][0] / window['loss'][1]:.3f}"}
+                            if "loss" in window else {})
 
             if step % train_cfg.log_every == 0 or step == total_steps:
                 elapsed = time.perf_counter() - t_window
-                metrics = {k: v / window_n for k, v in window.items()}
+                metrics = {k: total / n for k, (total, n) in window.items()}
                 for k in [k for k in window_counts if k.endswith("_total")]:
                     name = k[: -len("_total")]
                     if window_counts[k]:
@@ -292,7 +293,7 @@ def fit(
                         "img/s": f"{metrics['images_per_s']:.0f}",
                     },
                 )
-                window, window_counts, window_n = {}, {}, 0
+                window, window_counts = {}, {}
                 t_window, img_window = time.perf_counter(), 0
 
             _check_bad(
