@@ -9,8 +9,9 @@ that a batch is the same whatever the number of processes.
 
 With ``objectives.itm_pass = "separate"`` (default) ITM and VLA see clean inputs of all ``P + N``
 pairs, and a second pass over the ``P`` matched pairs carries the MLM-masked text and the
-MFR-masked visual tokens. With ``"shared"`` one pass over the ``P + N`` pairs carries the masked
-inputs of all pairs (the masks then say nothing about the label) and all losses come from it.
+MFR-masked visual tokens (not run while ``objectives.mlm_delay`` weights MLM 0). With
+``"shared"`` one pass over the ``P + N`` pairs carries the masked inputs of all pairs (the masks
+then say nothing about the label) and all losses come from it.
 """
 
 from __future__ import annotations
@@ -118,11 +119,12 @@ def pretrain_losses(
         mlm_weight: factor of the MLM term in the total (the schedule of
             ``objectives.mlm_delay`` / ``mlm_ramp``; 1 in the paper). With the separate pass and
             a weight of 0 the masked pass is not run, so MFR waits with MLM and the step costs
-            about a third less; the shared pass still computes and reports both.
+            about a quarter less; the shared pass still computes and reports both.
 
     Returns:
         the total ``mlm_weight * MLM + lambda_itm * (ITM + vla_weight * VLA) + lambda_mfr *
-        MFR`` (plus ``lambda_itc * ITC`` when that option is on) and parts.
+        MFR`` (plus ``lambda_itc * ITC`` when that option is on; without the MLM and MFR terms
+        when the masked pass is skipped) and parts.
     """
     images = batch["image"]
     bsz, n_txt, seq = batch["input_ids"].shape
