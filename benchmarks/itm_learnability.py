@@ -36,6 +36,7 @@ from vlparse.models.single_stream import VisualParsingModel
 from vlparse.tasks.pretrain import pretrain_losses
 from vlparse.tasks.pretrain_eval import evaluate_pretrain
 from vlparse.train.optim import build_optimizer, lr_factor
+from vlparse.utils import atomic_write_text
 
 
 def _pre_ln_forward(self, x, key_mask, output_attentions=False):
@@ -133,8 +134,7 @@ def main() -> None:
         "terms": terms, "pre_ln": args.pre_ln, "steps": step,
         "wall_s": round(time.perf_counter() - t0, 1), "log": log, "held_out": held,
     }
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
+    atomic_write_text(args.out, json.dumps(result, indent=2) + "\n")
     print(json.dumps(held))
 
 

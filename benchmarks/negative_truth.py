@@ -17,11 +17,11 @@ import json
 import random
 import sys
 from collections import Counter, defaultdict
-from pathlib import Path
 
 from vlparse.data import read_pretrain_records
 from vlparse.data.manifest import load_manifest
 from vlparse.data.synthetic.truth import SceneTruth
+from vlparse.utils import atomic_write_text
 
 TEMPLATES = ("scene", "relation", "size", "count", "list")
 
@@ -78,8 +78,7 @@ def main(argv: list[str] | None = None) -> dict:
     text = json.dumps(result, indent=2)
     print(text)
     if args.out:
-        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_text(text + "\n")
+        atomic_write_text(args.out, text + "\n")
     return result
 
 

@@ -34,7 +34,6 @@ import sys
 import time
 from collections.abc import Iterator
 from contextlib import nullcontext
-from pathlib import Path
 
 import torch
 from torch import Tensor
@@ -43,6 +42,7 @@ from vlparse.config import load_config
 from vlparse.models.single_stream import VisualParsingModel
 from vlparse.probing import IMFAccumulator, NMIAccumulator, probe_vlparse
 from vlparse.probing.run import probe_batches
+from vlparse.utils import atomic_write_text
 
 GOAL_RATIO = 1.20
 
@@ -224,8 +224,7 @@ def main(argv: list[str] | None = None) -> dict:
     for key, val in parts.items():
         print(f"  part {key:24s} {val:9.2f} s")
     if args.out:
-        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_text(json.dumps(result, indent=2))
+        atomic_write_text(args.out, json.dumps(result, indent=2) + "\n")
         print(f"wrote {args.out}")
     return result
 

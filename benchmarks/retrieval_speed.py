@@ -24,7 +24,6 @@ import json
 import platform
 import time
 from contextlib import nullcontext
-from pathlib import Path
 
 import torch
 
@@ -32,6 +31,7 @@ from vlparse.config import FinetuneConfig, load_config
 from vlparse.models.single_stream import VisualParsingModel
 from vlparse.tasks.finetune import FinetuneModel
 from vlparse.tasks.retrieval import MatchHead, RetrievalTask, naive_scores, score_matrix
+from vlparse.utils import atomic_write_text
 
 FULL_IMAGES, FULL_CAPTIONS = 1000, 5000
 GOAL_PAIRS_PER_S = 14000
@@ -160,8 +160,7 @@ def main(argv: list[str] | None = None) -> dict:
     text = json.dumps(result, indent=2)
     print(text)
     if args.out:
-        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_text(text + "\n")
+        atomic_write_text(args.out, text + "\n")
     return result
 
 
