@@ -193,8 +193,16 @@ def pretrain_losses(
     return PretrainLosses(total, loss_mlm, loss_itm, loss_vla, loss_mfr, counts, spread, loss_itc)
 
 
-def _masked_terms(model, out, tokens: Tensor, vmask: Tensor | None, batch: dict[str, Tensor],
-                  labels_itm: Tensor, cfg: ObjectiveConfig, reduce_count):
+def _masked_terms(
+    model,
+    out,
+    tokens: Tensor,
+    vmask: Tensor | None,
+    batch: dict[str, Tensor],
+    labels_itm: Tensor,
+    cfg: ObjectiveConfig,
+    reduce_count: Callable[[Tensor], Tensor],
+) -> tuple[Tensor, Tensor, int, int]:
     """``(MLM, MFR, mlm_correct, mlm_total)`` on the matched pairs: from the shared pass ``out``,
     or from a second pass over the masked inputs."""
     bsz, n_txt, seq = batch["input_ids"].shape
@@ -381,8 +389,11 @@ def run_pretrain(
         config_dict=to_dict(cfg),
         resume=resume,
         eval_fn=eval_fn if evaluate else None,
-        # heads without a gradient: MFR or VLA off, or the masked pass not run during mlm_delay
-        find_unused_parameters=o.mfr_mode == "off" or o.vla_weight == 0 or o.mlm_delay > 0,
+        # heads without a gradient: MFR or VLA off, or the separate masked pass skipped during
+        # mlm_delay (the shared pass runs the masked terms anyway)
+        find_unused_parameters=o.mfr_mode == "off"
+        or o.vla_weight == 0
+        or (o.mlm_delay > 0 and o.itm_pass == "separate"),
         desc="pretrain",
     )
     summary = {
