@@ -24,10 +24,10 @@ from torch import nn
 from vlparse.config import load_config
 from vlparse.data import read_pretrain_records
 from vlparse.data.manifest import load_manifest
-from vlparse.data.tokenization import build_tokenizer
-from vlparse.data.transforms import ImageTransform
 from vlparse.models.single_stream import VisualParsingModel
 from vlparse.objectives.itc import itc_loss
+from vlparse.processing.tokenization import build_tokenizer
+from vlparse.processing.transforms import ImageTransform
 
 
 def main() -> None:

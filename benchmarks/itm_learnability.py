@@ -31,8 +31,8 @@ from vlparse.data import read_pretrain_records
 from vlparse.data.collate import collate_pretrain
 from vlparse.data.manifest import load_manifest
 from vlparse.data.pretrain import PretrainDataset
-from vlparse.data.tokenization import build_tokenizer, special_ids
 from vlparse.models.single_stream import VisualParsingModel
+from vlparse.processing.tokenization import build_tokenizer, special_ids
 from vlparse.tasks.pretrain import pretrain_losses
 from vlparse.tasks.pretrain_eval import evaluate_pretrain
 from vlparse.train.optim import build_optimizer, lr_factor

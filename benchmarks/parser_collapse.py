@@ -23,8 +23,8 @@ from vlparse.data import read_pretrain_records
 from vlparse.data.collate import collate_pretrain
 from vlparse.data.manifest import load_manifest
 from vlparse.data.pretrain import PretrainDataset
-from vlparse.data.tokenization import build_tokenizer
 from vlparse.models.single_stream import VisualParsingModel
+from vlparse.processing.tokenization import build_tokenizer
 from vlparse.tasks.pretrain import pretrain_losses
 
 

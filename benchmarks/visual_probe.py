@@ -26,7 +26,7 @@ from sklearn.metrics import roc_auc_score
 from vlparse.data import read_pretrain_records
 from vlparse.data.manifest import load_manifest
 from vlparse.data.synthetic import COLORS
-from vlparse.data.transforms import IMAGENET_MEAN, IMAGENET_STD, ImageTransform
+from vlparse.processing.transforms import IMAGENET_MEAN, IMAGENET_STD, ImageTransform
 
 
 def colour_labels(records) -> np.ndarray:

@@ -9,10 +9,11 @@ import torch
 from PIL import Image
 
 import vlparse
-from vlparse.api import VLModel, WrongTaskError
+from vlparse.api import VLModel
 from vlparse.config import FinetuneConfig, load_config
 from vlparse.data.finetune import finetune_records
 from vlparse.data.manifest import load_manifest
+from vlparse.errors import WrongTaskError
 
 FAST = ["model.visual.image_size=64", "model.visual.window_size=4", "train.max_steps=1"]
 
@@ -123,9 +124,9 @@ def test_pretraining_run_scores_with_its_itm_head(small_overrides, examples, tmp
     import yaml
 
     from vlparse.config import to_dict
-    from vlparse.data.tokenization import build_tokenizer, encode_texts
-    from vlparse.data.transforms import image_transform
     from vlparse.models.single_stream import VisualParsingModel
+    from vlparse.processing.tokenization import build_tokenizer, encode_texts
+    from vlparse.processing.transforms import image_transform
     from vlparse.train.checkpoint import save_checkpoint
 
     cfg = load_config("tiny", [*small_overrides, *FAST[:2]])

@@ -33,16 +33,14 @@ import torch
 from PIL import Image
 from torch import Tensor, nn
 
+from vlparse.errors import WrongTaskError
+
 __all__ = ["VLModel", "WrongTaskError", "load"]
 
 ImageLike = Image.Image | str | os.PathLike
 """An image: a PIL image or the path of an image file."""
 
 PRETRAIN = "pretrain"
-
-
-class WrongTaskError(ValueError):
-    """A method was called on a model loaded from a run of another task."""
 
 
 class VLModel:
@@ -68,7 +66,7 @@ class VLModel:
         device: str | torch.device = "cpu",
         batch_size: int = 64,
     ) -> None:
-        from vlparse.data.transforms import image_transform
+        from vlparse.processing.transforms import image_transform
 
         self.model = model.eval()
         self.cfg, self.tokenizer, self.task = cfg, tokenizer, task
@@ -108,7 +106,7 @@ class VLModel:
 
     def _image(self, image: ImageLike) -> Tensor:
         """One image -> ``(3, S, S)``."""
-        from vlparse.data.images import load_image
+        from vlparse.processing.images import load_image
 
         if isinstance(image, Image.Image):
             return self.transform(image.convert("RGB"))
@@ -125,7 +123,7 @@ class VLModel:
     def _texts(self, texts: Sequence[str]) -> tuple[Tensor, Tensor]:
         """``T`` texts -> ``input_ids``, ``attention_mask`` ``(T, L)`` on the device, cut to
         the longest."""
-        from vlparse.data.tokenization import encode_texts
+        from vlparse.processing.tokenization import encode_texts
 
         if isinstance(texts, str) or not all(isinstance(t, str) for t in texts):
             raise TypeError("texts must be a list of strings")

@@ -7,11 +7,7 @@ import sys
 from collections.abc import Sequence
 
 from vlparse.config import FINETUNE_TASKS as FINETUNE_TASK_NAMES
-from vlparse.config import ConfigError
-from vlparse.data.formats.jsonio import DataFormatError
-from vlparse.data.images import BadImageError
-from vlparse.data.manifest import ManifestError
-from vlparse.train.loop import BadDataError
+from vlparse.errors import BadDataError, BadImageError, ConfigError, DataFormatError, ManifestError
 
 EXAMPLES = {
     "quickstart": """examples:

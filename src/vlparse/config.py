@@ -22,6 +22,8 @@ from typing import Any, Literal, get_args, get_origin
 
 import yaml
 
+from vlparse.errors import ConfigError
+
 __all__ = [
     "ConfigError",
     "VisualConfig",
@@ -43,10 +45,6 @@ __all__ = [
     "to_dict",
     "from_dict",
 ]
-
-
-class ConfigError(ValueError):
-    """A config value or key is wrong; the message says which and what is allowed."""
 
 
 @dataclass
@@ -87,9 +85,9 @@ class TextConfig:
     """Tokenizer and the multi-modal Transformer (BERT-style encoder over ``[CLS] V [SEP] W``).
 
     ``tokenizer`` is ``"bert-base-uncased"`` (resolved offline, see
-    :func:`vlparse.data.tokenization.build_tokenizer`), any Hugging Face tokenizer name or a local
-    path. ``max_text_len`` counts the text part ``W`` (words, trailing ``[SEP]``, padding), so a
-    sequence has ``2 + m + max_text_len`` tokens. ``pretrained`` initialises the encoder from a
+    :func:`vlparse.processing.tokenization.build_tokenizer`), any Hugging Face tokenizer name or a
+    local path. ``max_text_len`` counts the text part ``W`` (words, trailing ``[SEP]``, padding),
+    so a sequence has ``2 + m + max_text_len`` tokens. ``pretrained`` initialises the encoder from a
     BERT checkpoint (Hugging Face name or local path); ``vocab_size`` 0 means "from the tokenizer".
     ``initializer_range`` is the std of the normal initialisation of the Transformer, the text
     embeddings and the heads (BERT's 0.02, sized for width 768; a narrow model trained from

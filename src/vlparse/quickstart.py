@@ -33,7 +33,7 @@ def run_quickstart(
 
     ``processes``: pre-training processes (a local gloo group, one thread each on CPU); default
     2 on a CPU machine with at least 2 cores, else 1. ``prune_vocab``: pre-train with the
-    tokenizer pruned to the scene world's texts (:func:`~vlparse.data.tokenization.
+    tokenizer pruned to the scene world's texts (:func:`~vlparse.processing.tokenization.
     prune_tokenizer`, saved in ``out/tokenizer``; the same word pieces, about 120 instead of
     30,522 ids), which makes the small model's steps cheaper.
     """
@@ -41,8 +41,8 @@ def run_quickstart(
 
     from vlparse.data.manifest import load_manifest, manifest_texts
     from vlparse.data.synthetic import generate
-    from vlparse.data.tokenization import build_tokenizer, prune_tokenizer
     from vlparse.probing.run import run_probe
+    from vlparse.processing.tokenization import build_tokenizer, prune_tokenizer
     from vlparse.tasks.pretrain import run_pretrain
     from vlparse.tasks.pretrain_eval import format_report
     from vlparse.train.distributed import run_local_processes

@@ -15,11 +15,12 @@ from vlparse.data.finetune import (
     collate_finetune,
     finetune_records,
 )
-from vlparse.data.images import BadImageError, load_image
 from vlparse.data.manifest import load_manifest
-from vlparse.data.tokenization import build_tokenizer, encode_texts
-from vlparse.data.transforms import image_transform
+from vlparse.errors import BadImageError
 from vlparse.eval.vqa import build_answer_vocab, soft_scores
+from vlparse.processing.images import load_image
+from vlparse.processing.tokenization import build_tokenizer, encode_texts
+from vlparse.processing.transforms import image_transform
 
 S, L = 24, 16
 

@@ -19,7 +19,8 @@ from vlparse.data.formats import (
     read_snli_ve,
     read_vqa,
 )
-from vlparse.data.manifest import ManifestError, load_manifest
+from vlparse.data.manifest import load_manifest
+from vlparse.errors import ManifestError
 
 
 @pytest.fixture(scope="module")

@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from vlparse.data.manifest import ManifestError, load_manifest, manifest_entry, write_manifest
+from vlparse.data.manifest import load_manifest, manifest_entry, write_manifest
+from vlparse.errors import ManifestError
 
 
 def test_round_trip_resolves_paths(tmp_path):

@@ -8,10 +8,11 @@ from PIL import Image
 
 from vlparse.data.collate import collate_pretrain
 from vlparse.data.formats import ImageCaptions
-from vlparse.data.images import BadImageError, load_image
 from vlparse.data.pretrain import PretrainDataset, lend_batch_negatives, normalize_caption
-from vlparse.data.tokenization import build_tokenizer, encode_texts, special_ids
-from vlparse.data.transforms import denormalize, image_transform
+from vlparse.errors import BadImageError
+from vlparse.processing.images import load_image
+from vlparse.processing.tokenization import build_tokenizer, encode_texts, special_ids
+from vlparse.processing.transforms import denormalize, image_transform
 
 S, L, M, P, N = 16, 10, 9, 2, 2
 COLORS = ["red", "green", "blue", "yellow", "purple", "orange", "black", "white"]

@@ -14,7 +14,7 @@ from vlparse.data.pretrain import PretrainDataset, lend_batch_negatives
 from vlparse.data.synthetic import language as L
 from vlparse.data.synthetic.scenes import Scene, SceneObject, sample_scene
 from vlparse.data.synthetic.truth import SceneTruth, caption_truth, scene_from_json, scene_to_json
-from vlparse.data.tokenization import build_tokenizer
+from vlparse.processing.tokenization import build_tokenizer
 
 
 def _scene(*objs: tuple[str, str, str, float, float]) -> Scene:

@@ -13,7 +13,8 @@ import pytest
 import torch
 from torch import nn
 
-from vlparse.config import ConfigError, VisualConfig, load_config
+from vlparse.config import VisualConfig, load_config
+from vlparse.errors import ConfigError
 from vlparse.models.flops import count_flops, describe_visual, format_model_info
 from vlparse.models.single_stream import VisualParsingModel
 from vlparse.models.visual import (

@@ -7,7 +7,8 @@ import math
 import pytest
 import torch
 
-from vlparse.config import ConfigError, load_config
+from vlparse.config import load_config
+from vlparse.errors import ConfigError
 from vlparse.objectives.itc import itc_loss
 
 

@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 from vlparse.cli import main
-from vlparse.config import ConfigError, load_config
+from vlparse.config import load_config
+from vlparse.errors import ConfigError
 from vlparse.tasks import ablation
 from vlparse.tasks.ablation import AblationMismatchError, get_rows, row_config
 from vlparse.tasks.ablation_report import summarize, write_report

@@ -7,7 +7,8 @@ import json
 import pytest
 
 from vlparse.cli import main
-from vlparse.config import ConfigError, FinetuneConfig, PretrainConfig, load_config
+from vlparse.config import FinetuneConfig, PretrainConfig, load_config
+from vlparse.errors import ConfigError
 from vlparse.tasks.finetune import TaskNotImplementedError, build_finetune_model, get_task
 
 KEYS = {"tr_r1", "tr_r5", "tr_r10", "ir_r1", "ir_r5", "ir_r10", "split", "num_examples"}

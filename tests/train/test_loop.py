@@ -175,7 +175,7 @@ def test_bad_images_are_skipped_named_and_fatal_above_threshold(
     _pretrain(scene_world, strict, small_overrides, "train.max_steps=1", "train.ckpt_every=1",
               "data.train_sets=[coco]")
     before = sorted(p.name for p in (strict / "checkpoints").iterdir())
-    from vlparse.train.loop import BadDataError
+    from vlparse.errors import BadDataError
 
     with pytest.raises(BadDataError, match="max_bad_fraction"):
         _pretrain(world, strict, small_overrides, "train.max_steps=12", "data.train_sets=[coco]",
@@ -188,7 +188,7 @@ def test_bad_images_are_skipped_named_and_fatal_above_threshold(
 def test_on_error_raise_is_fatal(scene_world, tmp_path, small_overrides):
     world = _copy_world(scene_world, tmp_path / "w")
     _break_images(world, 0, 3)
-    from vlparse.data.images import BadImageError
+    from vlparse.errors import BadImageError
 
     with pytest.raises(BadImageError):
         _pretrain(world, tmp_path / "run", small_overrides, "train.max_steps=12",

@@ -1,12 +1,12 @@
 """Fine-tuning data: VQA v2, NLVR2 and SNLI-VE datasets and their collation.
 
-Images go through the pre-training path (:func:`~vlparse.data.images.load_image`, then
-:func:`~vlparse.data.transforms.image_transform`), texts through
-:func:`~vlparse.data.tokenization.encode_texts` (the text part ``W``: word pieces, ``[SEP]``,
+Images go through the pre-training path (:func:`~vlparse.processing.images.load_image`, then
+:func:`~vlparse.processing.transforms.image_transform`), texts through
+:func:`~vlparse.processing.tokenization.encode_texts` (the text part ``W``: word pieces, ``[SEP]``,
 padding; the model adds ``[CLS]`` and the visual tokens). Bad images follow the pre-training
 policy: ``on_error="skip"`` replaces the whole example by the next one whose image(s) load
 (index+1, +2, ..., wrapping) and names the bad files in ``"skipped"``; ``on_error="raise"``
-raises :class:`~vlparse.data.images.BadImageError`. For evaluation use ``"raise"`` (or drop
+raises :class:`~vlparse.processing.images.BadImageError`. For evaluation use ``"raise"`` (or drop
 repeated ids), since a skipped example is replaced, not removed.
 
 Typical use::
@@ -30,11 +30,12 @@ from vlparse.data.collate import collate_pretrain
 from vlparse.data.formats.nlvr2 import NLVR2Example, read_nlvr2
 from vlparse.data.formats.snli_ve import SNLIVEExample, read_snli_ve
 from vlparse.data.formats.vqa import VQAQuestion, read_vqa
-from vlparse.data.images import BadImageError, load_image
-from vlparse.data.manifest import ManifestError, manifest_entry, manifest_role
-from vlparse.data.tokenization import encode_texts
-from vlparse.data.transforms import image_transform
+from vlparse.data.manifest import manifest_entry, manifest_role
+from vlparse.errors import BadImageError, ManifestError
 from vlparse.eval.vqa import soft_scores
+from vlparse.processing.images import load_image
+from vlparse.processing.tokenization import encode_texts
+from vlparse.processing.transforms import image_transform
 
 __all__ = [
     "FINETUNE_TASKS",
@@ -154,7 +155,7 @@ class VQADataset(_ImageTextDataset):
     Args:
         records: :class:`VQAQuestion` records (test questions, without answers, get all-zero
             targets).
-        tokenizer: from :func:`~vlparse.data.tokenization.build_tokenizer`.
+        tokenizer: from :func:`~vlparse.processing.tokenization.build_tokenizer`.
         answer_vocab: normalised answers, from :func:`vlparse.eval.vqa.build_answer_vocab`
             (``V`` of them).
         image_size: ``S``.

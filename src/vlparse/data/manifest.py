@@ -16,6 +16,8 @@ import os
 from pathlib import Path
 from typing import Any
 
+from vlparse.errors import ManifestError
+
 __all__ = [
     "PATH_KEYS", "TEXT_KEYS", "ManifestError", "load_manifest", "manifest_entry", "manifest_role",
     "manifest_texts", "write_manifest",
@@ -30,10 +32,6 @@ PATH_KEYS = frozenset({"image_root", "karpathy", "questions", "annotations",
 #: VQA questions and answers, NLVR2 / SNLI-VE sentences, MDETR captions, COCO category names).
 TEXT_KEYS = frozenset({"raw", "phrase", "question", "answer", "multiple_choice_answer",
                        "sentence", "sentence1", "sentence2", "caption", "name"})
-
-
-class ManifestError(ValueError):
-    """The manifest is missing, malformed or lacks the requested entry."""
 
 
 def _resolve(node: Any, base: Path) -> Any:
@@ -127,14 +125,15 @@ def _texts_in(node: Any, out: set[str]) -> None:
 def manifest_texts(manifest: dict) -> list[str]:
     """Every distinct text (:data:`TEXT_KEYS`) of every JSON or JSON-lines annotation file that a
     loaded manifest names, sorted; e.g. to prune a tokenizer to a corpus
-    (:func:`vlparse.data.tokenization.prune_tokenizer`). The generator's files (the scene
+    (:func:`vlparse.processing.tokenization.prune_tokenizer`). The generator's files (the scene
     world's ground truth) hold no texts and are not read.
 
     Raises:
         DataFormatError: a named file is neither JSON nor JSON lines (file, line and column
             given).
     """
-    from vlparse.data.formats.jsonio import DataFormatError, load_json, load_jsonl
+    from vlparse.data.formats.jsonio import load_json, load_jsonl
+    from vlparse.errors import DataFormatError
 
     files: set[str] = set()
 

@@ -18,14 +18,15 @@ from torch.utils.data import Dataset
 from vlparse.data.formats.karpathy import read_karpathy
 from vlparse.data.formats.records import ImageCaptions
 from vlparse.data.formats.vg import read_vg
-from vlparse.data.images import BadImageError, load_image
 from vlparse.data.manifest import manifest_role
 from vlparse.data.sampler import stable_seed
 from vlparse.data.synthetic.truth import SceneTruth
-from vlparse.data.tokenization import encode_texts, special_ids
-from vlparse.data.transforms import image_transform
+from vlparse.errors import BadImageError
 from vlparse.objectives.itm import batch_partners, sample_negatives
 from vlparse.objectives.mlm import mask_tokens
+from vlparse.processing.images import load_image
+from vlparse.processing.tokenization import encode_texts, special_ids
+from vlparse.processing.transforms import image_transform
 
 __all__ = ["NEGATIVE_DRAWS", "PretrainDataset", "lend_batch_negatives", "read_pretrain_records"]
 
@@ -103,7 +104,7 @@ class PretrainDataset(Dataset):
     Args:
         records: images with their captions (each needs at least one caption; at least two
             records when ``num_neg > 0``).
-        tokenizer: from :func:`~vlparse.data.tokenization.build_tokenizer`.
+        tokenizer: from :func:`~vlparse.processing.tokenization.build_tokenizer`.
         image_size: ``S``.
         max_text_len: ``L``, the length of the text part (words, ``[SEP]``, padding).
         num_visual_tokens: ``m``, the length of the MFR noise.
@@ -112,7 +113,7 @@ class PretrainDataset(Dataset):
         seed: base seed; items depend on ``(seed, epoch, index)`` only.
         on_error: ``"skip"`` replaces a bad image by the next good one (index+1, +2, ...,
             wrapping around) and names it in ``"skipped"``; ``"raise"`` raises
-            :class:`~vlparse.data.images.BadImageError`.
+            :class:`~vlparse.processing.images.BadImageError`.
         mlm_all: mask all ``P + N`` captions for MLM, not only the matched ones (for a single
             shared ITM/MLM pass); ``mlm_*`` fields are then ``(P+N, L)``.
         transform: PIL -> ``(3, S, S)`` tensor; default :func:`image_transform` of ``S``.

@@ -56,8 +56,8 @@ def load_run(path: str | Path) -> tuple[Any, PretrainConfig, Any]:
     import yaml
 
     from vlparse.config import from_dict, validate
-    from vlparse.data.tokenization import build_tokenizer, special_ids
     from vlparse.models.single_stream import VisualParsingModel
+    from vlparse.processing.tokenization import build_tokenizer, special_ids
     from vlparse.train.checkpoint import find_checkpoint, load_model_weights
 
     path = Path(path)

@@ -115,7 +115,7 @@ def mask_rows(
         num_images: rows (at most ``len(records)``).
         seed: picks the images, their captions and the MFR noise.
     """
-    from vlparse.data import denormalize, image_transform, load_image
+    from vlparse.processing import denormalize, image_transform, load_image
     from vlparse.tasks.pretrain import mfr_visual_mask
 
     if not records:

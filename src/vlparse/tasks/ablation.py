@@ -30,7 +30,8 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from vlparse.config import ConfigError, FinetuneConfig, PretrainConfig, load_config, to_dict
+from vlparse.config import FinetuneConfig, PretrainConfig, load_config, to_dict
+from vlparse.errors import ConfigError
 from vlparse.tasks.ablation_report import summarize, write_report
 
 __all__ = [

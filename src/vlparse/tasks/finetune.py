@@ -260,8 +260,8 @@ def build_finetune_model(
     """
     import dataclasses
 
-    from vlparse.data.tokenization import build_tokenizer, special_ids
     from vlparse.models.single_stream import VisualParsingModel
+    from vlparse.processing.tokenization import build_tokenizer, special_ids
 
     if init is not None:
         backbone, model_cfg, tokenizer = _backbone_from(init)

@@ -34,11 +34,12 @@ from safetensors.torch import save_file
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from vlparse.config import ConfigError, VisualConfig
+from vlparse.config import VisualConfig
 from vlparse.data.synthetic.render import render_scene
 from vlparse.data.synthetic.scenes import BACKGROUNDS, COLORS, SHAPES, Scene, sample_scene
-from vlparse.data.transforms import image_transform
+from vlparse.errors import ConfigError
 from vlparse.models.visual import build_visual_embedder
+from vlparse.processing.transforms import image_transform
 
 __all__ = [
     "ParserPretrainConfig",

@@ -285,9 +285,9 @@ def run_pretrain(
     from vlparse.data.manifest import load_manifest
     from vlparse.data.pretrain import PretrainDataset
     from vlparse.data.synthetic.truth import SceneTruth
-    from vlparse.data.tokenization import build_tokenizer, special_ids
     from vlparse.models.single_stream import VisualParsingModel
     from vlparse.models.visual import require_attention
+    from vlparse.processing.tokenization import build_tokenizer, special_ids
     from vlparse.tasks.pretrain_eval import evaluate_pretrain
     from vlparse.train.distributed import cleanup, init_distributed
     from vlparse.train.logging import plot_curves

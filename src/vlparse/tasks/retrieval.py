@@ -38,13 +38,14 @@ from tqdm.auto import tqdm
 from vlparse.config import FinetuneConfig, ModelConfig
 from vlparse.data.formats.karpathy import read_karpathy
 from vlparse.data.formats.records import ImageCaptions
-from vlparse.data.images import BadImageError, load_image
 from vlparse.data.manifest import manifest_entry
 from vlparse.data.sampler import stable_seed
-from vlparse.data.tokenization import encode_texts
-from vlparse.data.transforms import image_transform
+from vlparse.errors import BadImageError
 from vlparse.eval.metrics import recall_at_k
 from vlparse.objectives.itm import itm_accuracy, itm_loss
+from vlparse.processing.images import load_image
+from vlparse.processing.tokenization import encode_texts
+from vlparse.processing.transforms import image_transform
 from vlparse.tasks.finetune import FinetuneModel, Task, autocast_for
 from vlparse.train.loop import StepOutput
 

@@ -28,6 +28,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from vlparse.config import DataConfig, OptimConfig, TrainConfig
 from vlparse.data.sampler import ResumableSampler
+from vlparse.errors import BadDataError
 from vlparse.train.checkpoint import find_checkpoint, load_checkpoint, save_checkpoint
 from vlparse.train.distributed import DistInfo, all_reduce_sum, barrier
 from vlparse.train.logging import RunLogger
@@ -40,10 +41,6 @@ StepFn = Callable[[nn.Module, dict[str, Any], Callable[[Tensor], Tensor], int], 
 """``step_fn(model, batch, reduce_count, step)``: ``step`` counts the optimizer steps taken
 before this batch (0 for the first; the same for every micro-batch of a step, and restored on
 ``--resume``), for losses whose weights follow a schedule."""
-
-
-class BadDataError(RuntimeError):
-    """Too many bad images, or a bad image with ``data.on_error=raise``."""
 
 
 @dataclass

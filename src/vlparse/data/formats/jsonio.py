@@ -12,11 +12,9 @@ import json
 import os
 from typing import Any
 
+from vlparse.errors import DataFormatError
+
 __all__ = ["DataFormatError", "load_json", "load_jsonl", "require"]
-
-
-class DataFormatError(ValueError):
-    """An annotation file does not follow its format; the message names file, place and field."""
 
 
 def _open_text(path: str | os.PathLike, what: str) -> str:

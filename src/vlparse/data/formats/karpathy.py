@@ -14,8 +14,9 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from vlparse.data.formats.jsonio import DataFormatError, load_json, require
+from vlparse.data.formats.jsonio import load_json, require
 from vlparse.data.formats.records import ImageCaptions
+from vlparse.errors import DataFormatError
 
 __all__ = ["KARPATHY_SPLITS", "read_karpathy"]
 

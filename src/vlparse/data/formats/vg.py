@@ -13,8 +13,9 @@ from __future__ import annotations
 import logging
 import os
 
-from vlparse.data.formats.jsonio import DataFormatError, load_json, require
+from vlparse.data.formats.jsonio import load_json, require
 from vlparse.data.formats.records import ImageCaptions
+from vlparse.errors import DataFormatError
 
 __all__ = ["VG_IMAGE_DIRS", "read_vg", "vg_image_path"]
 

@@ -19,7 +19,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from vlparse.data.formats.jsonio import DataFormatError, load_json, require
+from vlparse.data.formats.jsonio import load_json, require
+from vlparse.errors import DataFormatError
 
 __all__ = ["VQAQuestion", "coco_image_name", "read_vqa", "require_typed"]
 

@@ -6,24 +6,9 @@ import os
 
 from PIL import Image
 
-__all__ = ["BadImageError", "load_image"]
+from vlparse.errors import BadImageError
 
-
-class BadImageError(Exception):
-    """An image file is missing, unreadable, corrupt or truncated.
-
-    Attributes:
-        path: the image file.
-        reason: what was wrong with it.
-    """
-
-    def __init__(self, path: str | os.PathLike, reason: str = "") -> None:
-        self.path = os.fspath(path)
-        self.reason = reason
-        super().__init__(f"bad image {self.path}: {reason}" if reason else self.path)
-
-    def __reduce__(self):  # keep both fields when sent between DataLoader worker processes
-        return (type(self), (self.path, self.reason))
+__all__ = ["load_image"]
 
 
 def load_image(path: str | os.PathLike) -> Image.Image:

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from vlparse.data import tokenization
-from vlparse.data.tokenization import build_tokenizer, encode_texts, special_ids
+from vlparse.processing import tokenization
+from vlparse.processing.tokenization import build_tokenizer, encode_texts, special_ids
 
 
 @pytest.fixture(scope="module")
@@ -100,8 +100,8 @@ def test_manifest_texts_collects_every_data_set(scene_world):
 
 
 def test_manifest_texts_names_a_malformed_file(tmp_path):
-    from vlparse.data.formats.jsonio import DataFormatError
     from vlparse.data.manifest import manifest_texts
+    from vlparse.errors import DataFormatError
 
     good, bad = tmp_path / "a.jsonl", tmp_path / "b.json"
     good.write_text('{"sentence": "one"}\n\n{"sentence": "two"}\n')

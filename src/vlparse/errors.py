@@ -1,0 +1,62 @@
+"""The exceptions users catch.
+
+Every error that a user can cause (a wrong config key or value, a malformed annotation file, a
+missing manifest entry, a bad image, a run folder in use, a checkpoint that cannot be read ...)
+derives from :class:`VlparseError`; the command line reports these as one line
+``vlparse: error: ...`` with exit status 2, and lets anything else surface as a traceback (a bug).
+"""
+
+from __future__ import annotations
+
+import os
+
+__all__ = [
+    "VlparseError",
+    "ConfigError",
+    "DataFormatError",
+    "ManifestError",
+    "BadImageError",
+    "BadDataError",
+    "WrongTaskError",
+]
+
+
+class VlparseError(Exception):
+    """Base of the errors a user can cause and fix; the message says what, where and what to do."""
+
+
+class ConfigError(VlparseError, ValueError):
+    """A config value or key is wrong; the message says which and what is allowed."""
+
+
+class DataFormatError(VlparseError, ValueError):
+    """An annotation file does not follow its format; the message names file, place and field."""
+
+
+class ManifestError(VlparseError, ValueError):
+    """The manifest is missing, malformed or lacks the requested entry."""
+
+
+class BadImageError(VlparseError):
+    """An image file is missing, unreadable, corrupt or truncated.
+
+    Attributes:
+        path: the image file.
+        reason: what was wrong with it.
+    """
+
+    def __init__(self, path: str | os.PathLike, reason: str = "") -> None:
+        self.path = os.fspath(path)
+        self.reason = reason
+        super().__init__(f"bad image {self.path}: {reason}" if reason else self.path)
+
+    def __reduce__(self):  # keep both fields when sent between DataLoader worker processes
+        return (type(self), (self.path, self.reason))
+
+
+class BadDataError(VlparseError, RuntimeError):
+    """Too many bad images, or a bad image with ``data.on_error=raise``."""
+
+
+class WrongTaskError(VlparseError, ValueError):
+    """A method was called on a model loaded from a run of another task."""
