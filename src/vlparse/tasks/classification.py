@@ -18,7 +18,7 @@ from tqdm.auto import tqdm
 from vlparse.config import FinetuneConfig
 from vlparse.data.finetune import collate_finetune, finetune_records
 from vlparse.tasks.finetune import FinetuneModel, Task, autocast_for
-from vlparse.train.loop import StepOutput
+from vlparse.train.protocol import StepOutput
 
 __all__ = [
     "ClassificationTask",

@@ -361,7 +361,8 @@ def run_finetune(
     from vlparse.config import to_dict
     from vlparse.data.manifest import load_manifest
     from vlparse.train.distributed import cleanup, init_distributed
-    from vlparse.train.loop import StepOutput, fit
+    from vlparse.train.loop import fit
+    from vlparse.train.protocol import StepOutput
 
     if task_name not in FINETUNE_TASKS:
         raise ValueError(f"unknown task {task_name!r}; choose one of {', '.join(FINETUNE_TASKS)}")

@@ -291,7 +291,8 @@ def run_pretrain(
     from vlparse.tasks.pretrain_eval import evaluate_pretrain
     from vlparse.train.distributed import cleanup, init_distributed
     from vlparse.train.logging import plot_curves
-    from vlparse.train.loop import StepOutput, fit
+    from vlparse.train.loop import fit
+    from vlparse.train.protocol import StepOutput
 
     require_attention(cfg.model.visual, cfg.objectives.mfr_mode)
     out_dir = Path(out_dir)

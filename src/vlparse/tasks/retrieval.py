@@ -47,7 +47,7 @@ from vlparse.processing.images import load_image
 from vlparse.processing.tokenization import encode_texts
 from vlparse.processing.transforms import image_transform
 from vlparse.tasks.finetune import FinetuneModel, Task, autocast_for
-from vlparse.train.loop import StepOutput
+from vlparse.train.protocol import StepOutput
 
 __all__ = [
     "MatchHead",

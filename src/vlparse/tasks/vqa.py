@@ -42,7 +42,7 @@ from vlparse.eval.vqa import build_answer_vocab, vqa_accuracy, write_vqa_results
 from vlparse.models.heads import MLPHead
 from vlparse.tasks.classification import eval_loader, manifest_records
 from vlparse.tasks.finetune import FinetuneModel, Task, autocast_for
-from vlparse.train.loop import StepOutput
+from vlparse.train.protocol import StepOutput
 
 __all__ = [
     "VQATask",

@@ -33,24 +33,15 @@ from vlparse.train.checkpoint import find_checkpoint, load_checkpoint, save_chec
 from vlparse.train.distributed import DistInfo, all_reduce_sum, barrier
 from vlparse.train.logging import RunLogger
 from vlparse.train.optim import build_optimizer, build_scheduler, clip_grad_norm
+from vlparse.train.protocol import StepOutput
 from vlparse.train.runinfo import write_run_info
 
-__all__ = ["StepOutput", "LoopResult", "BadDataError", "fit"]
+__all__ = ["LoopResult", "fit"]
 
 StepFn = Callable[[nn.Module, dict[str, Any], Callable[[Tensor], Tensor], int], "StepOutput"]
 """``step_fn(model, batch, reduce_count, step)``: ``step`` counts the optimizer steps taken
 before this batch (0 for the first; the same for every micro-batch of a step, and restored on
 ``--resume``), for losses whose weights follow a schedule."""
-
-
-@dataclass
-class StepOutput:
-    """What ``step_fn`` returns: the loss to back-propagate, scalars to log and integer counts
-    (``*_correct`` / ``*_total`` pairs become accuracies in the log)."""
-
-    loss: Tensor
-    scalars: dict[str, float] = field(default_factory=dict)
-    counts: dict[str, int] = field(default_factory=dict)
 
 
 @dataclass
