@@ -37,7 +37,7 @@ def test_lr_factor_warmup_ramp_and_decays():
 
 
 def test_fractional_epochs_and_no_warmup():
-    cfg = _cfg(warmup_steps=0, decay_epochs=[0.5, 0.1])
+    cfg = _cfg(warmup_steps=0, decay_epochs=[0.1, 0.5])
     assert decay_boundaries(cfg, 30) == [3, 15]  # 0.1 * 30 is 3.0000000000000004, not 4
     assert decay_boundaries(_cfg(decay_epochs=[0.25]), 10) == [3]  # 2.5 rounds up
     assert lr_factor(0, cfg, 30) == 1.0

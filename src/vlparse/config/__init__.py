@@ -5,27 +5,49 @@ A config file is YAML whose keys mirror the dataclasses below. A file may name a
 (another YAML file, relative to itself, or a built-in name such as ``tiny``) whose values it
 overrides. Built-in names resolve to the YAML files shipped in ``vlparse/configs``.
 
-Errors name the file, the dotted key and the valid keys, e.g.::
+Every config class checks its types, ranges and choices when it is made, from a file or in
+Python (``OptimConfig(lr=-1)`` raises). Errors name the file and line (or the override), the
+dotted key, the value and what is allowed, e.g.::
 
-    ConfigError: configs/my.yaml: unknown key 'model.visul'; valid keys of 'model': visual, text
+    ConfigError: configs/my.yaml:4: model.visul: unknown key; valid keys of 'model': family, ...
+
+``PretrainConfig.model`` and ``.objectives`` are the classes of ``model.family``
+(:mod:`vlparse.config.families`); ``FinetuneConfig.task`` is the class of ``task.name``.
 """
 
-from vlparse.config.base import from_dict, to_dict
+from vlparse.config.base import Config, FieldError, from_dict, to_dict, validate
+from vlparse.config.families import FAMILIES, Family, family_names
 from vlparse.config.files import (
     apply_overrides,
     builtin_configs,
     builtin_recipes,
     load_config,
     load_yaml,
+    with_overrides,
 )
-from vlparse.config.finetune import FINETUNE_TASKS, FinetuneConfig, TaskConfig, validate_finetune
+from vlparse.config.finetune import (
+    FINETUNE_TASKS,
+    BaseTaskConfig,
+    FinetuneConfig,
+    NLVR2TaskConfig,
+    RetrievalTaskConfig,
+    SNLIVETaskConfig,
+    TaskConfig,
+    VQATaskConfig,
+)
 from vlparse.config.model import ModelConfig, TextConfig, VisualConfig
-from vlparse.config.pretrain import ObjectiveConfig, PretrainConfig, validate
+from vlparse.config.objectives import ObjectiveConfig
+from vlparse.config.pretrain import PretrainConfig
+from vlparse.config.ranges import Range, ranged
 from vlparse.config.training import DataConfig, OptimConfig, TrainConfig
 from vlparse.errors import ConfigError
 
 __all__ = [
     "ConfigError",
+    "FieldError",
+    "Config",
+    "Range",
+    "ranged",
     "VisualConfig",
     "TextConfig",
     "ModelConfig",
@@ -34,17 +56,24 @@ __all__ = [
     "OptimConfig",
     "TrainConfig",
     "PretrainConfig",
+    "BaseTaskConfig",
+    "RetrievalTaskConfig",
+    "VQATaskConfig",
+    "NLVR2TaskConfig",
+    "SNLIVETaskConfig",
     "TaskConfig",
     "FinetuneConfig",
     "FINETUNE_TASKS",
+    "FAMILIES",
+    "Family",
+    "family_names",
     "load_config",
     "validate",
-    "validate_finetune",
     "builtin_configs",
     "builtin_recipes",
     "apply_overrides",
+    "with_overrides",
     "load_yaml",
     "to_dict",
     "from_dict",
 ]
-

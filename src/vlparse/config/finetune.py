@@ -1,44 +1,90 @@
-"""Fine-tuning recipes: the task, the model, the data sets of the manifest, optimizer and loop."""
+"""Fine-tuning recipes: the task, the model, the data sets of the manifest, optimizer and loop.
+
+``task`` is one class a task, picked by ``task.name``: :class:`RetrievalTaskConfig`,
+:class:`VQATaskConfig`, :class:`NLVR2TaskConfig` or :class:`SNLIVETaskConfig`. A key of another
+task is refused with a message naming the task that has it.
+"""
 
 from __future__ import annotations
 
+import typing
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Literal, get_args
 
-from vlparse.config.base import raise_failed
+from vlparse.config.base import Config, chosen_by
+from vlparse.config.families import model_config_type
 from vlparse.config.model import ModelConfig
-from vlparse.config.training import DataConfig, OptimConfig, TrainConfig, shared_checks
+from vlparse.config.ranges import ranged
+from vlparse.config.training import DataConfig, OptimConfig, TrainConfig
 
-__all__ = ["FINETUNE_TASKS", "TaskConfig", "FinetuneConfig", "validate_finetune"]
-
-
-FINETUNE_TASKS = ("retrieval", "vqa", "nlvr2", "snli-ve")
-"""Names of the fine-tuning tasks (``vlparse finetune TASK``)."""
+__all__ = [
+    "FINETUNE_TASKS",
+    "BaseTaskConfig",
+    "RetrievalTaskConfig",
+    "VQATaskConfig",
+    "NLVR2TaskConfig",
+    "SNLIVETaskConfig",
+    "TaskConfig",
+    "FinetuneConfig",
+]
 
 
 @dataclass
-class TaskConfig:
-    """What a fine-tuning task needs beyond the model, the data sets and the loop.
-
-    ``name``: one of :data:`FINETUNE_TASKS`. ``num_neg``: retrieval, unaligned captions per image
-    taken from the other images of the mini-batch (``B`` aligned + ``B * num_neg`` unaligned
-    pairs per step). ``itm_head_init``: retrieval, start the matching head from the pre-trained
-    ITM head (with ``--init``). ``num_answers``: VQA, size of the answer vocabulary (most frequent
-    training answers). ``head_lr_mult``: the task head's learning rate is ``optim.lr`` times this.
+class BaseTaskConfig(Config):
+    """What every fine-tuning task has. ``name`` picks the task (and its config class).
+    ``head_lr_mult``: the task head's learning rate is ``optim.lr`` times this.
     ``eval_batch_pairs``: image-text pairs per forward pass in evaluation. ``eval_max_images``:
     images of ``data.val_split`` used by the evaluation that runs during / after training
-    (0 = all). ``rerank_k``: retrieval, 0 = full ranking; ``K > 0`` = only the top ``K``
-    candidates of the cheap unimodal score are re-scored by the full model.
-    """
+    (0 = all)."""
 
-    name: Literal["retrieval", "vqa", "nlvr2", "snli-ve"] = "retrieval"
-    num_neg: int = 3
+    name: str = ""
+    head_lr_mult: float = ranged(1.0, gt=0)
+    eval_batch_pairs: int = ranged(1024, ge=1)
+    eval_max_images: int = ranged(0, ge=0)
+
+
+@dataclass
+class RetrievalTaskConfig(BaseTaskConfig):
+    """Image-text retrieval. ``num_neg``: unaligned captions per image taken from the other
+    images of the mini-batch (``B`` aligned + ``B * num_neg`` unaligned pairs per step).
+    ``itm_head_init``: start the matching head from the pre-trained ITM head (with ``--init``).
+    ``rerank_k``: 0 = full ranking; ``K > 0`` = only the top ``K`` candidates of the cheap
+    unimodal score are re-scored by the full model."""
+
+    name: Literal["retrieval"] = "retrieval"
+    num_neg: int = ranged(3, ge=0)
     itm_head_init: bool = True
-    num_answers: int = 3129
-    head_lr_mult: float = 1.0
-    eval_batch_pairs: int = 1024
-    eval_max_images: int = 0
-    rerank_k: int = 0
+    rerank_k: int = ranged(0, ge=0)
+
+
+@dataclass
+class VQATaskConfig(BaseTaskConfig):
+    """Visual question answering. ``num_answers``: size of the answer vocabulary (the most
+    frequent training answers)."""
+
+    name: Literal["vqa"] = "vqa"
+    num_answers: int = ranged(3129, ge=1)
+
+
+@dataclass
+class NLVR2TaskConfig(BaseTaskConfig):
+    """NLVR2: is the sentence true of the pair of images."""
+
+    name: Literal["nlvr2"] = "nlvr2"
+
+
+@dataclass
+class SNLIVETaskConfig(BaseTaskConfig):
+    """SNLI-VE: does the image entail, contradict or leave open the hypothesis."""
+
+    name: Literal["snli-ve"] = "snli-ve"
+
+
+TaskConfig = RetrievalTaskConfig | VQATaskConfig | NLVR2TaskConfig | SNLIVETaskConfig
+"""The task section: one of the task classes, picked by ``name`` (default ``retrieval``)."""
+
+FINETUNE_TASKS = tuple(get_args(typing.get_type_hints(c)["name"])[0] for c in get_args(TaskConfig))
+"""Names of the fine-tuning tasks (``vlparse finetune TASK``)."""
 
 
 def _finetune_data() -> DataConfig:
@@ -48,7 +94,7 @@ def _finetune_data() -> DataConfig:
 
 
 @dataclass
-class FinetuneConfig:
+class FinetuneConfig(Config):
     """A fine-tuning recipe: the task, the model (used when starting from scratch; with
     ``--init`` the pre-trained run's model section replaces it), the data sets of the manifest
     (``data.train_sets`` x ``data.train_splits`` to train, ``data.val_set`` / ``val_split`` to
@@ -60,25 +106,8 @@ class FinetuneConfig:
     """
 
     model_from: str | None = "paper"
-    model: ModelConfig = field(default_factory=ModelConfig)
-    task: TaskConfig = field(default_factory=TaskConfig)
+    model: ModelConfig = chosen_by(model_config_type)
+    task: TaskConfig = field(default_factory=RetrievalTaskConfig)
     data: DataConfig = field(default_factory=_finetune_data)
     optim: OptimConfig = field(default_factory=OptimConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
-
-    def __post_init__(self) -> None:
-        validate_finetune(self)
-
-
-def validate_finetune(cfg: FinetuneConfig) -> None:
-    """Cross-field checks of a fine-tuning recipe."""
-    t = cfg.task
-    raise_failed([
-        (t.num_neg >= 0, "task.num_neg must be >= 0"),
-        (t.num_answers >= 1, "task.num_answers must be >= 1"),
-        (t.head_lr_mult > 0, "task.head_lr_mult must be > 0"),
-        (t.eval_batch_pairs >= 1, "task.eval_batch_pairs must be >= 1"),
-        (t.eval_max_images >= 0, "task.eval_max_images must be >= 0 (0 = all)"),
-        (t.rerank_k >= 0, "task.rerank_k must be >= 0 (0 = full ranking)"),
-        *shared_checks(cfg),
-    ])

@@ -5,11 +5,14 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
+from vlparse.config.base import Config, FieldError
+from vlparse.config.ranges import ranged
+
 __all__ = ["VisualConfig", "TextConfig", "ModelConfig"]
 
 
 @dataclass
-class VisualConfig:
+class VisualConfig(Config):
     """The visual embedder.
 
     ``kind='swin'`` builds a timm Swin Transformer named ``arch``; ``embed_dim``, ``depths``,
@@ -31,18 +34,28 @@ class VisualConfig:
 
     kind: Literal["swin", "resnet", "patch"] = "swin"
     arch: str = "swin_tiny_patch4_window7_224"
-    image_size: int = 224
-    window_size: int = 7
-    embed_dim: int | None = None
-    depths: list[int] | None = None
-    num_heads: list[int] | None = None
-    drop_path_rate: float = 0.1
-    patch_size: int | None = None
+    image_size: int = ranged(224, ge=1)
+    window_size: int = ranged(7, ge=1)
+    embed_dim: int | None = ranged(None, ge=1)
+    depths: list[int] | None = ranged(None, ge=1)
+    num_heads: list[int] | None = ranged(None, ge=1)
+    drop_path_rate: float = ranged(0.1, ge=0, lt=1)
+    patch_size: int | None = ranged(None, ge=1)
     pretrained: str | None = None
+
+    def check(self) -> None:
+        if self.depths is not None and self.num_heads is not None:
+            if len(self.depths) != len(self.num_heads):
+                raise FieldError(
+                    "num_heads",
+                    f"{self.num_heads} has {len(self.num_heads)} stages, depths "
+                    f"{self.depths} has {len(self.depths)}; give one value a stage",
+                    also=["depths"],
+                )
 
 
 @dataclass
-class TextConfig:
+class TextConfig(Config):
     """Tokenizer and the multi-modal Transformer (BERT-style encoder over ``[CLS] V [SEP] W``).
 
     ``tokenizer`` is ``"bert-base-uncased"`` (resolved offline, see
@@ -56,25 +69,35 @@ class TextConfig:
     """
 
     tokenizer: str = "bert-base-uncased"
-    vocab_size: int = 0
-    hidden_size: int = 768
-    num_layers: int = 12
-    num_heads: int = 12
-    intermediate_size: int = 3072
-    dropout: float = 0.1
-    attention_dropout: float = 0.1
-    max_text_len: int = 40
-    layer_norm_eps: float = 1e-12
-    initializer_range: float = 0.02
+    vocab_size: int = ranged(0, ge=0)
+    hidden_size: int = ranged(768, ge=1)
+    num_layers: int = ranged(12, ge=1)
+    num_heads: int = ranged(12, ge=1)
+    intermediate_size: int = ranged(3072, ge=1)
+    dropout: float = ranged(0.1, ge=0, lt=1)
+    attention_dropout: float = ranged(0.1, ge=0, lt=1)
+    max_text_len: int = ranged(40, ge=2)
+    layer_norm_eps: float = ranged(1e-12, gt=0)
+    initializer_range: float = ranged(0.02, gt=0)
     pretrained: str | None = None
+
+    def check(self) -> None:
+        if self.hidden_size % self.num_heads:
+            raise FieldError(
+                "hidden_size",
+                f"{self.hidden_size} is not divisible by num_heads ({self.num_heads})",
+                also=["num_heads"],
+            )
 
 
 @dataclass
-class ModelConfig:
-    """``itc_dim``: width of the optional image-text contrastive projections (0 = none; needed
-    by ``objectives.lambda_itc > 0``)."""
+class ModelConfig(Config):
+    """The Visual Parsing model: ``family`` tells it from other model families (see
+    :mod:`vlparse.config.families`), ``name`` is a label. ``itc_dim``: width of the optional
+    image-text contrastive projections (0 = none; needed by ``objectives.lambda_itc > 0``)."""
 
+    family: Literal["visual_parsing"] = "visual_parsing"
     name: str = "custom"
     visual: VisualConfig = field(default_factory=VisualConfig)
     text: TextConfig = field(default_factory=TextConfig)
-    itc_dim: int = 0
+    itc_dim: int = ranged(0, ge=0)

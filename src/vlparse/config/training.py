@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from itertools import pairwise
+from typing import Literal
 
-__all__ = ["DataConfig", "OptimConfig", "TrainConfig", "shared_checks"]
+from vlparse.config.base import Config, FieldError
+from vlparse.config.ranges import ranged
+
+__all__ = ["DataConfig", "OptimConfig", "TrainConfig"]
 
 
 @dataclass
-class DataConfig:
+class DataConfig(Config):
     """Which data sets of the manifest to pre-train on, and how to treat bad input.
 
     ``on_error``: ``"skip"`` replaces a missing or corrupt image with another sample, counts it
@@ -28,62 +32,63 @@ class DataConfig:
     train_splits: list[str] = field(default_factory=lambda: ["train", "restval"])
     val_set: str = "coco"
     val_split: str = "val"
-    num_workers: int = 2
+    num_workers: int = ranged(2, ge=0)
     on_error: Literal["skip", "raise"] = "skip"
-    max_bad_fraction: float = 0.01
+    max_bad_fraction: float = ranged(0.01, ge=0, le=1)
     verify_negatives: Literal["auto", "off"] = "auto"
 
 
 @dataclass
-class OptimConfig:
-    lr: float = 5e-5
-    visual_lr: float = 5e-6
-    weight_decay: float = 0.01
-    betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
-    eps: float = 1e-8
-    warmup_steps: int = 500
-    decay_epochs: list[float] = field(default_factory=lambda: [25, 35])
-    decay_factor: float = 0.1
-    grad_clip: float | None = 1.0
+class OptimConfig(Config):
+    """AdamW with a linear warm-up over ``warmup_steps`` and the rate times ``decay_factor`` at
+    each of ``decay_epochs`` (ascending, fractions allowed). ``lr`` is the rate of everything
+    but the visual embedder, which learns at ``visual_lr``; ``grad_clip`` bounds the gradient
+    norm (``None``: no clipping)."""
+
+    lr: float = ranged(5e-5, gt=0)
+    visual_lr: float = ranged(5e-6, gt=0)
+    weight_decay: float = ranged(0.01, ge=0)
+    betas: list[float] = ranged(factory=lambda: [0.9, 0.999], ge=0, lt=1)
+    eps: float = ranged(1e-8, gt=0)
+    warmup_steps: int = ranged(500, ge=0)
+    decay_epochs: list[float] = ranged(factory=lambda: [25.0, 35.0], ge=0)
+    decay_factor: float = ranged(0.1, gt=0, le=1)
+    grad_clip: float | None = ranged(1.0, gt=0)
+
+    def check(self) -> None:
+        if len(self.betas) != 2:
+            raise FieldError("betas", f"{self.betas} must be two numbers, e.g. [0.9, 0.999]")
+        if any(b <= a for a, b in pairwise(self.decay_epochs)):
+            raise FieldError("decay_epochs", f"{self.decay_epochs} must be ascending")
 
 
 @dataclass
-class TrainConfig:
+class TrainConfig(Config):
     """The loop. ``batch_size`` counts images per optimizer step over all processes (each image
     comes with ``num_pos + num_neg`` texts); ``grad_accum`` splits it into micro-batches.
     ``max_minutes`` ends the run (checkpoint, evaluation, summary) after that much training time,
-    whatever ``epochs`` or ``max_steps`` say."""
+    whatever ``epochs`` or ``max_steps`` say. ``log_every``, ``ckpt_every`` and ``eval_every``
+    count optimizer steps (``ckpt_every`` / ``eval_every`` 0: only at the end)."""
 
-    epochs: float = 40
-    max_steps: int | None = None
-    max_minutes: float | None = None
-    batch_size: int = 2048
-    grad_accum: int = 1
+    epochs: float = ranged(40.0, gt=0)
+    max_steps: int | None = ranged(None, ge=1)
+    max_minutes: float | None = ranged(None, gt=0)
+    batch_size: int = ranged(2048, ge=1)
+    grad_accum: int = ranged(1, ge=1)
     precision: Literal["auto", "fp32", "bf16"] = "auto"
     compile: bool = False
-    seed: int = 0
-    log_every: int = 10
-    ckpt_every: int = 1000
-    keep_checkpoints: int = 3
-    eval_every: int = 0
-    eval_images: int = 500
+    seed: int = ranged(0, ge=0, lt=2**32)
+    log_every: int = ranged(10, ge=1)
+    ckpt_every: int = ranged(1000, ge=0)
+    keep_checkpoints: int = ranged(3, ge=1)
+    eval_every: int = ranged(0, ge=0)
+    eval_images: int = ranged(500, ge=1)
     progress: bool = True
 
-
-def shared_checks(cfg: Any) -> list[tuple[bool, str]]:
-    """Checks of the parts that pre-training and fine-tuning configs have in common."""
-    tr, v, text = cfg.train, cfg.model.visual, cfg.model.text
-    return [
-        (tr.batch_size >= 1 and tr.grad_accum >= 1, "train.batch_size and grad_accum must be >= 1"),
-        (
-            tr.batch_size % tr.grad_accum == 0,
-            "train.batch_size must be divisible by train.grad_accum",
-        ),
-        (v.image_size > 0 and v.window_size > 0, "model.visual sizes must be positive"),
-        (
-            text.hidden_size % text.num_heads == 0,
-            "model.text.hidden_size must be divisible by model.text.num_heads",
-        ),
-        (text.initializer_range > 0, "model.text.initializer_range must be > 0"),
-        (0.0 <= cfg.data.max_bad_fraction <= 1.0, "data.max_bad_fraction must be in [0, 1]"),
-    ]
+    def check(self) -> None:
+        if self.batch_size % self.grad_accum:
+            raise FieldError(
+                "batch_size",
+                f"{self.batch_size} is not divisible by grad_accum ({self.grad_accum})",
+                also=["grad_accum"],
+            )
