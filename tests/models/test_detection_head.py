@@ -97,3 +97,22 @@ def test_bad_configurations():
     head = _head()
     with pytest.raises(ValueError, match="feature levels"):
         head(_inputs()[0][:2], torch.randn(2, 5, 12), torch.ones(2, 5))
+
+
+def test_mixed_precision_forward_and_loss():
+    head = _head()
+    features, tokens, mask = _inputs()
+    gt_boxes = [torch.tensor([[10.0, 12.0, 70.0, 90.0]]),
+                torch.tensor([[40.0, 30.0, 120.0, 100.0]])]
+    gt_tokens = [torch.tensor([[0, 1, 1, 0, 0]], dtype=torch.bool),
+                 torch.tensor([[1, 0, 0, 0, 1]], dtype=torch.bool)]
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = head(features, tokens, mask)
+        levels = torch.split(out.anchors, [h * w for h, w in out.level_sizes])
+        targets = build_targets([atss_assign(levels, b) for b in gt_boxes], gt_boxes, gt_tokens)
+        loss = grounding_loss(out.alignment_logits, out.box_regression, out.centerness,
+                              out.anchors, targets, mask)
+    assert out.alignment_logits.dtype == torch.bfloat16 and out.anchors.dtype == torch.float32
+    assert loss.total.dtype == torch.float32 and torch.isfinite(loss.total)
+    loss.total.backward()
+    assert all(torch.isfinite(p.grad).all() for p in head.parameters())
