@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import math
 from collections import Counter
-from collections.abc import Callable, Hashable, Mapping, Sequence
+from collections.abc import Callable, Hashable, Iterator, Mapping, Sequence
 
 import numpy as np
 
@@ -36,10 +36,13 @@ NGram = tuple[str, ...]
 Caption = str | Sequence[str]
 
 
+def _ngrams(tokens: tuple[str, ...], n: int) -> Iterator[NGram]:
+    return (tokens[i : i + k] for k in range(1, n + 1) for i in range(len(tokens) - k + 1))
+
+
 def ngram_counts(tokens: Sequence[str], n: int = 4) -> Counter[NGram]:
     """Counts of every 1..n-gram of ``tokens``."""
-    tokens = tuple(tokens)
-    return Counter(tokens[i : i + k] for k in range(1, n + 1) for i in range(len(tokens) - k + 1))
+    return Counter(_ngrams(tuple(tokens), n))
 
 
 class _Vector:
@@ -47,8 +50,10 @@ class _Vector:
 
     __slots__ = ("weights", "norms", "length")
 
-    def __init__(self, counts: Counter[NGram], idf: Callable[[NGram], float], n: int) -> None:
-        self.weights = {g: c * idf(g) for g, c in counts.items()}
+    def __init__(
+        self, counts: Counter[NGram], idf: Mapping[NGram, float], unseen_idf: float, n: int
+    ) -> None:
+        self.weights = {g: c * idf.get(g, unseen_idf) for g, c in counts.items()}
         sq = [0.0] * n
         for g, w in self.weights.items():
             sq[len(g) - 1] += w * w
@@ -88,18 +93,16 @@ class CiderD:
                 raise ValueError(f"CiderD: image {key!r} needs a non-empty list of captions")
             toks = [self._tokens(c) for c in caps]
             self._refs[key] = toks
-            df.update({g for t in toks for g in ngram_counts(t, n)})
-        self._df = df
+            df.update({g for t in toks for g in _ngrams(t, n)})
         self._log_n = math.log(len(self._refs))
+        # idf of every reference n-gram; an n-gram no reference has gets log N (df taken as 1)
+        self._idf = {g: self._log_n - math.log(c) for g, c in df.items()}
 
     def _tokens(self, caption: Caption) -> tuple[str, ...]:
         return tuple(self.tokenize(caption) if isinstance(caption, str) else caption)
 
-    def _idf(self, gram: NGram) -> float:
-        return self._log_n - math.log(max(1.0, self._df.get(gram, 0.0)))
-
     def _vector(self, tokens: Sequence[str]) -> _Vector:
-        return _Vector(ngram_counts(tokens, self.n), self._idf, self.n)
+        return _Vector(ngram_counts(tokens, self.n), self._idf, self._log_n, self.n)
 
     @property
     def num_images(self) -> int:
@@ -108,7 +111,8 @@ class CiderD:
 
     def document_frequency(self, gram: NGram) -> int:
         """Number of reference images in whose captions ``gram`` occurs."""
-        return int(self._df.get(tuple(gram), 0))
+        idf = self._idf.get(tuple(gram))
+        return 0 if idf is None else round(math.exp(self._log_n - idf))
 
     def _similarity(self, cand: _Vector, ref: _Vector) -> float:
         """Mean over n-gram orders of the clipped, length-penalised cosine."""
