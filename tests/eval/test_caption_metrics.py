@@ -153,6 +153,7 @@ CAPTIONS = [
     "The dogs' bone is 1,000 miles away; won't you come?!",
     "a bathroom with a toilet , sink and mirror [left] {right}",
     "A man's hand holding a hot-dog w/ mustard\n",
+    "a dog\rand a cat\u2028on a mat",  # line breaks must not shift the captions after them
     "TWO ZEBRAS GRAZING IN A FIELD $5 50% #1",
     "",
 ]

@@ -67,13 +67,14 @@ def simple_ptb_tokenize(text: str) -> list[str]:
     """An approximation of the PTB tokenizer as ``pycocoevalcap`` runs it, in pure Python.
 
     Lower-cases; splits off the clitics ``n't 's 're 've 'll 'd 'm`` (``don't`` -> ``do n't``);
-    keeps hyphenated words, numbers (``3.5``, ``1,000``) and abbreviations (``u.s.``) whole; turns
-    brackets into ``-lrb-``/``-rrb-``/...; makes every other punctuation character a token; then
-    drops the tokens of :data:`PTB_PUNCTUATIONS` (double quotes included, which PTB turns into
-    ``````/``''``). It agrees with the Java tokenizer on ordinary captions (tested); rarer cases
-    (URLs, emoticons, some abbreviations) may differ.
+    keeps hyphenated words, numbers (``3.5``, ``1,000``, ``5:30``) and abbreviations (``u.s.``)
+    whole; turns brackets into ``-lrb-``/``-rrb-``/...; makes every other punctuation character a
+    token (a run like ``?!`` one token); then drops the tokens of :data:`PTB_PUNCTUATIONS`
+    (double quotes included, which PTB turns into ``````/``''``). It agrees with the Java
+    tokenizer on ordinary captions (tested); rarer cases (URLs, emoticons, some abbreviations)
+    may differ.
     """
-    text = text.lower().replace("\n", " ").replace('"', " ")
+    text = " ".join(text.lower().splitlines()).replace('"', " ")
     text = _CLITIC.sub(r"\1 \2", _CLITIC_NT.sub(r"\1 \2", text))
     tokens = (_BRACKETS.get(t, t) for t in _TOKEN.findall(text))
     return [t for t in tokens if t not in PTB_PUNCTUATIONS]
@@ -102,7 +103,10 @@ def tokenize_captions(
     if java:
         from pycocoevalcap.tokenizer.ptbtokenizer import PTBTokenizer
 
-        wrapped = {k: [{"caption": c} for c in caps] for k, caps in captions.items()}
+        # one caption per line: any line break inside a caption would shift every later caption
+        wrapped = {
+            k: [{"caption": " ".join(c.splitlines())} for c in caps] for k, caps in captions.items()
+        }
         return PTBTokenizer().tokenize(wrapped), "ptb"
     tokenized = {
         k: [" ".join(simple_ptb_tokenize(c)) for c in caps] for k, caps in captions.items()
