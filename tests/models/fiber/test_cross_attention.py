@@ -54,6 +54,9 @@ def test_cross_attention_equals_a_loop_over_tokens(query_norm: bool, need_weight
     cross = GatedCrossAttention(8, 6, 2, query_norm=query_norm).eval()
     with torch.no_grad():
         cross.gate.fill_(0.7)
+        for layer in (cross.query, cross.key_value):  # peaked attention, not near-uniform
+            layer.weight.normal_(std=0.7)
+            layer.bias.normal_()
         if query_norm:
             cross.norm.weight.uniform_(0.5, 1.5)
             cross.norm.bias.normal_()
@@ -109,6 +112,14 @@ def _windowed_reference(block, cross, x, text, mask) -> torch.Tensor:
         handle.remove()
 
 
+def _sharpen(cross: GatedCrossAttention, gate: float) -> None:
+    """Open the gate and enlarge the weights so that attention is far from uniform."""
+    with torch.no_grad():
+        cross.gate.fill_(gate)
+        for layer in (cross.query, cross.key_value):
+            layer.weight.normal_(std=0.7)
+
+
 @pytest.mark.parametrize("stage, index", [(0, 0), (0, 1), (1, 0), (1, 1)])
 def test_fused_block_equals_cross_attention_inside_shifted_padded_windows(
     make_config, stage: int, index: int
@@ -118,8 +129,8 @@ def test_fused_block_equals_cross_attention_inside_shifted_padded_windows(
     block = tower.stages[stage].blocks[index]
     assert block.window_size == (4, 4) and (block.shift_size != (0, 0)) == (index == 1)
     cross = model.i2t[2 * stage + index]
+    _sharpen(cross, 0.8)
     with torch.no_grad():
-        cross.gate.fill_(0.8)
         h = w = block.input_resolution[0]  # 10 or 5: windows of 4 need padding
         x = torch.randn(2, h, w, block.dim)
         text = torch.randn(2, 7, 16)
@@ -149,3 +160,38 @@ def test_stochastic_depth_wraps_self_and_cross_attention(make_config) -> None:
         expected = attn + cross(attn.reshape(1, 25, 16), text, mask)[0].view(1, 5, 5, 16)
     assert len(seen) == 1
     torch.testing.assert_close(seen[0], expected, atol=1e-6, rtol=1e-6)
+
+
+@pytest.mark.parametrize("kind", ["bert", "roberta"])
+@pytest.mark.parametrize("final_norm", [True, False])
+def test_fused_text_layer_adds_cross_attention_before_the_residual_norm(
+    make_config, batch, kind: str, final_norm: bool
+) -> None:
+    """Against transformers' own layer forward with the gated cross-attention added to the
+    output of ``attention.output.dense`` by a hook (so before its dropout, residual and
+    LayerNorm), and without the closing LayerNorm when ``final_norm`` is off."""
+    model = FiberModel(make_config(kind)).eval()
+    _, ids, mask = batch
+    cross = model.t2i[1]
+    _sharpen(cross, 0.6)
+    layer = model.text.layers[2]
+    image = torch.randn(2, 25, 16)
+    with torch.no_grad():
+        h, self_mask = model.text.embed(ids, mask)
+        h = h + torch.randn_like(h)
+        ours, _ = model.text.fused_layer(h, 2, self_mask, cross, image, final_norm=final_norm)
+        handle = layer.attention.output.dense.register_forward_hook(
+            lambda _m, _a, out: out + cross(out, image)[0]
+        )
+        norm = layer.output.LayerNorm
+        if not final_norm:
+            layer.output.LayerNorm = torch.nn.Identity()
+        try:
+            ref = layer(h, self_mask)
+        finally:
+            handle.remove()
+            layer.output.LayerNorm = norm
+        ref = ref[0] if isinstance(ref, tuple) else ref
+        stock = layer(h, self_mask)
+    torch.testing.assert_close(ours, ref, atol=1e-5, rtol=1e-5)
+    assert (ours - (stock[0] if isinstance(stock, tuple) else stock)).abs().max() > 1e-3
