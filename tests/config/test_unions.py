@@ -131,7 +131,7 @@ def test_model_family_refuses_keys_and_sections_of_another_family(two_families):
                                          r"ObjectiveConfig"):
         PretrainConfig(model=ToyModelConfig(), objectives=ObjectiveConfig())
     with pytest.raises(FieldError, match=r"model\.family: 'vit' is not one of 'visual_parsing', "
-                                         r"'toy'"):
+                                         r"'fiber', 'toy'"):
         load_config("tiny", ["model.family=vit"])
     with pytest.raises(FieldError, match=r"^override 'model\.width=0': model\.width: 0 is out of "
                                          r"range; must be >= 1"):

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any
 
+from vlparse.config.fiber import FiberModelConfig, FiberObjectiveConfig
 from vlparse.config.model import ModelConfig
 from vlparse.config.objectives import ObjectiveConfig
 
@@ -34,6 +35,7 @@ class Family:
 
 FAMILIES: Mapping[str, Family] = MappingProxyType({
     "visual_parsing": Family(ModelConfig, ObjectiveConfig),  # the default: first
+    "fiber": Family(FiberModelConfig, FiberObjectiveConfig),
 })
 """Every model family by the value of ``model.family``."""
 

@@ -14,7 +14,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from vlparse.config.base import from_dict, raise_failed
+from vlparse.config.base import Config, FieldError, from_dict
+from vlparse.config.ranges import ranged
 
 __all__ = [
     "FiberVisualConfig",
@@ -29,7 +30,7 @@ __all__ = [
 
 
 @dataclass
-class FiberVisualConfig:
+class FiberVisualConfig(Config):
     """The image backbone: a timm Swin Transformer.
 
     ``arch`` names the timm model (and so the pretrained weights timm knows for it);
@@ -45,13 +46,13 @@ class FiberVisualConfig:
     """
 
     arch: str = "swin_base_patch4_window12_384"
-    image_size: int = 384
-    window_size: int = 12
-    patch_size: int = 4
-    embed_dim: int = 128
-    depths: list[int] = field(default_factory=lambda: [2, 2, 18, 2])
-    num_heads: list[int] = field(default_factory=lambda: [4, 8, 16, 32])
-    drop_path_rate: float = 0.1
+    image_size: int = ranged(384, ge=1)
+    window_size: int = ranged(12, ge=1)
+    patch_size: int = ranged(4, ge=1)
+    embed_dim: int = ranged(128, ge=1)
+    depths: list[int] = ranged(factory=lambda: [2, 2, 18, 2], ge=1)
+    num_heads: list[int] = ranged(factory=lambda: [4, 8, 16, 32], ge=1)
+    drop_path_rate: float = ranged(0.1, ge=0, lt=1)
     pretrained: str | None = "timm"
 
     @property
@@ -59,28 +60,25 @@ class FiberVisualConfig:
         """Width of each stage."""
         return [self.embed_dim * 2**i for i in range(len(self.depths))]
 
-    def __post_init__(self) -> None:
+    def check(self) -> None:
         n = len(self.depths)
-        stride = self.patch_size * 2 ** max(n - 1, 0)
-        raise_failed([
-            (n >= 1 and all(d >= 1 for d in self.depths),
-             "model.visual.depths must list at least one stage, each >= 1 block"),
-            (len(self.num_heads) == n,
-             f"model.visual.num_heads needs one entry per stage ({n}), got {self.num_heads}"),
-            (self.patch_size >= 1 and self.embed_dim >= 1 and self.window_size >= 1,
-             "model.visual.patch_size, embed_dim and window_size must be >= 1"),
-            (self.image_size > 0 and self.image_size % stride == 0,
-             f"model.visual.image_size ({self.image_size}) must be a multiple of patch_size * "
-             f"2**(stages - 1) = {stride}"),
-            (all(h >= 1 and w % h == 0 for w, h in zip(self.widths, self.num_heads, strict=False)),
-             f"model.visual: each stage width {self.widths} must be divisible by its head count "
-             f"{self.num_heads}"),
-            (0.0 <= self.drop_path_rate < 1.0, "model.visual.drop_path_rate must be in [0, 1)"),
-        ])
+        if n < 1:
+            raise FieldError("depths", "must list at least one stage")
+        if len(self.num_heads) != n:
+            raise FieldError("num_heads", f"{self.num_heads} needs one entry per stage ({n})",
+                             also=["depths"])
+        stride = self.patch_size * 2 ** (n - 1)
+        if self.image_size % stride:
+            raise FieldError("image_size", f"{self.image_size} is not a multiple of patch_size "
+                             f"* 2**(stages - 1) = {stride}", also=["patch_size", "depths"])
+        for width, heads in zip(self.widths, self.num_heads, strict=True):
+            if width % heads:
+                raise FieldError("num_heads", f"stage widths {self.widths} must be divisible "
+                                 f"by their head counts {self.num_heads}", also=["embed_dim"])
 
 
 @dataclass
-class FiberTextConfig:
+class FiberTextConfig(Config):
     """The text backbone: a transformers ``BertModel`` (``kind="bert"``) or ``RobertaModel``.
 
     The fields below build the backbone's config, so the model is built without reading any file;
@@ -99,19 +97,19 @@ class FiberTextConfig:
     kind: Literal["bert", "roberta"] = "roberta"
     tokenizer: str = "roberta-base"
     pretrained: str | None = "roberta-base"
-    vocab_size: int = 50265
-    hidden_size: int = 768
-    num_layers: int = 12
-    num_heads: int = 12
-    intermediate_size: int = 3072
-    max_position_embeddings: int = 514
-    type_vocab_size: int = 1
-    pad_token_id: int = 1
-    layer_norm_eps: float = 1e-5
-    dropout: float = 0.1
-    attention_dropout: float = 0.1
-    initializer_range: float = 0.02
-    max_text_len: int = 40
+    vocab_size: int = ranged(50265, ge=1)
+    hidden_size: int = ranged(768, ge=1)
+    num_layers: int = ranged(12, ge=1)
+    num_heads: int = ranged(12, ge=1)
+    intermediate_size: int = ranged(3072, ge=1)
+    max_position_embeddings: int = ranged(514, ge=2)
+    type_vocab_size: int = ranged(1, ge=1)
+    pad_token_id: int = ranged(1, ge=0)
+    layer_norm_eps: float = ranged(1e-5, gt=0)
+    dropout: float = ranged(0.1, ge=0, lt=1)
+    attention_dropout: float = ranged(0.1, ge=0, lt=1)
+    initializer_range: float = ranged(0.02, gt=0)
+    max_text_len: int = ranged(40, ge=2)
 
     @property
     def max_positions(self) -> int:
@@ -119,28 +117,21 @@ class FiberTextConfig:
         offset = self.pad_token_id + 1 if self.kind == "roberta" else 0
         return self.max_position_embeddings - offset
 
-    def __post_init__(self) -> None:
-        raise_failed([
-            (min(self.vocab_size, self.hidden_size, self.num_layers, self.num_heads,
-                 self.intermediate_size, self.type_vocab_size) >= 1,
-             "model.text sizes (vocab_size, hidden_size, num_layers, num_heads, "
-             "intermediate_size, type_vocab_size) must be >= 1"),
-            (self.hidden_size % self.num_heads == 0,
-             "model.text.hidden_size must be divisible by model.text.num_heads"),
-            (0 <= self.pad_token_id < self.vocab_size,
-             "model.text.pad_token_id must be inside the vocabulary"),
-            (2 <= self.max_text_len <= self.max_positions,
-             f"model.text.max_text_len must be in [2, {self.max_positions}] (the position table "
-             "of model.text.max_position_embeddings)"),
-            (0.0 <= self.dropout < 1.0 and 0.0 <= self.attention_dropout < 1.0,
-             "model.text.dropout and attention_dropout must be in [0, 1)"),
-            (self.initializer_range > 0 and self.layer_norm_eps > 0,
-             "model.text.initializer_range and layer_norm_eps must be > 0"),
-        ])
+    def check(self) -> None:
+        if self.hidden_size % self.num_heads:
+            raise FieldError("hidden_size", f"{self.hidden_size} is not divisible by num_heads "
+                             f"({self.num_heads})", also=["num_heads"])
+        if self.pad_token_id >= self.vocab_size:
+            raise FieldError("pad_token_id", f"{self.pad_token_id} is outside the vocabulary "
+                             f"(vocab_size {self.vocab_size})", also=["vocab_size"])
+        if self.max_text_len > self.max_positions:
+            raise FieldError("max_text_len", f"{self.max_text_len} exceeds the "
+                             f"{self.max_positions} positions of max_position_embeddings",
+                             also=["max_position_embeddings"])
 
 
 @dataclass
-class FiberFusionConfig:
+class FiberFusionConfig(Config):
     """Fusion in the backbone.
 
     ``num_layers`` (``F``): the last ``F`` image blocks (counted across stages) are paired in order
@@ -160,34 +151,27 @@ class FiberFusionConfig:
     normalised states whether fusion is on or off.
     """
 
-    num_layers: int = 6
+    num_layers: int = ranged(6, ge=1)
     image_query_norm: bool = True
     final_norms: Literal["keep", "drop"] = "keep"
 
-    def __post_init__(self) -> None:
-        raise_failed([(self.num_layers >= 1, "model.fusion.num_layers must be >= 1")])
-
 
 @dataclass
-class FiberLrMultipliers:
+class FiberLrMultipliers(Config):
     """Learning rate of each module role as a multiple of ``optim.lr`` (FIBER: x5 for the
     cross-modal parameters and the heads). Roles: ``image_backbone`` (the timm Swin),
     ``text_backbone`` (the transformers BERT/RoBERTa, word embeddings included, which the MLM
     decoder shares), ``cross_modal`` (every cross-attention module and its gate), ``head`` (the
     cross-modal transforms and poolers, ITC projections, ITM head, MLM head transform and bias)."""
 
-    image_backbone: float = 1.0
-    text_backbone: float = 1.0
-    cross_modal: float = 5.0
-    head: float = 5.0
-
-    def __post_init__(self) -> None:
-        values = (self.image_backbone, self.text_backbone, self.cross_modal, self.head)
-        raise_failed([(all(v >= 0 for v in values), "model.lr_mult values must be >= 0")])
+    image_backbone: float = ranged(1.0, ge=0)
+    text_backbone: float = ranged(1.0, ge=0)
+    cross_modal: float = ranged(5.0, ge=0)
+    head: float = ranged(5.0, ge=0)
 
 
 @dataclass
-class FiberModelConfig:
+class FiberModelConfig(Config):
     """The FIBER model.
 
     ``hidden_size`` (``D``): width of the cross-modal features: the text and image states are
@@ -202,25 +186,20 @@ class FiberModelConfig:
     visual: FiberVisualConfig = field(default_factory=FiberVisualConfig)
     text: FiberTextConfig = field(default_factory=FiberTextConfig)
     fusion: FiberFusionConfig = field(default_factory=FiberFusionConfig)
-    hidden_size: int = 768
-    itc_dim: int = 768
+    hidden_size: int = ranged(768, ge=1)
+    itc_dim: int = ranged(768, ge=1)
     lr_mult: FiberLrMultipliers = field(default_factory=FiberLrMultipliers)
 
-    def __post_init__(self) -> None:
-        blocks = sum(self.visual.depths)
-        f = self.fusion.num_layers
-        raise_failed([
-            (f <= blocks and f <= self.text.num_layers,
-             f"model.fusion.num_layers ({f}) must not exceed the image blocks "
-             f"(sum of model.visual.depths = {blocks}) nor model.text.num_layers "
-             f"({self.text.num_layers})"),
-            (self.hidden_size >= 1 and self.itc_dim >= 1,
-             "model.hidden_size and model.itc_dim must be >= 1"),
-        ])
+    def check(self) -> None:
+        blocks, f = sum(self.visual.depths), self.fusion.num_layers
+        if f > blocks or f > self.text.num_layers:
+            raise FieldError("fusion.num_layers", f"{f} exceeds the image blocks (sum of "
+                             f"visual.depths = {blocks}) or text.num_layers "
+                             f"({self.text.num_layers})", also=["visual.depths", "text.num_layers"])
 
 
 @dataclass
-class FiberObjectiveConfig:
+class FiberObjectiveConfig(Config):
     """Coarse-grained pre-training objectives (MLM + ITC + ITM, weights 1).
 
     ``itc_temperature``: initial value of the learnable temperature, clamped to
@@ -237,29 +216,24 @@ class FiberObjectiveConfig:
     pair's image is no negative); ``"pair"`` excludes only the pair itself, as released.
     """
 
-    mlm_prob: float = 0.15
-    lambda_mlm: float = 1.0
-    lambda_itm: float = 1.0
-    lambda_itc: float = 1.0
-    itc_temperature: float = 0.07
-    itc_temperature_min: float = 0.001
-    itc_temperature_max: float = 1.0
-    itc_queue_size: int = 0
+    mlm_prob: float = ranged(0.15, gt=0, lt=1)
+    lambda_mlm: float = ranged(1.0, ge=0)
+    lambda_itm: float = ranged(1.0, ge=0)
+    lambda_itc: float = ranged(1.0, ge=0)
+    itc_temperature: float = ranged(0.07, gt=0)
+    itc_temperature_min: float = ranged(0.001, gt=0)
+    itc_temperature_max: float = ranged(1.0, gt=0)
+    itc_queue_size: int = ranged(0, ge=0)
     itm_negatives: Literal["hard", "random"] = "hard"
     hard_negative_pool: Literal["gathered", "local"] = "gathered"
     hard_negative_exclude: Literal["same_image", "pair"] = "same_image"
 
-    def __post_init__(self) -> None:
-        t, lo, hi = self.itc_temperature, self.itc_temperature_min, self.itc_temperature_max
-        raise_failed([
-            (0.0 < self.mlm_prob < 1.0, "objectives.mlm_prob must be in (0, 1)"),
-            (min(self.lambda_mlm, self.lambda_itm, self.lambda_itc) >= 0,
-             "objectives.lambda_mlm, lambda_itm and lambda_itc must be >= 0"),
-            (0.0 < lo <= t <= hi,
-             "objectives: need 0 < itc_temperature_min <= itc_temperature <= "
-             "itc_temperature_max"),
-            (self.itc_queue_size >= 0, "objectives.itc_queue_size must be >= 0"),
-        ])
+    def check(self) -> None:
+        lo, t, hi = self.itc_temperature_min, self.itc_temperature, self.itc_temperature_max
+        if not lo <= t <= hi:
+            raise FieldError("itc_temperature", f"{t} must lie in [itc_temperature_min, "
+                             f"itc_temperature_max] = [{lo}, {hi}]",
+                             also=["itc_temperature_min", "itc_temperature_max"])
 
 
 def fiber_config_file(name: str) -> Path:

@@ -85,7 +85,7 @@ def test_fiber_base_offline_names_the_overrides(monkeypatch) -> None:
         ("text", {"num_heads": 5}, "model.text.hidden_size"),
         ("text", {"max_text_len": 600}, "model.text.max_text_len"),
         ("fusion", {"final_norms": "sometimes"}, "model.fusion.final_norms"),
-        ("fusion", {"depth": 2}, "unknown key 'model.fusion.depth'"),
+        ("fusion", {"depth": 2}, "model.fusion.depth: unknown key"),
     ],
 )
 def test_bad_values_name_their_key(section, override, key) -> None:
