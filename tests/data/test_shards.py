@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import io
 import json
 import os
@@ -286,3 +287,23 @@ def test_resume_continues_the_epoch(shards, workers):
     fast.set_epoch(1)  # a resume applies to its epoch only
     assert sum(1 for b in loader(fast) for _ in b) == len(fast)
 
+
+@pytest.mark.slow  # three fresh processes for the memory part
+def test_data_path_benchmark_runs_small(tmp_path):
+    spec = importlib.util.spec_from_file_location(
+        "data_path", Path(__file__).resolve().parents[2] / "benchmarks" / "data_path.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    out = tmp_path / "data_path.json"
+    bench.main(["--images", "12", "--world-image-size", "64", "--image-size", "32",
+                "--workers", "1", "--repeats", "1", "--maxcount", "8", "--buffer", "10",
+                "--captions", "500", "--workdir", str(tmp_path), "--out", str(out)])
+    saved = json.loads(out.read_text())
+    rows = {r["path"]: r for r in saved["throughput"]}
+    assert set(rows) == {"folder", "shards"} and rows["folder"]["workers"] == 1
+    assert rows["folder"]["images"] == rows["shards"]["images"] > 0  # one epoch each
+    mem = saved["memory"]
+    assert mem["manifest_records"]["captions"] == 500 and mem["manifest_records"]["images"] == 100
+    assert mem["shard_index"]["images"] == 100
+    assert mem["shard_streaming_world"]["images"] == rows["shards"]["images"]
+    assert saved["commit"] and saved["hardware"]["cpu_count"] == os.cpu_count()
