@@ -307,3 +307,13 @@ def test_data_path_benchmark_runs_small(tmp_path):
     assert mem["shard_index"]["images"] == 100
     assert mem["shard_streaming_world"]["images"] == rows["shards"]["images"]
     assert saved["commit"] and saved["hardware"]["cpu_count"] == os.cpu_count()
+
+
+def test_writer_rewrites_a_damaged_listed_shard(scene_world, shards, tmp_path):
+    copy = _copy(shards, tmp_path)
+    with open(copy / "shard-000002.tar", "r+b") as f:
+        f.truncate(1000)
+    kept = (copy / "shard-000001.tar").stat().st_mtime_ns
+    write_shards(scene_world, copy, sets=SETS, splits=SPLITS, maxcount=MAXCOUNT, progress=False)
+    assert (copy / "shard-000002.tar").read_bytes() == (shards / "shard-000002.tar").read_bytes()
+    assert (copy / "shard-000001.tar").stat().st_mtime_ns == kept

@@ -196,6 +196,7 @@ def write_shards(
                 continue
             if listed.pop(name, None) is not None:  # listed but not on disk as written
                 index["shards"] = sorted(listed.values(), key=lambda s: s["name"])
+                index["complete"] = False
                 _save(out, index)
             listed[name] = _write_shard(out, name, records, paths, chunk, bar)
             index["shards"] = sorted(listed.values(), key=lambda s: s["name"])
