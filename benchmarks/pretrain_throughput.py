@@ -11,18 +11,17 @@ Variants (``--variants``):
   vlparse-bf16-compile  vlparse under torch.compile (visual parser and encoder compiled)
 
 Usage (one GPU):
-  python benchmarks/pretrain_throughput.py --config paper --batch-size 64 \
-      --out benchmarks/results/pretrain_throughput_h100.json
+  python benchmarks/pretrain_throughput.py --config paper --batch-size 64 --out results.json
 FLOPs are counted with torch.utils.flop_counter on one step of the vlparse model (fwd + bwd
 matrix products and attention; the count is the same for the stock baseline, which computes the
-same products), so TFLOP/s = FLOPs per step x steps/s.
+same products), so TFLOP/s = FLOPs per step x steps/s. ``--out`` gets a ``results.json`` of
+``reports/results.schema.json`` (see ``reports/2026-11-22-h100-throughput/``).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import platform
 import sys
 import time
 from pathlib import Path
@@ -30,6 +29,8 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from results_file import write_results  # noqa: E402
 
 from vlparse.config import load_config  # noqa: E402
 from vlparse.models.single_stream import VisualParsingModel  # noqa: E402
@@ -147,7 +148,7 @@ def main() -> None:
     ap.add_argument(
         "--variants", default="stock-fp32-eager,stock-bf16-sdpa,vlparse-bf16,vlparse-bf16-compile"
     )
-    ap.add_argument("--out", default="benchmarks/results/pretrain_throughput.json")
+    ap.add_argument("--out", default="results.json", help="results.json to write")
     ap.add_argument("overrides", nargs="*")
     args = ap.parse_args()
     if not torch.cuda.is_available():
@@ -176,19 +177,16 @@ def main() -> None:
         if base and "images_per_s" in r:
             r["speedup_vs_stock_fp32_eager"] = r["images_per_s"] / base["images_per_s"]
     report = {
-        "benchmark": "pretrain_throughput",
-        "command": " ".join(sys.argv),
         "config": args.config,
-        "gpu": torch.cuda.get_device_name(device),
-        "torch": torch.__version__,
-        "python": platform.python_version(),
         "flops_per_image_step": flops_per_image,
         "goal_images_per_s": 500,
-        "results": results,
+        "variants": results,
     }
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(report, indent=2) + "\n")
-    print(json.dumps(report, indent=2))
+    record = write_results(args.out, script=__file__, topic="pretrain-throughput", device=device,
+                           results=report, question="How many images per second does a full "
+                           "pre-training step reach, against the same architecture built from "
+                           "stock timm and transformers modules?")
+    print(json.dumps(record, indent=2))
 
 
 if __name__ == "__main__":

@@ -20,7 +20,7 @@ every sample goes through it and nothing is extrapolated.
 
 Usage (one GPU; the goal is a ratio of at most 1.20 over 10,000 samples):
   python benchmarks/probe_overhead.py --config paper --num-samples 10000 --batch-size 64 \\
-      --out benchmarks/results/probe_overhead_h100.json
+      --out probe_overhead.json
 Smoke test on the CPU:
   python benchmarks/probe_overhead.py --config tiny --num-samples 64
 """

@@ -9,11 +9,13 @@ every pair (``naive_scores``), on a sample of pairs.
 The model is randomly initialised (speed does not depend on the weights); images are random
 tensors and captions random word pieces whose lengths are drawn uniformly from
 ``--min-words`` .. ``--max-words`` (Flickr30K captions: about 12-16 word pieces), plus [SEP].
-Data loading is not measured. Goal of issue 4 on one H100 at ``paper`` size: >= 14,000 pairs/s.
+Data loading is not measured. Goal on one H100 at ``paper`` size: >= 14,000 pairs/s. ``--out``
+gets a ``results.json`` of ``reports/results.schema.json`` (see
+``reports/2026-11-23-retrieval-speed/``).
 
 Usage:
   python benchmarks/retrieval_speed.py --config paper --images 200 --batch-pairs 4096 \
-      --out benchmarks/results/retrieval_speed_h100.json          # one GPU
+      --out results.json                                          # one GPU
   python benchmarks/retrieval_speed.py --config tiny --images 8 --naive-pairs 16   # CPU smoke
 """
 
@@ -22,16 +24,26 @@ from __future__ import annotations
 import argparse
 import json
 import platform
+import sys
 import time
 from contextlib import nullcontext
+from pathlib import Path
 
 import torch
 
-from vlparse.config import FinetuneConfig, load_config
-from vlparse.models.single_stream import VisualParsingModel
-from vlparse.tasks.finetune import FinetuneModel
-from vlparse.tasks.retrieval import MatchHead, RetrievalTask, naive_scores, score_matrix
-from vlparse.utils import atomic_write_text
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from results_file import write_results  # noqa: E402
+
+from vlparse.config import FinetuneConfig, load_config  # noqa: E402
+from vlparse.models.single_stream import VisualParsingModel  # noqa: E402
+from vlparse.tasks.finetune import FinetuneModel  # noqa: E402
+from vlparse.tasks.retrieval import (  # noqa: E402
+    MatchHead,
+    RetrievalTask,
+    naive_scores,
+    score_matrix,
+)
 
 FULL_IMAGES, FULL_CAPTIONS = 1000, 5000
 GOAL_PAIRS_PER_S = 14000
@@ -155,16 +167,14 @@ def main(argv: list[str] | None = None) -> dict:
         "max_abs_diff_vs_naive": max_diff,
         "peak_gpu_gib": torch.cuda.max_memory_allocated(device) / 2**30
         if device.type == "cuda" else None,
-        "command": "python benchmarks/retrieval_speed.py " + " ".join(argv or []),
     }
-    text = json.dumps(result, indent=2)
-    print(text)
-    if args.out:
-        atomic_write_text(args.out, text + "\n")
+    print(json.dumps(result, indent=2))
+    write_results(args.out, script=__file__, topic="retrieval-speed", device=device,
+                  results=result, argv=argv,
+                  question="How many image-caption pairs per second does the full-ranking "
+                  "scorer score, against a naive scorer that reruns the parser for every pair?")
     return result
 
 
 if __name__ == "__main__":
-    import sys
-
     main(sys.argv[1:])
