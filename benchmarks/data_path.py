@@ -17,7 +17,7 @@ Memory: the resident set (``VmRSS``) and peak (``ru_maxrss``) of a fresh process
 Each is reported beside the same process's RSS after its imports (``held_mb``: the difference).
 
 Usage (the machine should be otherwise idle):
-  python benchmarks/data_path.py --out benchmarks/results/data_path_cpu.json
+  python benchmarks/data_path.py --out data_path.json
   python benchmarks/data_path.py --images 100 --captions 20000 --workers 1,2 --repeats 1 \
       --out data_path_smoke.json                                             # smoke test
 """
@@ -213,7 +213,7 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--maxcount", type=int, default=1000, help="samples per shard")
     ap.add_argument("--captions", type=int, default=1_000_000, help="captions, memory part")
     ap.add_argument("--workdir", default=None, help="default: a temporary folder, removed")
-    ap.add_argument("--out", default="benchmarks/results/data_path_cpu.json")
+    ap.add_argument("--out", default="data_path.json")
     ap.add_argument("--measure-memory", nargs=2, metavar=("KIND", "PATH"), help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.measure_memory:
