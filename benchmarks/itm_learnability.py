@@ -2,7 +2,7 @@
 
 The quickstart's ITM stays at chance within its budget (docs/status.md). This script trains the
 quickstart model (or a variant given by ``key=value`` overrides) with only the chosen loss terms
-(``--terms itm,mlm,mfr,vla,itc``; the weights are the config's), logs the running training ITM
+(``--terms itm,mlm,mfr,vla``; the weights are the config's), logs the running training ITM
 accuracy every 50 steps, and ends with the held-out evaluation of ``vlparse pretrain`` on the
 world's COCO ``val`` split. ``--pre-ln`` swaps the multi-modal Transformer's post-LN layers for
 pre-LN ones (an experiment only: no final LayerNorm, attention weights not available).
@@ -27,13 +27,12 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader
 
 from vlparse.config import load_config
-from vlparse.data import read_pretrain_records
-from vlparse.data.collate import collate_pretrain
+from vlparse.data import PretrainCollator, PretrainDataset, read_pretrain_records
 from vlparse.data.manifest import load_manifest
-from vlparse.data.pretrain import PretrainDataset
+from vlparse.models.processor import VisualParsingProcessor
 from vlparse.models.single_stream import VisualParsingModel
+from vlparse.objectives import pretrain_loss
 from vlparse.processing.tokenization import build_tokenizer, special_ids
-from vlparse.tasks.pretrain import pretrain_losses
 from vlparse.tasks.pretrain_eval import evaluate_pretrain
 from vlparse.train.optim import build_optimizer, lr_factor
 from vlparse.utils import atomic_write_text
@@ -73,22 +72,25 @@ def main() -> None:
     torch.manual_seed(cfg.train.seed)
     tok = build_tokenizer(cfg.model.text.tokenizer)
     ids = special_ids(tok)
-    model = VisualParsingModel(cfg.model, ids["vocab_size"], ids["cls"], ids["sep"])
-    manifest = load_manifest(Path(args.world) / "manifest.json")
     o = cfg.objectives
+    model = VisualParsingModel(cfg.model, ids["vocab_size"], ids["cls"], ids["sep"], objectives=o)
+    manifest = load_manifest(Path(args.world) / "manifest.json")
+    processor = VisualParsingProcessor(tok, cfg.model.visual.image_size,
+                                       cfg.model.text.max_text_len)
 
-    def dataset(records, seed: int) -> PretrainDataset:
-        return PretrainDataset(
-            records, tok, image_size=cfg.model.visual.image_size,
-            max_text_len=cfg.model.text.max_text_len, num_visual_tokens=model.num_visual_tokens,
-            seed=seed, num_pos=o.num_pos, num_neg=o.num_neg, mlm_all=o.itm_pass == "shared",
+    def dataset(records, seed: int) -> tuple[PretrainDataset, PretrainCollator]:
+        return PretrainDataset(records), PretrainCollator(
+            records, processor, model.num_visual_tokens, num_pos=o.num_pos, num_neg=o.num_neg,
+            mlm_prob=o.mlm_prob, seed=seed,
         )
 
-    train = dataset(read_pretrain_records(manifest, cfg.data.train_sets, cfg.data.train_splits), 0)
-    val = dataset(read_pretrain_records(manifest, [cfg.data.val_set], [cfg.data.val_split]), 1)
-    opt = build_optimizer(
-        model.param_groups(cfg.optim.lr, cfg.optim.visual_lr, cfg.optim.weight_decay), cfg.optim
-    )
+    train, collate = dataset(
+        read_pretrain_records(manifest, cfg.data.train_sets, cfg.data.train_splits), 0)
+    val, val_collate = dataset(
+        read_pretrain_records(manifest, [cfg.data.val_set], [cfg.data.val_split]), 1)
+    opt = build_optimizer(model.param_groups(cfg.optim), cfg.optim)
+    weights = {"itm": 1.0, "mlm": 1.0, "mfr": o.lambda_mfr, "vla": o.vla_weight}
+    weights = {k: (w if k in terms else 0.0) for k, w in weights.items()}
     base_lr = [g["lr"] for g in opt.param_groups]
     steps_per_epoch = len(train) // cfg.train.batch_size
     log, window, step, epoch, t0 = [], [], 0, 0, time.perf_counter()
@@ -97,27 +99,27 @@ def main() -> None:
         epoch += 1
         loader = DataLoader(
             train, batch_size=cfg.train.batch_size, shuffle=True, drop_last=True,
-            collate_fn=collate_pretrain, generator=torch.Generator().manual_seed(epoch),
+            collate_fn=collate, generator=torch.Generator().manual_seed(epoch),
         )
         for batch in loader:
             for g, lr in zip(opt.param_groups, base_lr, strict=True):
                 g["lr"] = lr * lr_factor(step, cfg.optim, steps_per_epoch)
-            losses = pretrain_losses(model, batch, o)
-            parts = {
-                "itm": losses.itm, "mlm": losses.mlm, "mfr": o.lambda_mfr * losses.mfr,
-                "vla": o.vla_weight * losses.vla,
-                "itc": o.lambda_itc * losses.itc if losses.itc is not None else None,
-            }
-            loss = sum(parts[t] for t in terms)
+            out = model.forward_pretrain(batch, run_masked=bool({"mlm", "mfr"} & set(terms)))
+            losses = pretrain_loss(out, weights)
             opt.zero_grad()
-            loss.backward()
+            losses.total.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.optim.grad_clip or 1e9)
             opt.step()
             step += 1
-            window.append(losses.scalars())
+            c = losses.counts
+            window.append({
+                **{f"{k}_acc": c[f"{k}_correct"] / c[f"{k}_total"] for k in ("itm", "mlm")
+                   if c.get(f"{k}_total")},
+                **{k: float(v) for k, v in out.diagnostics.items()},
+            })
             if step % 50 == 0:
                 row = {"step": step, "wall_s": round(time.perf_counter() - t0, 1)}
-                for key in ("itm_acc", "mlm_acc", "itc", "visual_spread"):
+                for key in ("itm_acc", "mlm_acc", "visual_spread"):
                     vals = [w[key] for w in window if key in w]
                     if vals:
                         row[key] = round(sum(vals) / len(vals), 4)
@@ -127,7 +129,7 @@ def main() -> None:
             if step >= args.steps:
                 break
     held = evaluate_pretrain(
-        model, val, num_images=args.eval_images, probe_images=0, retrieval_images=0
+        model, val, val_collate, num_images=args.eval_images, probe_images=0, retrieval_images=0
     )
     result = {
         "command": " ".join(["python", *sys.argv]),

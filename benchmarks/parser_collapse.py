@@ -18,14 +18,14 @@ import time
 
 import torch
 
-from vlparse.config import load_config
-from vlparse.data import read_pretrain_records
-from vlparse.data.collate import collate_pretrain
+from vlparse.config import OptimConfig, load_config
+from vlparse.data import PretrainCollator, PretrainDataset, read_pretrain_records
 from vlparse.data.manifest import load_manifest
-from vlparse.data.pretrain import PretrainDataset
+from vlparse.models.processor import VisualParsingProcessor
 from vlparse.models.single_stream import VisualParsingModel
+from vlparse.objectives import pretrain_loss
 from vlparse.processing.tokenization import build_tokenizer
-from vlparse.tasks.pretrain import pretrain_losses
+from vlparse.tasks.pretrain import loss_weights
 
 
 def main() -> None:
@@ -33,25 +33,31 @@ def main() -> None:
     cfg = load_config("quickstart", overrides)
     tok = build_tokenizer()
     torch.manual_seed(0)
-    model = VisualParsingModel(cfg.model, 30522)
+    model = VisualParsingModel(cfg.model, 30522, objectives=cfg.objectives)
     recs = read_pretrain_records(load_manifest(manifest), ["coco"], ["train"])
-    ds = PretrainDataset(recs, tok, cfg.model.visual.image_size, cfg.model.text.max_text_len,
-                         model.num_visual_tokens)
-    probe = collate_pretrain([ds[i] for i in range(32)])
-    opt = torch.optim.AdamW(model.param_groups(cfg.optim.lr, cfg.optim.visual_lr, 0.01))
+    ds = PretrainDataset(recs)
+    processor = VisualParsingProcessor(tok, cfg.model.visual.image_size,
+                                       cfg.model.text.max_text_len)
+    collate = PretrainCollator(recs, processor, model.num_visual_tokens)
+    probe = collate([ds[i] for i in range(32)])
+    optim = OptimConfig(lr=cfg.optim.lr, visual_lr=cfg.optim.visual_lr, weight_decay=0.01)
+    opt = torch.optim.AdamW(model.param_groups(optim))
     t0 = time.time()
     for step in range(int(os.environ.get("STEPS", "201"))):
-        batch = collate_pretrain([ds[(step * 16 + i + 100) % len(ds)] for i in range(16)])
-        losses = pretrain_losses(model, batch, cfg.objectives)
-        losses.loss.backward()
+        batch = collate([ds[(step * 16 + i + 100) % len(ds)] for i in range(16)])
+        out = model.forward_pretrain(batch)
+        losses = pretrain_loss(out, loss_weights(cfg, 1.0))
+        losses.total.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
         opt.zero_grad()
         if step % 50 == 0:
             with torch.no_grad():
                 tokens = model.encode_image(probe["image"]).tokens
-            keep = ("mlm", "itm", "mfr", "itm_acc")
-            scalars = {k: round(v, 3) for k, v in losses.scalars().items() if k in keep}
+            scalars = {k: round(float(losses.parts[k].detach()), 3) for k in ("mlm", "itm", "mfr")
+                       if k in losses.parts}
+            scalars["itm_acc"] = round(losses.counts["itm_correct"]
+                                       / losses.counts["itm_total"], 3)
             print(overrides, step, "std_img", round(tokens.std(0).mean().item(), 3), scalars,
                   round(time.time() - t0), flush=True)
 
