@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import os
 import subprocess
 import sys
@@ -44,3 +45,39 @@ def test_importing_vlparse_imports_neither_timm_nor_transformers():
                           env={**os.environ, "PYTHONPATH": SRC})
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == ""
+
+
+def _imports(package: str) -> dict[str, set[str]]:
+    """``{file: modules it imports}`` over every file of a ``vlparse`` sub-package, imports
+    inside functions included."""
+    out = {}
+    for path in (Path(SRC) / "vlparse" / package).rglob("*.py"):
+        found = set()
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+                found.add(node.module)
+            elif isinstance(node, ast.Import):
+                found.update(alias.name for alias in node.names)
+        out[str(path.relative_to(SRC))] = found
+    return out
+
+
+@pytest.mark.parametrize("package, forbidden", [
+    ("models", ("vlparse.train", "vlparse.data", "vlparse.tasks", "vlparse.probing")),
+    ("objectives", ("vlparse.models", "vlparse.data", "vlparse.train", "vlparse.tasks")),
+    ("processing", ("vlparse.models", "vlparse.objectives", "vlparse.data", "vlparse.eval")),
+    ("data", ("vlparse.objectives", "vlparse.eval", "vlparse.train", "vlparse.tasks")),
+    ("probing", ("vlparse.tasks", "vlparse.train")),
+])
+def test_layers_import_one_way(package, forbidden):
+    """Until import-linter checks the contracts: no file of a lower layer imports a module of a
+    layer above it, not even inside a function."""
+    bad = {f: sorted(m for m in mods if m.startswith(forbidden))
+           for f, mods in _imports(package).items()}
+    assert not {f: m for f, m in bad.items() if m}
+
+
+def test_the_core_data_path_does_not_know_the_scene_world():
+    for name, mods in _imports("data").items():
+        if "synthetic" not in name:
+            assert not any(m.startswith("vlparse.data.synthetic") for m in mods), name

@@ -45,7 +45,7 @@ def _inputs(b: int = 3, pair: bool = False) -> tuple[torch.Tensor, ...]:
 
 def _ce(logits: torch.Tensor, labels: list[int]) -> float:
     """Mean cross-entropy over the labels >= 0, by hand."""
-    terms = [math.log(sum(math.exp(v) for v in row.tolist())) - float(row[y])
+    terms = [math.log(sum(math.exp(v) for v in row.tolist())) - float(row[y].detach())
              for row, y in zip(logits, labels, strict=True) if y >= 0]
     return sum(terms) / len(terms)
 
