@@ -34,7 +34,13 @@ from results_file import write_results  # noqa: E402
 
 from vlparse.config import load_config  # noqa: E402
 from vlparse.models.single_stream import VisualParsingModel  # noqa: E402
-from vlparse.tasks.pretrain import pretrain_losses  # noqa: E402
+from vlparse.objectives import pretrain_loss  # noqa: E402
+from vlparse.tasks.pretrain import loss_weights  # noqa: E402
+
+
+def step_loss(model, batch: dict, cfg):
+    """The pre-training loss of one batch: the model's passes, then the weighted terms."""
+    return pretrain_loss(model.forward_pretrain(batch), loss_weights(cfg, 1.0)).total
 
 
 def make_batch(cfg, m: int, bsz: int, vocab: int, device: torch.device, seed: int = 0) -> dict:
@@ -65,9 +71,10 @@ def build(variant: str, cfg, vocab: int, device: torch.device):
     if variant.startswith("stock"):
         from stock_model import StockVisualParsing
 
-        model = StockVisualParsing(cfg.model, vocab, attn="eager" if "eager" in variant else "sdpa")
+        model = StockVisualParsing(cfg.model, vocab, attn="eager" if "eager" in variant else "sdpa",
+                                   objectives=cfg.objectives)
     else:
-        model = VisualParsingModel(cfg.model, vocab)
+        model = VisualParsingModel(cfg.model, vocab, objectives=cfg.objectives)
     model.to(device).train()
     if variant.endswith("compile"):
         model.visual.compile()
@@ -82,11 +89,11 @@ def count_flops(cfg, vocab: int, device: torch.device, bsz: int) -> float:
     """FLOPs of one fwd+bwd step per image (fp32, vlparse model)."""
     from torch.utils.flop_counter import FlopCounterMode
 
-    model = VisualParsingModel(cfg.model, vocab).to(device).train()
+    model = VisualParsingModel(cfg.model, vocab, objectives=cfg.objectives).to(device).train()
     batch = make_batch(cfg, model.num_visual_tokens, bsz, vocab, device)
     counter = FlopCounterMode(display=False)
     with counter:
-        pretrain_losses(model, batch, cfg.objectives).loss.backward()
+        step_loss(model, batch, cfg).backward()
     del model
     return counter.get_total_flops() / bsz
 
@@ -104,7 +111,7 @@ def run_variant(
 
     def step() -> torch.Tensor:
         with torch.autocast("cuda", dtype=torch.bfloat16, enabled=amp):
-            loss = pretrain_losses(model, batch, cfg.objectives).loss
+            loss = step_loss(model, batch, cfg)
         loss.backward()
         opt.step()
         opt.zero_grad(set_to_none=True)

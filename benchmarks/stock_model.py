@@ -1,7 +1,8 @@
 """The baseline of the throughput benchmark: the Visual Parsing architecture assembled from stock
 timm and transformers modules (timm Swin with its eager attention, Hugging Face ``BertModel`` with
 ``attn_implementation="eager"``), exposing the same small interface as
-:class:`vlparse.models.single_stream.VisualParsingModel` so that the same loss code drives both.
+:class:`vlparse.models.single_stream.VisualParsingModel` so that the same pre-training passes
+(borrowed from it) and the same loss drive both.
 """
 
 from __future__ import annotations
@@ -10,9 +11,10 @@ import torch
 from torch import Tensor, nn
 from transformers import BertConfig, BertModel
 
-from vlparse.config import ModelConfig
+from vlparse.config import ModelConfig, ObjectiveConfig
 from vlparse.models.embeddings import sine_position_embedding_2d
 from vlparse.models.outputs import FusionOutput, VisualOutput
+from vlparse.models.single_stream import VisualParsingModel
 from vlparse.models.visual.swin_parser import SwinParser
 
 
@@ -22,6 +24,11 @@ class StockVisualParsing(nn.Module):
     ``attn``: ``"eager"`` (explicit softmax attention in timm and BERT) or ``"sdpa"``.
     """
 
+    # the pre-training passes of the vlparse model, run on these stock modules
+    forward_pretrain = VisualParsingModel.forward_pretrain
+    masked_lm = VisualParsingModel.masked_lm
+    _masked_pass = VisualParsingModel._masked_pass
+
     def __init__(
         self,
         cfg: ModelConfig,
@@ -29,8 +36,10 @@ class StockVisualParsing(nn.Module):
         attn: str = "eager",
         cls_id: int = 101,
         sep_id: int = 102,
+        objectives: ObjectiveConfig | None = None,
     ) -> None:
         super().__init__()
+        self.objectives = objectives if objectives is not None else ObjectiveConfig()
         t = cfg.text
         self.visual = SwinParser(cfg.visual)
         for module in self.visual.modules():  # timm's eager or fused attention path

@@ -1,4 +1,5 @@
-"""PretrainDataset: shapes, seeded determinism, caption membership, bad images, collation."""
+"""PretrainDataset and PretrainCollator: shapes, seeded determinism, caption membership, bad
+images, batch negatives, collation."""
 
 from __future__ import annotations
 
@@ -6,10 +7,12 @@ import pytest
 import torch
 from PIL import Image
 
-from vlparse.data.collate import collate_pretrain
+from vlparse.data.collate import PretrainCollator, stack_items
 from vlparse.data.formats import ImageCaptions
-from vlparse.data.pretrain import PretrainDataset, lend_batch_negatives, normalize_caption
+from vlparse.data.negatives import lend_batch_negatives, normalize_caption
+from vlparse.data.pretrain import PretrainDataset
 from vlparse.errors import BadImageError
+from vlparse.models.processor import VisualParsingProcessor
 from vlparse.processing.images import load_image
 from vlparse.processing.tokenization import build_tokenizer, encode_texts, special_ids
 from vlparse.processing.transforms import denormalize, image_transform
@@ -36,9 +39,27 @@ def _records(root, n=8) -> list[ImageCaptions]:
     return recs
 
 
-def _dataset(records, tok, **kw) -> PretrainDataset:
-    return PretrainDataset(records, tok, image_size=S, max_text_len=L, num_visual_tokens=M,
-                           num_pos=P, num_neg=N, **kw)
+class _Items:
+    """The data set and its collator, indexed like the old data set: ``items[i]`` is item ``i``
+    with the collator's draws (``PretrainCollator.draw``)."""
+
+    def __init__(self, records, tok, seed=0, on_error="skip", **kw) -> None:
+        self.dataset = PretrainDataset(records, on_error=on_error)
+        self.collator = PretrainCollator(records, VisualParsingProcessor(tok, S, L), M,
+                                         num_pos=P, num_neg=N, seed=seed, **kw)
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, i: int) -> dict:
+        return self.collator.draw(self.dataset[i])
+
+    def set_epoch(self, epoch: int) -> None:
+        self.dataset.set_epoch(epoch)
+
+
+def _dataset(records, tok, **kw) -> _Items:
+    return _Items(records, tok, **kw)
 
 
 def _rows(tok, captions) -> set[tuple[int, ...]]:
@@ -128,14 +149,14 @@ def test_bad_images_skipped_deterministically(tmp_path, tok):
     assert _same(item, _dataset(recs, tok)[1])
     assert [p for p, _ in ds[2]["skipped"]] == [recs[2].image_path]
 
-    batch = collate_pretrain([ds[i] for i in range(4)])
+    batch = ds.collator([ds.dataset[i] for i in range(4)])
     assert batch["input_ids"].shape == (4, P + N, L)
     assert batch["image"].shape == (4, 3, S, S) and batch["mfr_noise"].shape == (4, M)
     assert batch["index"].tolist() == [0, 1, 2, 3]
     assert [p for p, _ in batch["skipped"]] == [recs[1].image_path, recs[2].image_path,
                                                 recs[2].image_path]
 
-    strict = _dataset(recs, tok, on_error="raise")
+    strict = PretrainDataset(recs, on_error="raise")
     with pytest.raises(BadImageError, match="1.png"):
         strict[1]
     with pytest.raises(BadImageError, match=r"2\.jpg: corrupt"):
@@ -158,6 +179,10 @@ def test_constructor_checks(tmp_path, tok):
         _dataset(recs, tok, on_error="ignore")
     with pytest.raises(ValueError, match="no caption"):
         _dataset([*recs, ImageCaptions("x.jpg", [], 9, "t")], tok)
+    with pytest.raises(ValueError, match="at least 2 images"):
+        _dataset(recs[:1], tok)
+    with pytest.raises(ValueError, match="negatives"):
+        _dataset(recs, tok, negatives="hard")
 
 
 def test_dataloader_workers_give_the_same_batches(tmp_path, tok):
@@ -169,9 +194,9 @@ def test_dataloader_workers_give_the_same_batches(tmp_path, tok):
     (tmp_path / "4.jpg").unlink()
     ds = _dataset(recs, tok, seed=3)
     sampler = ResumableSampler(len(ds), 2, seed=1)
-    loaded = list(DataLoader(ds, batch_sampler=sampler, num_workers=2,
-                             collate_fn=collate_pretrain))
-    direct = [collate_pretrain([ds[i] for i in batch]) for batch in sampler]
+    loaded = list(DataLoader(ds.dataset, batch_sampler=sampler, num_workers=2,
+                             collate_fn=ds.collator))
+    direct = [ds.collator([ds.dataset[i] for i in batch]) for batch in sampler]
     assert len(loaded) == len(direct) == 4
     assert all(_same(a, b) for a, b in zip(loaded, direct, strict=True))
     assert sum(len(b["skipped"]) for b in loaded) == 1
@@ -191,10 +216,11 @@ def _lender_rows(batch_items, group):
 
 def test_batch_negatives_are_the_matched_captions_of_the_group(tmp_path, tok):
     recs = _records(tmp_path)
-    ds = _dataset(recs, tok, mlm_all=True)
+    ds = _dataset(recs, tok)
     items = [ds[i] for i in range(8)]
     before = [dict(it) for it in items]
-    lent = lend_batch_negatives(items, num_pos=P, group=4)
+    rejects = ds.collator.rejects
+    lent = lend_batch_negatives(items, num_pos=P, group=4, rejects=rejects)
     assert all(_same(x, y) for x, y in zip(items, before, strict=True))  # inputs untouched
     found = _lender_rows(lent, 4)
     for a, item in enumerate(lent):
@@ -202,13 +228,16 @@ def test_batch_negatives_are_the_matched_captions_of_the_group(tmp_path, tok):
         for n in range(N):
             (b, slot), = found[a, n]  # exactly one lender, in a's group, at matched slot n % P
             assert b != a and b // 4 == a // 4
-            for k in ("input_ids", "attention_mask", "mlm_input_ids", "mlm_labels"):
+            for k in ("input_ids", "attention_mask"):
                 assert torch.equal(item[k][P + n], items[b][k][slot])
-            assert normalize_caption(item["texts"][P + n]) not in item["own_captions"]
+            assert normalize_caption(item["texts"][P + n]) not in _own(recs[a])
+        for k in ("mlm_input_ids", "mlm_labels", "mfr_noise"):  # the matched side is untouched
+            assert torch.equal(item[k], items[a][k])
     for n in range(N):  # every matched caption is lent once per slot
         assert sorted(b for a in range(8) for b, _ in found[a, n]) == list(range(8))
     # the same batch cut in two shares of whole groups (two processes) gives the same items
-    halves = lend_batch_negatives(items[:4], P, 4) + lend_batch_negatives(items[4:], P, 4)
+    halves = (lend_batch_negatives(items[:4], P, 4, rejects)
+              + lend_batch_negatives(items[4:], P, 4, rejects))
     assert all(_same(x, y) for x, y in zip(halves, lent, strict=True))
 
 
@@ -217,10 +246,10 @@ def test_batch_negatives_never_lend_an_own_caption(tmp_path, tok):
     recs[1] = ImageCaptions(recs[1].image_path, recs[0].captions, 1, "test")  # same captions
     ds = _dataset(recs, tok)
     items = [{**ds[i], "batch_key": 0.1 * (i + 1)} for i in range(4)]  # cycle 0, 1, 2, 3
-    lent = lend_batch_negatives(items, P, 4)
+    lent = lend_batch_negatives(items, P, 4, ds.collator.rejects)
     for a in range(4):
         for n in range(N):
-            assert normalize_caption(lent[a]["texts"][P + n]) not in lent[a]["own_captions"]
+            assert normalize_caption(lent[a]["texts"][P + n]) not in _own(recs[a])
     # slot 0: 0 would take from 1, whose captions are 0's own, so it keeps the data set's draw
     assert lent[0]["texts"][P] == items[0]["texts"][P]
     assert torch.equal(lent[0]["input_ids"][P], items[0]["input_ids"][P])
@@ -229,14 +258,22 @@ def test_batch_negatives_never_lend_an_own_caption(tmp_path, tok):
 
 
 def test_collate_with_batch_negatives(tmp_path, tok):
-    ds = _dataset(_records(tmp_path), tok)
-    items = [ds[i] for i in range(6)]
-    batch = collate_pretrain(items, negatives="batch", num_pos=P, group=3)
+    recs = _records(tmp_path)
+    lending, plain = _dataset(recs, tok, negatives="batch", group=3), _dataset(recs, tok)
+    items = [lending.dataset[i] for i in range(6)]
+    batch, drawn = lending.collator(items), plain.collator(items)
     assert batch["input_ids"].shape == (6, P + N, L)
-    plain = collate_pretrain(items)
-    assert torch.equal(batch["input_ids"][:, :P], plain["input_ids"][:, :P])
-    assert not torch.equal(batch["input_ids"][:, P:], plain["input_ids"][:, P:])
-    with pytest.raises(ValueError, match="negatives"):
-        collate_pretrain(items, negatives="hard")
+    for k in ("image", "mlm_input_ids", "mlm_labels", "mfr_noise", "index"):
+        assert torch.equal(batch[k], drawn[k]), k
+    assert torch.equal(batch["input_ids"][:, :P], drawn["input_ids"][:, :P])
+    assert not torch.equal(batch["input_ids"][:, P:], drawn["input_ids"][:, P:])
+    assert "batch_key" not in batch
     with pytest.raises(ValueError, match="group"):
-        lend_batch_negatives(items, P, 1)
+        lend_batch_negatives([lending[i] for i in range(3)], P, 1, lending.collator.rejects)
+    with pytest.raises(ValueError, match="group"):
+        _dataset(recs, tok, negatives="batch", group=1)
+    assert stack_items(items)["index"].tolist() == list(range(6))
+
+
+def _own(record: ImageCaptions) -> set[str]:
+    return {normalize_caption(c) for c in record.captions}

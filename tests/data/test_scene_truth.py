@@ -8,12 +8,13 @@ import numpy as np
 import pytest
 import torch
 
-from vlparse.data import read_pretrain_records
+from vlparse.data import PretrainCollator, PretrainDataset, read_pretrain_records
 from vlparse.data.manifest import load_manifest
-from vlparse.data.pretrain import PretrainDataset, lend_batch_negatives
+from vlparse.data.negatives import lend_batch_negatives
 from vlparse.data.synthetic import language as L
 from vlparse.data.synthetic.scenes import Scene, SceneObject, sample_scene
 from vlparse.data.synthetic.truth import SceneTruth, caption_truth, scene_from_json, scene_to_json
+from vlparse.models.processor import VisualParsingProcessor
 from vlparse.processing.tokenization import build_tokenizer
 
 
@@ -93,9 +94,23 @@ def world_data(scene_world):
     return records, SceneTruth.from_manifest(manifest), build_tokenizer("bert-base-uncased")
 
 
-def _dataset(records, tok, truth):
-    return PretrainDataset(records, tok, image_size=32, max_text_len=20, num_visual_tokens=4,
-                           truth=truth)
+class _Items:
+    """Items of the data set with the collator's draws; the negative filter comes from
+    ``truth`` (``None``: none)."""
+
+    def __init__(self, records, tok, truth) -> None:
+        self.dataset = PretrainDataset(records)
+        self.collator = PretrainCollator(
+            records, VisualParsingProcessor(tok, 32, 20), 4,
+            negative_filter=truth.negative_filter(records) if truth is not None else None,
+        )
+
+    def __getitem__(self, i: int) -> dict:
+        return self.collator.draw(self.dataset[i])
+
+
+def _dataset(records, tok, truth) -> _Items:
+    return _Items(records, tok, truth)
 
 
 def test_verified_negatives_are_false_of_the_image(world_data):
@@ -121,12 +136,14 @@ def test_lent_negatives_are_verified(world_data):
     records, truth, tok = world_data
     ds = _dataset(records, tok, truth)
     items = [ds[i] for i in range(len(records))]
-    lent_plain = lend_batch_negatives(items, 2, 8)
-    lent = lend_batch_negatives(items, 2, 8, ds.may_describe)
+    plain = _dataset(records, tok, None).collator
+    lent_plain = lend_batch_negatives(items, 2, 8, plain.rejects)
+    lent = lend_batch_negatives(items, 2, 8, ds.collator.rejects)
 
     def may_hold(batch):
         return sum(truth.holds(records[it["record"]].source, records[it["record"]].image_id, t)
                    is not False for it in batch for t in it["texts"][2:])
 
     assert may_hold(lent_plain) > 0 and may_hold(lent) == 0
-    assert ds.may_describe(0, records[0].captions[0].upper())  # its own caption, any case
+    assert ds.collator.rejects(0, records[0].captions[0].upper())  # its own caption, any case
+    assert plain.rejects(0, records[0].captions[0].upper())  # also without the world's truth

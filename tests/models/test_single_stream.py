@@ -6,10 +6,10 @@ from __future__ import annotations
 import pytest
 import torch
 
-from vlparse.config import ModelConfig, load_config
+from vlparse.config import ModelConfig, OptimConfig, load_config
 from vlparse.models.embeddings import sine_position_embedding_2d
+from vlparse.models.registry import create_model, list_models
 from vlparse.models.single_stream import VisualParsingModel
-from vlparse.registry import create_model, list_models
 
 V = 300  # a small vocabulary keeps the tiny model fast
 
@@ -113,8 +113,18 @@ def test_fuse_rejects_bad_shapes(model) -> None:
         model.fuse(torch.randn(3, 36, 128), ids[:, :5], mask[:, :5])
 
 
+def test_fuse_rejects_text_that_starts_with_cls(model) -> None:
+    ids, mask = _text()
+    ids[1, 0] = model.cls_token_id  # e.g. a tokenizer called with add_special_tokens=True
+    with pytest.raises(ValueError, match=r"start with \[CLS\].*text part W"):
+        model.fuse(torch.randn(2, 36, 128), ids, mask)
+    ids[1, 1:] = model.cls_token_id  # [CLS] ids elsewhere are ordinary (random MLM ids)
+    ids[1, 0] = 7
+    model.fuse(torch.randn(2, 36, 128), ids, mask)
+
+
 def test_param_groups_cover_every_parameter_once(model) -> None:
-    groups = model.param_groups(lr=1e-4, visual_lr=1e-5, weight_decay=0.01)
+    groups = model.param_groups(OptimConfig(lr=1e-4, visual_lr=1e-5, weight_decay=0.01))
     seen = [id(p) for g in groups for p in g["params"]]
     assert len(seen) == len(set(seen)) == len(list(model.parameters()))
     names = {id(p): n for n, p in model.named_parameters()}
@@ -128,6 +138,13 @@ def test_param_groups_cover_every_parameter_once(model) -> None:
     by_name = {names[id(p)]: g["name"] for g in groups for p in g["params"]}
     assert by_name["visual_mask_token"] == "fusion_no_decay"
     assert by_name["text_embed.word_embeddings.weight"] == "fusion_decay"
+    assert [g["name"] for g in groups] == ["visual_decay", "visual_no_decay", "fusion_decay",
+                                           "fusion_no_decay"]
+    # parameters keep the model's order within each group (the optimizer state follows it)
+    order = [n for n, _ in model.named_parameters()]
+    for g in groups:
+        idx = [order.index(names[id(p)]) for p in g["params"]]
+        assert idx == sorted(idx)
 
 
 def test_grad_checkpointing_same_outputs() -> None:

@@ -17,8 +17,8 @@ from vlparse.config import ModelConfig, load_config
 from vlparse.models.single_stream import VisualParsingModel
 from vlparse.models.weights import (
     LoadReport,
-    bert_to_vlparse,
     load_state_dict_report,
+    map_bert_state_dict,
     read_state_dict,
 )
 
@@ -113,7 +113,7 @@ def test_minilm_truncation_and_mismatch(minilm) -> None:
         VisualParsingModel(_cfg("num_heads=6"), 30522).load_bert(str(path))
 
 
-def test_bert_to_vlparse_mapping() -> None:
+def test_map_bert_state_dict() -> None:
     sd = {
         "bert.embeddings.LayerNorm.gamma": torch.ones(4),
         "bert.encoder.layer.0.attention.self.query.weight": torch.zeros(4, 4),
@@ -122,13 +122,14 @@ def test_bert_to_vlparse_mapping() -> None:
         "cls.predictions.bias": torch.zeros(9),
         "cls.seq_relationship.weight": torch.zeros(2, 4),
     }
-    out = bert_to_vlparse(sd, num_layers=1)
+    out, unused, _ = map_bert_state_dict(sd, num_layers=1)
     assert set(out) == {
         "text_embed.norm.weight",
         "encoder.layers.0.query.weight",
         "mlm_head.norm.bias",
         "mlm_head.bias",
     }
+    assert set(unused) == {"encoder.layer.1.output.dense.bias", "cls.seq_relationship.weight"}
 
 
 def test_read_state_dict_formats_and_report(tmp_path) -> None:

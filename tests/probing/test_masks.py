@@ -13,7 +13,7 @@ from vlparse.config import load_config
 from vlparse.data import read_pretrain_records
 from vlparse.data.manifest import load_manifest
 from vlparse.models.loading import load_run
-from vlparse.objectives.mfr import attention_guided_mask, num_mfr_tokens
+from vlparse.models.visual_masking import attention_guided_mask, num_mfr_tokens
 from vlparse.probing.masks import ANCHOR_COLOR, BLEND, MASK_COLOR, mask_rows, overlay_mask
 from vlparse.processing import image_transform, load_image
 from vlparse.tasks.pretrain import run_pretrain

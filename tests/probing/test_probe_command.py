@@ -5,12 +5,14 @@ from __future__ import annotations
 import json
 
 import pytest
+import torch
 
 from vlparse.cli import main
 from vlparse.config import load_config
 from vlparse.data import read_pretrain_records
 from vlparse.data.manifest import load_manifest
 from vlparse.models.loading import load_run
+from vlparse.models.single_stream import VisualParsingModel
 from vlparse.tasks.pretrain import run_pretrain
 
 
@@ -22,6 +24,10 @@ def test_probe_command_writes_json_and_figures(scene_world, small_overrides, tmp
     model, loaded_cfg, _ = load_run(run)
     assert not model.training
     num_layers = loaded_cfg.model.text.num_layers
+    # the run exported its final model, self-contained: the same weights as its last checkpoint
+    exported = VisualParsingModel.from_pretrained(run / "model")
+    assert exported.state_dict().keys() == model.state_dict().keys()
+    assert all(torch.equal(a, exported.state_dict()[k]) for k, a in model.state_dict().items())
 
     val = read_pretrain_records(load_manifest(scene_world), ["coco"], ["val"])
     expected_n = min(8, len(val))

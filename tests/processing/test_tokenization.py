@@ -111,3 +111,36 @@ def test_manifest_texts_names_a_malformed_file(tmp_path):
     manifest["coco"] = {"train": {"karpathy": str(bad)}}
     with pytest.raises(DataFormatError, match=r"b\.json: line 2"):
         manifest_texts(manifest)
+
+
+def test_unknown_token_rate_of_a_pruned_tokenizer(tok, tmp_path):
+    """The quickstart's case: a tokenizer pruned to one corpus meets another data set's words
+    (colour names among them) and maps them to [UNK]; the rate says so and warns above 1 %."""
+    from vlparse.processing.tokenization import report_unknown_tokens, unknown_tokens
+
+    world = ["there is one red circle", "a blue square left of a green triangle"]
+    pruned = build_tokenizer(str(tokenization.prune_tokenizer(tok, world, tmp_path / "tok")))
+    known = unknown_tokens(pruned, world)
+    assert (known.rate, known.unknown, known.texts) == (0.0, 0, 2) and known.words == []
+    other = ["what color is the purple circle", "is there a red square"]
+    found = unknown_tokens(pruned, other)
+    pieces = [pruned(t, add_special_tokens=False)["input_ids"] for t in other]
+    unk = [sum(p == pruned.unk_token_id for p in row) for row in pieces]
+    assert found.pieces == sum(map(len, pieces)) and found.unknown == sum(unk) > 0
+    assert found.rate == pytest.approx(sum(unk) / sum(map(len, pieces)))
+    assert {"purple", "color", "what"} <= set(found.words) and "red" not in found.words
+    lines: list[str] = []
+    with pytest.warns(UserWarning, match="above 1%"):
+        report_unknown_tokens(pruned, other, "the questions", log=lines.append)
+    assert lines and lines[0].startswith("unknown tokens: ") and "the questions" in lines[0]
+    assert unknown_tokens(tok, other).rate == 0.0  # the full vocabulary knows them all
+
+
+def test_unknown_tokens_samples_evenly(tok):
+    from vlparse.processing.tokenization import unknown_tokens
+
+    texts = [f"caption {i}" for i in range(10)]
+    assert unknown_tokens(tok, texts, sample=5).texts == 5
+    assert unknown_tokens(tok, texts, sample=50).texts == 10
+    with pytest.raises(TypeError, match="single string"):
+        unknown_tokens(tok, "one text")

@@ -1,46 +1,47 @@
-"""Collation of pre-training items into batches."""
+"""Collation: items into batches, and the pre-training collator that prepares what a
+pre-training step needs (like transformers' ``DataCollatorForLanguageModeling``).
+
+The data set yields an image and its record; :class:`PretrainCollator` transforms the image,
+draws the matched and unmatched captions, tokenises them, masks them for MLM and draws the MFR
+noise. Every random choice of an item comes from one generator seeded by
+``stable_seed(seed, epoch, index)``, in a fixed order (matched captions, negative images, their
+captions, MLM masks, MFR noise, the item's key in its group), so an item is the same whatever
+the number of processes or workers, and after a resume.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
 
-from vlparse.data.pretrain import lend_batch_negatives
+from vlparse.data.formats.records import ImageCaptions
+from vlparse.data.masking import mask_tokens
+from vlparse.data.negatives import (
+    draw_unmatched,
+    lend_batch_negatives,
+    normalize_caption,
+    sample_negatives,
+)
+from vlparse.data.sampler import stable_seed
 
-__all__ = ["collate_pretrain"]
+__all__ = ["NegativeFilter", "PretrainCollator", "stack_items"]
+
+NegativeFilter = Callable[[int, str], bool]
+"""``(record index, text) -> bool``: whether ``text`` may be true of the record's image, so that
+it must not serve as its unmatched caption (built by :mod:`vlparse.data.synthetic.truth`)."""
 
 
-def collate_pretrain(
-    items: list[dict[str, Any]],
-    negatives: str = "dataset",
-    num_pos: int = 2,
-    group: int = 8,
-    may_describe: Callable[[int, str], bool] | None = None,
-) -> dict[str, Any]:
-    """Stack :class:`~vlparse.data.pretrain.PretrainDataset` items into a batch.
+def stack_items(items: list[dict[str, Any]]) -> dict[str, Any]:
+    """Stack items into a batch: tensor fields along a new first dimension, ``index`` as a
+    ``(B,)`` long tensor, the ``skipped`` lists concatenated, other fields as lists.
 
-    With ``negatives="batch"`` the unmatched captions are first taken from other items of the
-    batch, in groups of ``group`` (:func:`~vlparse.data.pretrain.lend_batch_negatives`, with
-    ``num_pos`` matched captions per item, and ``may_describe`` to reject a lent caption that
-    may be true of the receiving image); ``"dataset"`` keeps the data set's draws. Use
-    ``functools.partial`` to fix these for a ``DataLoader``.
-
-    Returns:
-        ``image (B, 3, S, S)``, ``input_ids`` / ``attention_mask`` ``(B, P+N, L)``,
-        ``mlm_input_ids`` / ``mlm_labels`` ``(B, P, L)``, ``mfr_noise (B, m)`` (every tensor
-        field stacked along a new first dimension), ``index (B,)`` long, and ``skipped``: the
-        items' lists of ``(path, reason)`` concatenated.
+    Raises:
+        ValueError: no items, or a tensor field whose shapes differ between items.
     """
     if not items:
-        raise ValueError("collate_pretrain: got an empty list of items")
-    if negatives == "batch":
-        items = lend_batch_negatives(items, num_pos, group, may_describe)
-    elif negatives != "dataset":
-        raise ValueError(
-            f"collate_pretrain: negatives must be 'dataset' or 'batch', got {negatives!r}"
-        )
+        raise ValueError("stack_items: got an empty list of items")
     batch: dict[str, Any] = {}
     for key, value in items[0].items():
         if key == "skipped":
@@ -52,7 +53,128 @@ def collate_pretrain(
                 batch[key] = torch.stack([item[key] for item in items])
             except RuntimeError as e:
                 shapes = sorted({tuple(item[key].shape) for item in items})
-                raise ValueError(f"collate_pretrain: field '{key}' has shapes {shapes}") from e
+                raise ValueError(f"stack_items: field '{key}' has shapes {shapes}") from e
         else:
             batch[key] = [item[key] for item in items]
     return batch
+
+
+class PretrainCollator:
+    """Items of :class:`~vlparse.data.pretrain.PretrainDataset` -> a pre-training batch.
+
+    Args:
+        records: the data set's records (each with at least one caption; at least two records
+            when ``num_neg > 0``): matched captions come from the item's record, unmatched ones
+            from the others.
+        processor: a :class:`~vlparse.models.processor.VisualParsingProcessor` (image transform,
+            tokenizer, ``L``).
+        num_visual_tokens: ``m``, the length of the MFR noise.
+        num_pos, num_neg: ``P`` matched and ``N`` unmatched captions per image.
+        mlm_prob: BERT masking probability (80 % ``[MASK]``, 10 % random, 10 % kept).
+        seed: base seed; an item depends on ``(seed, epoch, index)`` only.
+        negatives: ``"dataset"`` draws each unmatched caption from a random other image of the
+            data set; ``"batch"`` then lends matched captions of the other images of the item's
+            group of ``group`` consecutive items (:func:`~vlparse.data.negatives.
+            lend_batch_negatives`).
+        negative_filter: :data:`NegativeFilter`, or ``None`` (real data: the dataset strategy
+            draws at random as the paper does, the batch strategy only leaves out the image's
+            own captions).
+
+    A batch: ``image (B, 3, S, S)``; ``input_ids``, ``attention_mask`` ``(B, P+N, L)`` (matched
+    captions first); ``mlm_input_ids``, ``mlm_labels`` ``(B, P, L)`` (labels -100 where not
+    masked); ``mfr_noise (B, m)`` in ``[0, 1)``; ``index (B,)``; ``record`` (the records used,
+    ``index`` unless an image was bad); ``texts`` (the ``P + N`` captions of each item);
+    ``skipped`` (``(path, reason)`` of bad images met).
+    """
+
+    def __init__(
+        self,
+        records: Sequence[ImageCaptions],
+        processor: Any,
+        num_visual_tokens: int,
+        num_pos: int = 2,
+        num_neg: int = 2,
+        mlm_prob: float = 0.15,
+        seed: int = 0,
+        negatives: str = "dataset",
+        group: int = 8,
+        negative_filter: NegativeFilter | None = None,
+    ) -> None:
+        if num_pos < 1 or num_neg < 0:
+            raise ValueError(f"need num_pos >= 1 and num_neg >= 0, got {num_pos} and {num_neg}")
+        if negatives not in ("dataset", "batch"):
+            raise ValueError(f"PretrainCollator: negatives must be 'dataset' or 'batch', "
+                             f"got {negatives!r}")
+        if negatives == "batch" and group < 2:
+            raise ValueError(f"PretrainCollator: group must be >= 2, got {group}")
+        if num_neg > 0 and len(records) < 2:
+            raise ValueError("PretrainCollator: unmatched captions need at least 2 images")
+        for i, r in enumerate(records):
+            if not r.captions:
+                raise ValueError(f"PretrainCollator: record {i} ({r.image_path}) has no caption; "
+                                 "drop it first")
+        self.captions = [list(r.captions) for r in records]
+        self.processor = processor
+        self.num_visual_tokens = num_visual_tokens
+        self.num_pos, self.num_neg, self.mlm_prob = num_pos, num_neg, mlm_prob
+        self.seed, self.negatives, self.group = seed, negatives, group
+        self.negative_filter = negative_filter
+
+    def rejects(self, record: int, text: str) -> bool:
+        """Whether ``text`` may describe the image of ``record``: one of its own captions, or
+        the negative filter says so."""
+        if normalize_caption(text) in {normalize_caption(c) for c in self.captions[record]}:
+            return True
+        return self.negative_filter is not None and self.negative_filter(record, text)
+
+    def _texts(self, j: int, index: int, epoch: int, gen: torch.Generator) -> list[str]:
+        """``P`` matched captions of record ``j``, then ``N`` drawn from other records."""
+        captions = self.captions[j]
+        order = torch.randperm(len(captions), generator=gen).tolist()
+        texts = [captions[order[i % len(order)]] for i in range(self.num_pos)]
+        if self.num_neg:
+            redraw, rejects = gen, None
+            if self.negative_filter is not None:  # redraws have their own generator
+                redraw = torch.Generator().manual_seed(stable_seed(self.seed, epoch, index, 1))
+                rejects = self.rejects
+            for k in sample_negatives(j, len(self.captions), self.num_neg, gen):
+                texts.append(draw_unmatched(self.captions, j, k, gen, redraw, rejects))
+        return texts
+
+    def draw(self, item: dict[str, Any]) -> dict[str, Any]:
+        """One item's tensors: every draw from the generator of ``(seed, epoch, index)``."""
+        index, j, epoch = int(item["index"]), int(item["record"]), int(item["epoch"])
+        gen = torch.Generator().manual_seed(stable_seed(self.seed, epoch, index))
+        texts = self._texts(j, index, epoch, gen)
+        input_ids, attention_mask = self.processor.encode_text(texts)
+        ids, sid, p = input_ids[: self.num_pos], self.processor.special_ids, self.num_pos
+        maskable = attention_mask[:p].bool() & (ids != sid["sep"])
+        maskable &= (ids != sid["pad"]) & (ids != sid["cls"])
+        mlm_input_ids, mlm_labels = mask_tokens(
+            ids, maskable, sid["mask"], sid["vocab_size"], self.mlm_prob, gen
+        )
+        mfr_noise = torch.rand(self.num_visual_tokens, generator=gen)
+        batch_key = float(torch.rand((), generator=gen))  # drawn last: earlier draws unchanged
+        return {
+            "image": self.processor.image_transform(item["image"]),
+            "input_ids": input_ids,
+            "attention_mask": attention_mask,
+            "mlm_input_ids": mlm_input_ids,
+            "mlm_labels": mlm_labels,
+            "mfr_noise": mfr_noise,
+            "index": index,
+            "record": j,
+            "skipped": item["skipped"],
+            "texts": texts,
+            "batch_key": batch_key,
+        }
+
+    def __call__(self, items: list[dict[str, Any]]) -> dict[str, Any]:
+        if not items:
+            raise ValueError("PretrainCollator: got an empty list of items")
+        drawn = [self.draw(item) for item in items]
+        if self.negatives == "batch":
+            drawn = lend_batch_negatives(drawn, self.num_pos, self.group, self.rejects)
+        for item in drawn:
+            del item["batch_key"]
+        return stack_items(drawn)

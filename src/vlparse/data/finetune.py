@@ -26,13 +26,13 @@ import torch
 from torch import Tensor
 from torch.utils.data import Dataset
 
-from vlparse.data.collate import collate_pretrain
+from vlparse.data.collate import stack_items
 from vlparse.data.formats.nlvr2 import NLVR2Example, read_nlvr2
 from vlparse.data.formats.snli_ve import SNLIVEExample, read_snli_ve
 from vlparse.data.formats.vqa import VQAQuestion, read_vqa
 from vlparse.data.manifest import manifest_entry, manifest_role
 from vlparse.errors import BadImageError, ManifestError
-from vlparse.eval.vqa import soft_scores
+from vlparse.processing.answers import soft_scores
 from vlparse.processing.images import load_image
 from vlparse.processing.tokenization import encode_texts
 from vlparse.processing.transforms import image_transform
@@ -48,7 +48,6 @@ __all__ = [
 
 FINETUNE_TASKS = ("vqa", "nlvr2", "snli_ve")
 """Task names, equal to their manifest dataset names."""
-
 
 
 def finetune_records(
@@ -163,7 +162,7 @@ class VQADataset(_ImageTextDataset):
         on_error: ``"skip"`` or ``"raise"`` (see the module docstring).
         transform: PIL -> ``(3, S, S)``; default :func:`image_transform` of ``S``.
         score_variant: ``"count"`` (``min(1, count / 3)``, default) or ``"leave_one_out"``; see
-            :func:`vlparse.eval.vqa.soft_scores`.
+            :func:`vlparse.processing.answers.soft_scores`.
 
     An item: ``image (3, S, S)`` float; ``input_ids``, ``attention_mask`` ``(L,)`` long;
     ``targets (V,)`` float in ``[0, 1]``; ``question_id ()`` long; ``answer_type`` str (``""``
@@ -269,4 +268,4 @@ def collate_finetune(items: list[dict[str, Any]]) -> dict[str, Any]:
     ``question_id (B,)``, ``label (B,)``; ``index (B,)`` long; ``skipped`` concatenated; string
     fields (``answer_type``, ``identifier``, ``pair_id``) become lists of length ``B``.
     """
-    return collate_pretrain(items)
+    return stack_items(items)

@@ -1,12 +1,8 @@
 """The VQA v2 metric, answer vocabulary, soft targets and the test-server result file.
 
-**Normalisation** (:func:`normalize_answer`), the rules of the official evaluation, step by step:
-newlines and tabs become spaces and the ends are stripped; each punctuation mark of
-:data:`PUNCTUATION` is deleted when it touches a space or when the text holds a digit-comma-digit
-group (``1,000``), otherwise it becomes a space; a full stop not followed by a digit is deleted
-(``2.5`` keeps its point); then, word by word in lower case, number words become digits
-(``none``/``zero`` to ``ten``), the articles ``a``, ``an``, ``the`` are dropped, and contractions
-written without their apostrophe get it back (``dont`` -> ``don't``).
+**Normalisation** (:func:`~vlparse.processing.answers.normalize_answer`) follows the rules of the
+official evaluation; it and the soft targets live in :mod:`vlparse.processing.answers`, below the
+data that trains against them.
 
 **Accuracy** of a predicted answer against ``n`` human answers (10 in VQA v2): the mean, over the
 ``n`` subsets that leave one human out, of ``min(1, #humans of the subset who gave it / 3)``. So 3
@@ -20,16 +16,19 @@ from __future__ import annotations
 
 import json
 import os
-import re
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
-from functools import lru_cache
-from itertools import product
 from pathlib import Path
 from typing import Any
 
-import torch
 from torch import Tensor
+
+from vlparse.processing.answers import (
+    PUNCTUATION,
+    leave_one_out_score,
+    normalize_answer,
+    soft_scores,
+)
 
 __all__ = [
     "PUNCTUATION",
@@ -41,80 +40,6 @@ __all__ = [
     "write_vqa_results",
 ]
 
-PUNCTUATION = (";", "/", "[", "]", '"', "{", "}", "(", ")", "=", "+", "\\", "_", "-", ">", "<",
-               "@", "`", ",", "?", "!")
-"""Marks that the normalisation deletes or turns into spaces (the apostrophe is kept)."""
-
-_NUMBER_WORDS = {"none": "0", "zero": "0", "one": "1", "two": "2", "three": "3", "four": "4",
-                 "five": "5", "six": "6", "seven": "7", "eight": "8", "nine": "9", "ten": "10"}
-_ARTICLES = frozenset({"a", "an", "the"})
-_DIGIT_COMMA_DIGIT = re.compile(r"\d,\d")
-_LONE_PERIOD = re.compile(r"\.(?!\d)")
-
-# Contractions in their written form; every way of leaving out some of their apostrophes is
-# mapped back to them, except spellings that are ordinary words (see _NOT_CONTRACTIONS).
-_CONTRACTIONS = (
-    "ain't aren't can't couldn't couldn't've didn't doesn't don't hadn't hadn't've hasn't "
-    "haven't he'd he'd've he'll he's how'd how'll how's i'd i'd've i'll i'm i've isn't it'd "
-    "it'd've it'll let's ma'am mightn't mightn't've might've mustn't must've needn't not've "
-    "o'clock oughtn't shan't she'd she'd've she'll she's should've shouldn't shouldn't've "
-    "somebody'd somebody'd've somebody'll somebody's someone'd someone'd've someone'll "
-    "someone's something'd something'd've something'll that's there'd there'd've there're "
-    "there's they'd they'd've they'll they're they've wasn't we'd we'd've we'll we're we've "
-    "weren't what'll what're what's what've when's where'd where's where've who'd who'd've "
-    "who'll who's who've why'll why're why's won't would've wouldn't wouldn't've y'all you'd "
-    "you'd've you'll you're you've"
-).split()
-_NOT_CONTRACTIONS = frozenset({"hell", "shell", "shed", "well", "were", "wed", "ill", "id",
-                               "its", "lets"})
-
-
-@lru_cache(maxsize=1)
-def _contraction_map() -> dict[str, str]:
-    """``{spelling without some apostrophes: contraction}`` (built once, read-only use)."""
-    out: dict[str, str] = {}
-    for word in _CONTRACTIONS:
-        pieces = word.split("'")
-        for keep in product(("'", ""), repeat=len(pieces) - 1):
-            variant = pieces[0] + "".join(k + p for k, p in zip(keep, pieces[1:], strict=True))
-            if variant != word and variant not in _NOT_CONTRACTIONS:
-                out[variant] = word
-    return out
-
-
-def _punctuation(text: str) -> str:
-    out = text
-    strip_all = _DIGIT_COMMA_DIGIT.search(text) is not None
-    for mark in PUNCTUATION:
-        if strip_all or (mark + " ") in text or (" " + mark) in text:
-            out = out.replace(mark, "")
-        else:
-            out = out.replace(mark, " ")
-    return _LONE_PERIOD.sub("", out)
-
-
-def normalize_answer(answer: str) -> str:
-    """The official VQA answer normalisation (see the module docstring), e.g. ``"Two."`` ->
-    ``"2"``, ``"a dog"`` -> ``"dog"``, ``"dont know"`` -> ``"don't know"``."""
-    text = answer.replace("\n", " ").replace("\t", " ").strip()
-    contractions = _contraction_map()
-    words = []
-    for word in _punctuation(text).lower().split():
-        word = _NUMBER_WORDS.get(word, word)
-        if word in _ARTICLES:
-            continue
-        words.append(contractions.get(word, word))
-    return " ".join(words)
-
-
-def _leave_one_out(matches: int, total: int) -> float:
-    """Mean over the ``total`` leave-one-out subsets of ``min(1, matches in subset / 3)``."""
-    if total <= 0:
-        raise ValueError("VQA accuracy needs at least one human answer")
-    with_match = matches * min(1.0, (matches - 1) / 3.0)  # the left-out human gave the answer
-    without = (total - matches) * min(1.0, matches / 3.0)
-    return (with_match + without) / total
-
 
 def vqa_score(prediction: str, answers: Sequence[str]) -> float:
     """The official accuracy of one predicted answer against the human answers, in ``[0, 1]``.
@@ -125,7 +50,7 @@ def vqa_score(prediction: str, answers: Sequence[str]) -> float:
     """
     pred = normalize_answer(prediction)
     matches = sum(normalize_answer(a) == pred for a in answers)
-    return _leave_one_out(matches, len(answers))
+    return leave_one_out_score(matches, len(answers))
 
 
 def _fields(record: Any) -> tuple[int, list[str], str | None, str | None]:
@@ -213,42 +138,6 @@ def build_answer_vocab(
     counts.pop("", None)
     ranked = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))
     return [answer for answer, _ in ranked[:size]]
-
-
-def soft_scores(
-    answers: Sequence[str],
-    vocab: Sequence[str] | Mapping[str, int],
-    variant: str = "count",
-) -> Tensor:
-    """Soft target of every vocabulary answer for one question.
-
-    Args:
-        answers: the humans' raw answers (normalised here).
-        vocab: normalised answers (a list from :func:`build_answer_vocab`, or a prebuilt
-            ``{answer: index}`` map, faster when called per item).
-        variant: ``"count"`` (the common form): ``min(1, count / 3)``, so 3 of 10 humans give
-            1.0; ``"leave_one_out"``: the accuracy the metric would give that answer
-            (:func:`vqa_score`), so 3 of 10 give 0.9.
-
-    Returns:
-        ``(V,)`` float; zero for answers outside the vocabulary and for an empty ``answers``.
-    """
-    index = vocab if isinstance(vocab, Mapping) else {a: i for i, a in enumerate(vocab)}
-    if variant not in ("count", "leave_one_out"):
-        raise ValueError(
-            f"soft_scores: variant must be 'count' or 'leave_one_out', got {variant!r}"
-        )
-    target = torch.zeros(len(index), dtype=torch.float32)
-    counts = Counter(normalize_answer(a) for a in answers)
-    for answer, n in counts.items():
-        i = index.get(answer)
-        if i is None:
-            continue
-        if variant == "count":
-            target[i] = min(1.0, n / 3.0)
-        else:
-            target[i] = _leave_one_out(n, len(answers))
-    return target
 
 
 def write_vqa_results(

@@ -1,8 +1,8 @@
 """Input embeddings of the multi-modal Transformer.
 
 Parameter names follow BERT's (``word_embeddings``, ``position_embeddings``,
-``token_type_embeddings``) so that :func:`vlparse.models.weights.bert_to_vlparse` is a plain
-renaming. The token-type table has two rows, 0 = language, 1 = vision; it lives in
+``token_type_embeddings``) so that :func:`vlparse.models.weights.map_bert_state_dict` is a
+plain renaming. The token-type table has two rows, 0 = language, 1 = vision; it lives in
 :class:`TextEmbedding` and the visual side reads row 1 from it, so BERT's
 ``token_type_embeddings`` initialise both modalities.
 """
@@ -154,6 +154,11 @@ class TextEmbedding(nn.Module):
     @property
     def max_positions(self) -> int:
         return self.position_embeddings.num_embeddings
+
+    def no_weight_decay(self) -> set[str]:
+        """The position and token-type tables: learned offsets, not weights to shrink (timm's
+        convention, read by :func:`vlparse.models.base.role_param_groups`)."""
+        return {"position_embeddings.weight", "token_type_embeddings.weight"}
 
     def type_embedding(self, token_type: int) -> Tensor:
         """``(D,)`` one row of the token-type table."""

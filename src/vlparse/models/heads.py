@@ -1,13 +1,14 @@
-"""Pre-training heads of the single-stream model.
+"""Heads on the multi-modal Transformer's states: pre-training and task heads.
 
 - :class:`MLMHead`: BERT's prediction head (dense, GELU, LayerNorm, decoder); the decoder weight
   is tied to the word embeddings by the model, so BERT's MLM head loads as is.
-- :class:`ITMHead`: one Linear layer on the ``[CLS]`` state, as in the paper; there is no BERT
-  pooler (``tanh(Linear)``) in between.
+- :class:`MatchHead`: one Linear layer on the ``[CLS]`` state, as in the paper; there is no BERT
+  pooler (``tanh(Linear)``) in between. The ITM head of pre-training and the retrieval head.
 - :class:`MFRHead`: the regressor ``r(.)`` of Masked Feature Regression, one Linear layer from the
   Transformer width back to the visual feature width (the paper gives no hidden layer; a plain
   linear map keeps the regression target reachable without extra capacity in the head, so the
   Transformer itself must carry the visual information).
+- :class:`MLPHead`: the classifier of the VQA, NLVR2 and SNLI-VE task models.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-__all__ = ["MLMHead", "ITMHead", "MFRHead"]
+__all__ = ["MFRHead", "MLMHead", "MLPHead", "MatchHead"]
 
 
 class MLMHead(nn.Module):
@@ -46,7 +47,7 @@ class MLMHead(nn.Module):
         return self.decoder(x) + self.bias
 
 
-class ITMHead(nn.Module):
+class MatchHead(nn.Module):
     """Image-text matching logits from the ``[CLS]`` state: ``(B, D)`` -> ``(B, 2)``.
     Class 1 = matched, 0 = not matched."""
 
@@ -71,32 +72,6 @@ class MFRHead(nn.Module):
 
     def forward(self, hidden_states: Tensor) -> Tensor:
         return self.fc(hidden_states)
-
-
-class ITCHead(nn.Module):
-    """Projections for the optional image-text contrastive loss.
-
-    ``image(tokens (B, m, c)) -> (B, d)``: max over the parser's tokens, then Linear c->d. (Max,
-    not mean: the mean of a randomly initialised Swin's LayerNorm-ed tokens hardly differs between
-    images, and an ITC on it stayed at chance; with max it learned. Measured on the quickstart
-    world, 32 images a batch.)
-    ``text(word_emb (T, L, D), mask (T, L)) -> (T, d)``: mean of the word embeddings over real
-    tokens (before fusion; the embedding table is the one the Transformer and MLM use), then
-    Linear D->d.
-    """
-
-    def __init__(self, visual_dim: int, hidden: int, dim: int) -> None:
-        super().__init__()
-        self.image_proj = nn.Linear(visual_dim, dim)
-        self.text_proj = nn.Linear(hidden, dim)
-
-    def image(self, tokens: Tensor) -> Tensor:
-        return self.image_proj(tokens.amax(1))
-
-    def text(self, word_emb: Tensor, mask: Tensor) -> Tensor:
-        m = mask.to(word_emb.dtype)[..., None]
-        pooled = (word_emb * m).sum(1) / m.sum(1).clamp_min(1.0)
-        return self.text_proj(pooled)
 
 
 class MLPHead(nn.Module):

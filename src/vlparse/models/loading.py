@@ -1,15 +1,44 @@
-"""Load a pre-trained vlparse model back from a ``vlparse pretrain`` run folder."""
+"""Loading models back: a folder written by ``save_pretrained`` (self-contained), or a
+``vlparse pretrain`` run folder (its config and the model weights of a checkpoint).
+
+Run folders are read without the trainer's code: only ``config.yaml`` and a checkpoint's
+``model.safetensors`` are used, so loading never unpickles anything.
+"""
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 from typing import Any
 
 from vlparse.config import PretrainConfig
+from vlparse.models.base import WEIGHTS_NAME, read_pretrained_config
 
-__all__ = ["find_run_dir", "load_run"]
+__all__ = ["checkpoint_weights", "find_run_dir", "load_pretrained_model", "load_run"]
 
 CONFIG_NAME = "config.yaml"
+
+
+def load_pretrained_model(directory: str | Path) -> Any:
+    """The model a ``save_pretrained`` folder holds, of whatever class its ``config.json``
+    names (:class:`~vlparse.models.single_stream.VisualParsingModel` or a task model).
+
+    Raises:
+        FileNotFoundError: not a ``save_pretrained`` folder; ValueError: an unknown
+            architecture.
+    """
+    from vlparse.models.single_stream import VisualParsingModel
+    from vlparse.models.vp_tasks import TASK_MODELS
+
+    config = read_pretrained_config(directory)
+    classes = {c.__name__: c for c in (VisualParsingModel, *TASK_MODELS.values())}
+    cls = classes.get(config["architecture"])
+    if cls is None:
+        raise ValueError(
+            f"{directory}: unknown architecture {config['architecture']!r} of family "
+            f"{config['family']!r}; this version of vlparse knows {', '.join(sorted(classes))}"
+        )
+    return cls.from_pretrained(directory)
 
 
 def find_run_dir(path: str | Path) -> Path:
@@ -37,6 +66,35 @@ def find_run_dir(path: str | Path) -> Path:
     )
 
 
+def checkpoint_weights(path: str | Path) -> Path:
+    """The ``model.safetensors`` of a checkpoint: ``path`` itself, a step folder holding it, or
+    the newest checkpoint of a run (or ``checkpoints``) folder (the one ``checkpoints/latest``
+    names, else the highest-numbered ``step_*`` folder with weights).
+
+    Raises:
+        FileNotFoundError: no weights there; the message lists what the folder holds.
+    """
+    path = Path(path)
+    if path.is_file() and path.name == WEIGHTS_NAME:
+        return path
+    if (path / WEIGHTS_NAME).is_file():
+        return path / WEIGHTS_NAME
+    root = path / "checkpoints" if (path / "checkpoints").is_dir() else path
+    latest = root / "latest"
+    if latest.is_file() and (root / latest.read_text().strip() / WEIGHTS_NAME).is_file():
+        return root / latest.read_text().strip() / WEIGHTS_NAME
+    steps = sorted(p for p in root.glob("step_*") if (p / WEIGHTS_NAME).is_file()) \
+        if root.is_dir() else []
+    if steps:
+        return steps[-1] / WEIGHTS_NAME
+    listing = sorted(p.name for p in root.iterdir()) if root.is_dir() else []
+    raise FileNotFoundError(
+        f"no checkpoint found under {path}: expected a run folder with checkpoints/, a "
+        f"checkpoints folder with step_XXXXXXXX/ subfolders, or a folder holding {WEIGHTS_NAME}; "
+        f"{root} contains: {', '.join(listing) or '(nothing)'}"
+    )
+
+
 def load_run(path: str | Path) -> tuple[Any, PretrainConfig, Any]:
     """Rebuild the model of a pre-training run and load its checkpoint weights.
 
@@ -54,31 +112,30 @@ def load_run(path: str | Path) -> tuple[Any, PretrainConfig, Any]:
         FileNotFoundError: the folder, its ``config.yaml`` or its checkpoint is missing.
     """
     import yaml
+    from safetensors.torch import load_model
 
     from vlparse.config import from_dict, validate
+    from vlparse.models.processor import VisualParsingProcessor
     from vlparse.models.single_stream import VisualParsingModel
-    from vlparse.processing.tokenization import build_tokenizer, special_ids
-    from vlparse.train.checkpoint import find_checkpoint, load_model_weights
 
-    path = Path(path)
     run_dir = find_run_dir(path)
-    ckpt = find_checkpoint(path)  # raises FileNotFoundError naming what exists
+    weights = checkpoint_weights(path)
     data = yaml.safe_load((run_dir / CONFIG_NAME).read_text()) or {}
     cfg = from_dict(PretrainConfig, data)
     validate(cfg)
-    tokenizer = build_tokenizer(cfg.model.text.tokenizer)
-    ids = special_ids(tokenizer)
+    processor = VisualParsingProcessor.from_config(cfg.model)
+    ids = processor.special_ids
     vocab = cfg.model.text.vocab_size or ids["vocab_size"]
-    model = VisualParsingModel(cfg.model, vocab, cls_token_id=ids["cls"], sep_token_id=ids["sep"])
-    report = load_model_weights(ckpt, model)
-    missing = list(report.missing)
-    if missing:
-        import warnings
-
+    model = VisualParsingModel(cfg.model, vocab, cls_token_id=ids["cls"], sep_token_id=ids["sep"],
+                               objectives=cfg.objectives)
+    missing, unexpected = load_model(model, str(weights), strict=False)
+    if missing or unexpected:
         warnings.warn(
-            f"load_run: {len(missing)} weights missing from {ckpt} (e.g. {missing[:3]}); they "
-            "keep their initial values.",
+            f"load_run: {weights} does not match the model of {run_dir / CONFIG_NAME}: "
+            f"{len(missing)} weights missing (e.g. {sorted(missing)[:3]}; they keep their "
+            f"initial values), {len(unexpected)} unexpected (e.g. {sorted(unexpected)[:3]})",
             stacklevel=2,
         )
     model.eval()
-    return model, cfg, tokenizer
+    return model, cfg, processor.tokenizer
+

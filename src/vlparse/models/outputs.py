@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 from torch import Tensor
+
+__all__ = ["FusionOutput", "PretrainOutput", "TaskOutput", "VisualOutput"]
 
 
 @dataclass
@@ -64,3 +66,57 @@ class FusionOutput:
         mod = torch.zeros_like(self.attention_mask, dtype=torch.long)
         mod[:, 1 : 1 + self.num_visual] = 1
         return mod.masked_fill(self.attention_mask == 0, -1)
+
+
+@dataclass
+class PretrainOutput:
+    """What a model's pre-training pass returns: logits, targets and masks, never losses
+    (:func:`vlparse.objectives.pretrain_loss` turns them into one). A field a model family or a
+    step does not produce is ``None``.
+
+    Shapes: ``B`` images, ``T`` image-text pairs, ``K`` masked text positions, ``V`` vocabulary,
+    ``M`` masked visual tokens, ``c`` visual feature width.
+
+    Attributes:
+        itm_logits: ``(T, 2)`` image-text matching logits (class 1 = matched).
+        itm_labels: ``(T,)`` long, 1 matched / 0 unmatched.
+        vla_distance: ``(T,)`` OT distance between the text and visual tokens of each pair.
+        mlm_logits: ``(K, V)`` at the masked text positions only.
+        mlm_labels: ``(K,)`` the original ids there.
+        mfr_pred: ``(M, c)`` regressed features of the masked visual tokens.
+        mfr_target: ``(M, c)`` their features before masking (detached).
+        mfr_num_samples: what the MFR sum is divided by (pairs, times ``c`` for a per-channel
+            mean).
+        itc_logits_i2t: ``(B, B')`` image-to-text contrastive logits.
+        itc_logits_t2i: ``(B', B)`` text-to-image contrastive logits.
+        itc_targets: ``(B,)`` long, the matching index of each row.
+        diagnostics: scalars to log, not to train (e.g. ``visual_spread``: the std of the
+            visual tokens across the images of the batch; near 0 means a collapsed parser).
+    """
+
+    itm_logits: Tensor | None = None
+    itm_labels: Tensor | None = None
+    vla_distance: Tensor | None = None
+    mlm_logits: Tensor | None = None
+    mlm_labels: Tensor | None = None
+    mfr_pred: Tensor | None = None
+    mfr_target: Tensor | None = None
+    mfr_num_samples: int | None = None
+    itc_logits_i2t: Tensor | None = None
+    itc_logits_t2i: Tensor | None = None
+    itc_targets: Tensor | None = None
+    diagnostics: dict[str, Tensor] = field(default_factory=dict)
+
+
+@dataclass
+class TaskOutput:
+    """What a task model's ``forward`` returns.
+
+    Attributes:
+        logits: ``(B, C)`` (``C`` = 2 for matching and NLVR2, 3 for entailment, the answers for
+            VQA).
+        loss: the task loss when labels were given, else ``None``.
+    """
+
+    logits: Tensor
+    loss: Tensor | None = None

@@ -1,38 +1,54 @@
 """The Visual Parsing model: a visual parser feeding a single-stream BERT-style Transformer.
 
 The fused sequence is ``[CLS] v_1 .. v_m [SEP] W`` where ``W`` is the tokenizer's text part
-(words, its own trailing ``[SEP]``, padding). Text positions: ``[CLS]`` = 0, ``[SEP]`` = 1,
-``W`` = 2, 3, ...; visual tokens carry a fixed 2-D sine position instead. Token types: 0 for
-``[CLS]``, ``[SEP]`` and ``W``, 1 for the visual tokens (one shared table).
+(words, its own trailing ``[SEP]``, padding; :class:`~vlparse.models.processor.
+VisualParsingProcessor` makes it). Text positions: ``[CLS]`` = 0, ``[SEP]`` = 1, ``W`` = 2, 3,
+...; visual tokens carry a fixed 2-D sine position instead. Token types: 0 for ``[CLS]``,
+``[SEP]`` and ``W``, 1 for the visual tokens (one shared table).
+
+Pre-training passes (:meth:`VisualParsingModel.forward_pretrain`, paper section 4.1): every image
+comes with ``P`` matched and ``N`` unmatched captions; the visual parser runs once per image and
+its tokens serve the ``P + N`` pairs. ITM and VLA see clean inputs of all pairs; a second pass
+over the ``P`` matched pairs carries the MLM-masked text and the MFR-masked visual tokens.
 """
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import Tensor, nn
 
-from vlparse.config import ModelConfig
+from vlparse.config import ModelConfig, ObjectiveConfig, OptimConfig, from_dict, to_dict
+from vlparse.models.base import PretrainedMixin, role_param_groups
+from vlparse.models.bert_init import load_bert
 from vlparse.models.embeddings import VISION_TYPE, TextEmbedding, VisualEmbedding
-from vlparse.models.heads import ITCHead, ITMHead, MFRHead, MLMHead
-from vlparse.models.outputs import FusionOutput, VisualOutput
+from vlparse.models.heads import MatchHead, MFRHead, MLMHead
+from vlparse.models.outputs import FusionOutput, PretrainOutput, VisualOutput
 from vlparse.models.transformer import MultiModalEncoder
 from vlparse.models.visual import build_visual_embedder
-from vlparse.models.weights import (
-    LoadReport,
-    load_state_dict_report,
-    map_bert_state_dict,
-    read_state_dict,
-)
+from vlparse.models.visual_masking import mfr_visual_mask
+from vlparse.models.weights import LoadReport
+from vlparse.objectives.itm import itm_labels
+from vlparse.objectives.ot import ot_distance
+from vlparse.processing.tokenization import IGNORE_INDEX
 
-__all__ = ["VisualParsingModel"]
+__all__ = ["FAMILY", "PASS_FIELDS", "VisualParsingModel"]
 
-_NO_DECAY_NAMES = ("relative_position_bias_table", "absolute_pos_embed", "position", "token_type")
+FAMILY = "visual_parsing"
+
+PASS_FIELDS = ("num_pos", "num_neg", "vla_weight", "ipot_beta", "ipot_iters", "mfr_mode",
+               "mfr_k", "mfr_ratio", "mfr_reduction")
+"""The objectives settings that shape :meth:`VisualParsingModel.forward_pretrain` (saved in
+``config.json``); loss weights and schedules belong to the task, not the model."""
+
+SAVED_TOKENIZER = "."
+"""``text.tokenizer`` in a saved ``config.json`` when the tokenizer is a local folder: the
+tokenizer saved beside the model (``from_pretrained`` puts the folder's path back)."""
 
 
-class VisualParsingModel(nn.Module):
+class VisualParsingModel(PretrainedMixin, nn.Module):
     """Visual parser + multi-modal Transformer + pre-training heads.
 
     Args:
@@ -40,9 +56,13 @@ class VisualParsingModel(nn.Module):
         vocab_size: ``V`` of the tokenizer.
         cls_token_id: id of ``[CLS]`` (bert-base-uncased: 101).
         sep_token_id: id of ``[SEP]`` (bert-base-uncased: 102).
+        objectives: the settings of the pre-training passes (:data:`PASS_FIELDS` are read);
+            default :class:`~vlparse.config.ObjectiveConfig`'s.
 
-    No weights are read here; call :meth:`load_pretrained`.
+    No weights are read here; call :meth:`load_pretrained` or use :meth:`from_pretrained`.
     """
+
+    family = FAMILY
 
     def __init__(
         self,
@@ -50,6 +70,7 @@ class VisualParsingModel(nn.Module):
         vocab_size: int,
         cls_token_id: int = 101,
         sep_token_id: int = 102,
+        objectives: ObjectiveConfig | None = None,
     ) -> None:
         super().__init__()
         t = cfg.text
@@ -57,6 +78,7 @@ class VisualParsingModel(nn.Module):
             if not 0 <= tid < vocab_size:
                 raise ValueError(f"{name}={tid} is outside the vocabulary (size {vocab_size})")
         self.cfg = cfg
+        self.objectives = objectives if objectives is not None else ObjectiveConfig()
         self.vocab_size = vocab_size
         self.cls_token_id = cls_token_id
         self.sep_token_id = sep_token_id
@@ -76,11 +98,8 @@ class VisualParsingModel(nn.Module):
             t.attention_dropout, t.layer_norm_eps, init_std=std,
         )
         self.mlm_head = MLMHead(t.hidden_size, vocab_size, t.layer_norm_eps, init_std=std)
-        self.itm_head = ITMHead(t.hidden_size, init_std=std)
+        self.itm_head = MatchHead(t.hidden_size, init_std=std)
         self.mfr_head = MFRHead(t.hidden_size, self.visual.out_dim, init_std=std)
-        self.itc_head = (
-            ITCHead(self.visual.out_dim, t.hidden_size, cfg.itc_dim) if cfg.itc_dim > 0 else None
-        )
         self.visual_mask_token = nn.Parameter(torch.zeros(t.hidden_size))
         nn.init.normal_(self.visual_mask_token, std=std)
         self.mlm_head.decoder.weight = self.text_embed.word_embeddings.weight  # tied
@@ -109,6 +128,28 @@ class VisualParsingModel(nn.Module):
         ``(B, m, m)`` when asked)."""
         return self.visual(images, output_attentions=output_attentions)
 
+    def _check_text(self, b: int, input_ids: Tensor, attention_mask: Tensor) -> None:
+        """Raise ``ValueError`` unless ``input_ids`` is a ``(b, L)`` text part ``W``."""
+        if input_ids.dim() != 2 or input_ids.shape[0] != b:
+            raise ValueError(
+                f"fuse: input_ids must be (B, L) with B={b} (the visual batch), "
+                f"got {tuple(input_ids.shape)}; repeat the visual tokens per text first"
+            )
+        if attention_mask.shape != input_ids.shape:
+            raise ValueError(
+                f"fuse: attention_mask {tuple(attention_mask.shape)} must match input_ids "
+                f"{tuple(input_ids.shape)}"
+            )
+        if input_ids.shape[1] > self.max_text_len:
+            raise ValueError(f"fuse: text length {input_ids.shape[1]} exceeds "
+                             f"text.max_text_len={self.max_text_len}")
+        if input_ids.shape[1] and bool((input_ids[:, 0] == self.cls_token_id).any()):
+            raise ValueError(
+                "fuse: input_ids start with [CLS], but the model puts [CLS] before the visual "
+                "tokens itself; give the text part W only (word pieces, [SEP], padding), as "
+                "VisualParsingProcessor or encode_texts make it (add_special_tokens=False)"
+            )
+
     def fuse(
         self,
         visual_tokens: Tensor,
@@ -122,7 +163,8 @@ class VisualParsingModel(nn.Module):
 
         Args:
             visual_tokens: ``(B, m, c)`` from :meth:`encode_image`.
-            input_ids: ``(B, L)`` the text part ``W`` (no ``[CLS]``), ``L <= max_text_len``.
+            input_ids: ``(B, L)`` the text part ``W`` (no ``[CLS]``: rejected),
+                ``L <= max_text_len``.
             attention_mask: ``(B, L)`` 1 for real text tokens, 0 for padding.
             visual_mask: ``(B, m)`` bool; ``True`` tokens are replaced by the learned
                 ``visual_mask_token`` (in ``D`` space, before position and type embeddings).
@@ -133,21 +175,8 @@ class VisualParsingModel(nn.Module):
             :class:`FusionOutput` with ``N = 2 + m + L``.
         """
         b, m = visual_tokens.shape[:2]
-        if input_ids.dim() != 2 or input_ids.shape[0] != b:
-            raise ValueError(
-                f"fuse: input_ids must be (B, L) with B={b} (the visual batch), "
-                f"got {tuple(input_ids.shape)}; repeat the visual tokens per text first"
-            )
-        if attention_mask.shape != input_ids.shape:
-            raise ValueError(
-                f"fuse: attention_mask {tuple(attention_mask.shape)} must match input_ids "
-                f"{tuple(input_ids.shape)}"
-            )
+        self._check_text(b, input_ids, attention_mask)
         length = input_ids.shape[1]
-        if length > self.max_text_len:
-            raise ValueError(
-                f"fuse: text length {length} exceeds text.max_text_len={self.max_text_len}"
-            )
         device = input_ids.device
         special = torch.tensor([self.cls_token_id, self.sep_token_id], device=device)
         ids = torch.cat([special.expand(b, 2), input_ids], dim=1)  # (B, 2 + L)
@@ -188,32 +217,109 @@ class VisualParsingModel(nn.Module):
             tokens, input_ids, attention_mask, visual_mask, output_attentions, output_hidden_states
         )
 
+    # ------------------------------------------------------------------ passes
+
+    def itm_logits(self, visual_tokens: Tensor, input_ids: Tensor,
+                   attention_mask: Tensor) -> Tensor:
+        """``(T, 2)`` matching logits (class 1 = matched) of ``T`` pairs: tokens ``(T, m, c)``,
+        texts ``(T, L)``."""
+        return self.itm_head(self.fuse(visual_tokens, input_ids, attention_mask).cls)
+
+    def masked_lm(
+        self,
+        visual_tokens: Tensor,
+        input_ids: Tensor,
+        attention_mask: Tensor,
+        labels: Tensor,
+        visual_mask: Tensor | None = None,
+    ) -> tuple[Tensor, Tensor, FusionOutput]:
+        """The masked pass: MLM logits at the masked positions.
+
+        Args:
+            visual_tokens: ``(T, m, c)``; input_ids, attention_mask: ``(T, L)`` masked texts.
+            labels: ``(T, L)`` original ids at the masked positions, -100 elsewhere.
+            visual_mask: ``(T, m)`` MFR mask, or ``None``.
+
+        Returns:
+            ``(logits (K, V), targets (K,), the fused output)`` over the ``K`` masked positions.
+        """
+        out = self.fuse(visual_tokens, input_ids, attention_mask, visual_mask=visual_mask)
+        selected = labels != IGNORE_INDEX
+        return self.mlm_head(out.text[selected]), labels[selected], out
+
+    def forward_pretrain(self, batch: dict[str, Tensor], *, run_masked: bool = True
+                         ) -> PretrainOutput:
+        """The pre-training passes of one batch (see the module docstring).
+
+        Args:
+            batch: from :class:`~vlparse.data.collate.PretrainCollator`: ``image (B, 3, S, S)``,
+                ``input_ids`` / ``attention_mask`` ``(B, P+N, L)`` (matched captions first),
+                ``mlm_input_ids`` / ``mlm_labels`` ``(B, P, L)``, ``mfr_noise (B, m)``.
+            run_masked: run the masked pass (MLM and MFR); ``False`` skips it, e.g. while the
+                MLM weight is 0 (about a quarter of a step's cost).
+
+        Returns:
+            :class:`PretrainOutput` with ITM logits and labels of the ``B (P + N)`` pairs, the
+            VLA distances (when ``vla_weight > 0``), MLM logits and labels at the masked
+            positions of the matched pairs and the MFR predictions and targets (with the masked
+            pass and ``mfr_mode != "off"``), and ``diagnostics["visual_spread"]`` (``B > 1``).
+        """
+        o = self.objectives
+        images = batch["image"]
+        bsz, n_txt, seq = batch["input_ids"].shape
+        if n_txt != o.num_pos + o.num_neg:
+            raise ValueError(f"batch has {n_txt} texts per image, config expects "
+                             f"{o.num_pos}+{o.num_neg}")
+        vis = self.encode_image(images, output_attentions=o.mfr_mode == "attention")
+        tokens = vis.tokens
+        labels = itm_labels(bsz, o.num_pos, o.num_neg, device=images.device)
+        out = self.fuse(tokens.repeat_interleave(n_txt, 0), batch["input_ids"].reshape(-1, seq),
+                        batch["attention_mask"].reshape(-1, seq))
+        result = PretrainOutput(itm_logits=self.itm_head(out.cls), itm_labels=labels)
+        if o.vla_weight > 0:
+            text_mask = batch["attention_mask"].reshape(-1, seq).bool()
+            vis_mask = torch.ones(out.visual.shape[:2], dtype=torch.bool, device=images.device)
+            result.vla_distance = ot_distance(out.visual.float(), out.text.float(), vis_mask,
+                                              text_mask, beta=o.ipot_beta, iters=o.ipot_iters)
+        if run_masked:
+            vmask = mfr_visual_mask(o.mfr_mode, o.mfr_k, o.mfr_ratio, batch["mfr_noise"],
+                                    vis.attention)
+            self._masked_pass(tokens, vmask, batch, result)
+        # std of the parser's tokens across the images of the batch: near 0 means the parser has
+        # collapsed to one output whatever the image
+        if bsz > 1:
+            result.diagnostics["visual_spread"] = tokens.detach().float().std(0).mean()
+        return result
+
+    def _masked_pass(self, tokens: Tensor, vmask: Tensor | None, batch: dict[str, Tensor],
+                     result: PretrainOutput) -> None:
+        """MLM (and MFR when ``vmask`` is given) on the ``P`` matched pairs, into ``result``."""
+        p = self.objectives.num_pos
+        seq = batch["input_ids"].shape[-1]
+        vmask_m = None if vmask is None else vmask.repeat_interleave(p, 0)
+        result.mlm_logits, result.mlm_labels, out = self.masked_lm(
+            tokens.repeat_interleave(p, 0),
+            batch["mlm_input_ids"][:, :p].reshape(-1, seq),
+            batch["attention_mask"][:, :p].reshape(-1, seq),
+            batch["mlm_labels"][:, :p].reshape(-1, seq),
+            visual_mask=vmask_m,
+        )
+        if vmask_m is not None:
+            result.mfr_pred = self.mfr_head(out.visual[vmask_m])
+            result.mfr_target = tokens.detach().repeat_interleave(p, 0)[vmask_m]
+            per = tokens.shape[-1] if self.objectives.mfr_reduction == "mean_channel" else 1
+            result.mfr_num_samples = tokens.shape[0] * p * per
+
     # ------------------------------------------------------------------ optimisation
 
-    def param_groups(self, lr: float, visual_lr: float, weight_decay: float) -> list[dict]:
-        """AdamW parameter groups: the visual parser at ``visual_lr``, the rest at ``lr``; no
-        weight decay for biases, norms, position / type / relative-position tables and the mask
-        token. Every trainable parameter appears in exactly one group; empty groups are left out.
-        Each group has ``name``, ``params``, ``lr``, ``weight_decay``."""
-        groups: dict[str, dict] = {}
-        for name, p in self.named_parameters():
-            if not p.requires_grad:
-                continue
-            visual = name.startswith("visual.")
-            no_decay = p.ndim <= 1 or any(s in name for s in _NO_DECAY_NAMES)
-            key = ("visual" if visual else "fusion") + ("_no_decay" if no_decay else "_decay")
-            group = groups.setdefault(
-                key,
-                {
-                    "name": key,
-                    "params": [],
-                    "lr": visual_lr if visual else lr,
-                    "weight_decay": 0.0 if no_decay else weight_decay,
-                },
-            )
-            group["params"].append(p)
-        order = ["visual_decay", "visual_no_decay", "fusion_decay", "fusion_no_decay"]
-        return [groups[k] for k in order if k in groups]
+    def param_groups(self, optim: OptimConfig) -> list[dict]:
+        """AdamW parameter groups by role: ``visual`` (the parser, at ``optim.visual_lr``) and
+        ``fusion`` (embeddings, Transformer, heads, mask token, at ``optim.lr``), each split into
+        decay and no-decay (biases, norms, position / type / relative-position tables, the mask
+        token; :func:`~vlparse.models.base.role_param_groups`). Every trainable parameter appears
+        in exactly one group; empty groups are left out."""
+        roles = [("visual", ["visual"], optim.visual_lr), ("fusion", None, optim.lr)]
+        return role_param_groups(self, roles, optim.weight_decay)
 
     # ------------------------------------------------------------------ weights
 
@@ -233,88 +339,41 @@ class VisualParsingModel(nn.Module):
         return reports
 
     def load_bert(self, source: str) -> LoadReport:
-        """Initialise the language side from a BERT-family checkpoint.
+        """Initialise the language side from a BERT-family checkpoint
+        (:func:`vlparse.models.bert_init.load_bert`)."""
+        return load_bert(self, source)
 
-        Args:
-            source: a local folder (``model.safetensors`` / ``pytorch_model.bin``), a checkpoint
-                file, or a Hugging Face model name (via ``transformers``; offline it must be in
-                the local cache).
-
-        Returns:
-            The report; ``missing`` lists the text-side keys (embeddings, encoder, MLM head)
-            the checkpoint did not set; the visual side, the ITM/MFR heads and the mask token
-            are counted in ``notes``.
-        """
-        sd, heads = self._read_bert(source)
-        t = self.cfg.text
-        word = sd.get("embeddings.word_embeddings.weight")
-        if word is None:
-            word = sd.get("bert.embeddings.word_embeddings.weight")
-        if word is None:
-            raise ValueError(f"text.pretrained '{source}': no BERT word embeddings found")
-        where = f"text.pretrained '{source}'"
-        if word.shape[1] != t.hidden_size:
-            raise ValueError(
-                f"{where}: hidden size {word.shape[1]} but text.hidden_size={t.hidden_size}; "
-                "set text.hidden_size (and num_heads, intermediate_size) to the checkpoint's"
-            )
-        if word.shape[0] != self.vocab_size:
-            raise ValueError(
-                f"{where}: vocabulary of {word.shape[0]} tokens but the model has "
-                f"{self.vocab_size}; use the checkpoint's tokenizer"
-            )
-        if heads is not None and heads != t.num_heads:
-            raise ValueError(f"{where}: {heads} attention heads but text.num_heads={t.num_heads}")
-        mapped, unused, notes = map_bert_state_dict(sd, t.num_layers)
-        layers = {int(k.split(".")[2]) for k in mapped if k.startswith("encoder.layers.")}
-        if len(layers) < t.num_layers:
-            raise ValueError(
-                f"{where}: checkpoint has {len(layers)} layers but text.num_layers="
-                f"{t.num_layers}; lower text.num_layers or use a deeper checkpoint"
-            )
-        pos_key = "text_embed.position_embeddings.weight"
-        rows = self.text_embed.max_positions
-        if pos_key in mapped and mapped[pos_key].shape[0] != rows:
-            if mapped[pos_key].shape[0] < rows:
+    def pretrained_config(self, processor: Any = None) -> dict[str, Any]:
+        """``model`` (the config, without initialisation sources: the weights are saved; a local
+        tokenizer path becomes :data:`SAVED_TOKENIZER`), ``vocab_size``, ``special_ids`` and
+        ``objectives`` (:data:`PASS_FIELDS`)."""
+        ids = {"cls": self.cls_token_id, "sep": self.sep_token_id}
+        if processor is not None:
+            theirs = processor.special_ids
+            if (theirs["cls"], theirs["sep"], theirs["vocab_size"]) != (
+                    self.cls_token_id, self.sep_token_id, self.vocab_size):
                 raise ValueError(
-                    f"{where}: {mapped[pos_key].shape[0]} positions, the model needs {rows} "
-                    f"(text.max_text_len + 2)"
+                    f"save_pretrained: the processor's tokenizer ({theirs}) is not the model's "
+                    f"(cls {self.cls_token_id}, sep {self.sep_token_id}, vocabulary "
+                    f"{self.vocab_size})"
                 )
-            notes.append(f"position table sliced from {mapped[pos_key].shape[0]} to {rows} rows")
-            mapped[pos_key] = mapped[pos_key][:rows]
-        report = load_state_dict_report(self, mapped)
-        if "text_embed.word_embeddings.weight" in mapped:
-            report.missing = [k for k in report.missing if k != "mlm_head.decoder.weight"]
-        report.unexpected = unused + report.unexpected
-        not_text = ("visual.", "visual_embed.", "itm_head.", "mfr_head.", "visual_mask_token")
-        other = [k for k in report.missing if k.startswith(not_text)]
-        report.missing = [k for k in report.missing if not k.startswith(not_text)]
-        report.notes = notes + [
-            f"read {source}",
-            f"{len(other)} keys of the visual side, ITM/MFR heads and mask token are not part "
-            "of a BERT checkpoint and keep their initialisation",
-        ]
-        return report
+            ids = {k: v for k, v in theirs.items() if k != "vocab_size"}
+        model = to_dict(self.cfg)
+        model["visual"]["pretrained"] = model["text"]["pretrained"] = None
+        if processor is not None or Path(model["text"]["tokenizer"]).exists():
+            model["text"]["tokenizer"] = SAVED_TOKENIZER
+        passes = {k: getattr(self.objectives, k) for k in PASS_FIELDS}
+        return {"model": model, "vocab_size": self.vocab_size, "special_ids": ids,
+                "objectives": passes}
 
-    @staticmethod
-    def _read_bert(source: str) -> tuple[dict[str, Tensor], int | None]:
-        """State dict and head count (from ``config.json`` when there is one) of a checkpoint."""
-        path = Path(source)
-        if path.exists():
-            sd = read_state_dict(path)
-            config = path / "config.json" if path.is_dir() else path.parent / "config.json"
-            heads = None
-            if config.is_file():
-                heads = json.loads(config.read_text()).get("num_attention_heads")
-            return sd, heads
-        try:
-            from transformers import AutoModel
-
-            hf = AutoModel.from_pretrained(source)
-        except Exception as e:  # hub and cache errors come in many types
-            raise RuntimeError(
-                f"text.pretrained '{source}' is not a local path and transformers could not load "
-                f"it ({type(e).__name__}: {e}). Offline, the model must be in the Hugging Face "
-                "cache; otherwise point text.pretrained to a local folder or checkpoint file"
-            ) from e
-        return hf.state_dict(), getattr(hf.config, "num_attention_heads", None)
+    @classmethod
+    def from_pretrained_config(cls, config: dict[str, Any], directory: Path
+                               ) -> VisualParsingModel:
+        """A model of the architecture ``config.json`` describes (no weights read)."""
+        model = dict(config["model"])
+        if model.get("text", {}).get("tokenizer") == SAVED_TOKENIZER:
+            model["text"] = {**model["text"], "tokenizer": str(Path(directory).resolve())}
+        ids = config["special_ids"]
+        objectives = ObjectiveConfig(**config.get("objectives", {}))
+        return cls(from_dict(ModelConfig, model), int(config["vocab_size"]), int(ids["cls"]),
+                   int(ids["sep"]), objectives=objectives)

@@ -3,7 +3,7 @@
 Attention runs through ``torch.nn.functional.scaled_dot_product_attention`` (fused kernels) unless
 attention weights are asked for; then it is computed explicitly as ``softmax(QK^T / sqrt(d))``
 with padded keys masked, and the weights are returned. Both paths give the same outputs.
-Sub-module names mirror BERT's so :func:`vlparse.models.weights.bert_to_vlparse` is a renaming.
+Sub-module names mirror BERT's so :func:`vlparse.models.weights.map_bert_state_dict` is a renaming.
 """
 
 from __future__ import annotations

@@ -22,7 +22,6 @@ __all__ = [
     "timm_pretrained_state",
     "existing_checkpoint",
     "builtin_weights",
-    "bert_to_vlparse",
     "map_bert_state_dict",
 ]
 
@@ -199,16 +198,6 @@ def _strip_prefix(sd: dict[str, Tensor]) -> dict[str, Tensor]:
 
 def _param_name(suffix: str) -> str:
     return {"gamma": "weight", "beta": "bias"}.get(suffix, suffix)
-
-
-def bert_to_vlparse(
-    state_dict: dict[str, Tensor], num_layers: int | None = None
-) -> dict[str, Tensor]:
-    """Map a BERT-family state dict onto :class:`~vlparse.models.VisualParsingModel` names.
-
-    See :func:`map_bert_state_dict` for the mapping; this returns only the renamed tensors.
-    """
-    return map_bert_state_dict(state_dict, num_layers)[0]
 
 
 def map_bert_state_dict(

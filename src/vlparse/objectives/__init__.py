@@ -1,15 +1,19 @@
-"""Pre-training objectives as pure functions of tensors (paper section 3.3).
+"""Pre-training and fine-tuning losses as pure functions of tensors (paper section 3.3).
 
-- :mod:`~vlparse.objectives.mlm`: BERT masking and the Masked Language Modeling loss.
-- :mod:`~vlparse.objectives.itm`: Image-Text Matching labels, negatives and loss.
+- :mod:`~vlparse.objectives.mlm`: the Masked Language Modeling loss and its weight schedule.
+- :mod:`~vlparse.objectives.itm`: Image-Text Matching labels and loss.
 - :mod:`~vlparse.objectives.ot`: IPOT optimal transport and the VLA alignment loss.
-- :mod:`~vlparse.objectives.mfr`: attention-guided masking and Masked Feature Regression.
-- :mod:`~vlparse.objectives.itc`: image-text contrastive loss (an option, not in the paper).
+- :mod:`~vlparse.objectives.mfr`: the Masked Feature Regression loss.
+- :mod:`~vlparse.objectives.combine`: :func:`pretrain_loss`, the weighted sum of a pass's terms.
+- :mod:`~vlparse.objectives.tasks`: the losses of the fine-tuning heads.
 
-Losses take an optional ``normalizer``: the training loop may pass a count taken over all
-processes so that a DDP step equals a single-process step over the same global batch.
+Masking and negative sampling are data preparation (:mod:`vlparse.data`); which visual tokens
+MFR masks is the model's (:mod:`vlparse.models.visual_masking`). Losses take an optional
+``normalizer``: the training loop may pass a count taken over all processes so that a DDP step
+equals a single-process step over the same global batch.
 """
 
-from vlparse.objectives import itc, itm, mfr, mlm, ot
+from vlparse.objectives import itm, mfr, mlm, ot, tasks
+from vlparse.objectives.combine import TERMS, LossOutput, pretrain_loss
 
-__all__ = ["itc", "itm", "mfr", "mlm", "ot"]
+__all__ = ["TERMS", "LossOutput", "itm", "mfr", "mlm", "ot", "pretrain_loss", "tasks"]

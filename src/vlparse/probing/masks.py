@@ -2,13 +2,14 @@
 
 For a few images of a split, one row each: the image; the attention-guided Masked Feature
 Regression mask (a random anchor token and the ``k - 1`` tokens it attends to most in the visual
-parser's last attention map, :func:`vlparse.objectives.mfr.attention_guided_mask`); a random
-mask of the same size (the ``random`` mode, :func:`vlparse.objectives.mfr.random_mask`, with the
-same anchor); optionally the anchor's attention row as a heat map; and one of its captions.
+parser's last attention map, :func:`vlparse.models.visual_masking.attention_guided_mask`); a
+random mask of the same size (the ``random`` mode,
+:func:`vlparse.models.visual_masking.random_mask`, with the same anchor); optionally the
+anchor's attention row as a heat map; and one of its captions.
 
 The masks are those pre-training would draw: the anchor is ``argmax`` of uniform noise and ``k``
 comes from the run's ``objectives.mfr_k`` / ``objectives.mfr_ratio``
-(:func:`vlparse.tasks.pretrain.mfr_visual_mask`). Images, captions and noise come from one
+(:func:`vlparse.models.visual_masking.mfr_visual_mask`). Images, captions and noise come from one
 generator seeded by ``seed``, so a figure is a pure function of the checkpoint, data and seed.
 Next to the PNG a JSON file of the same name lists, per row, the image, caption, anchor and the
 masked token indices (row-major over the parser's token grid).
@@ -16,7 +17,6 @@ masked token indices (row-major over the parser's token grid).
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import textwrap
 from dataclasses import dataclass
@@ -115,8 +115,8 @@ def mask_rows(
         num_images: rows (at most ``len(records)``).
         seed: picks the images, their captions and the MFR noise.
     """
+    from vlparse.models.visual_masking import mfr_visual_mask
     from vlparse.processing import denormalize, image_transform, load_image
-    from vlparse.tasks.pretrain import mfr_visual_mask
 
     if not records:
         raise ValueError("mask_figure: no image-caption records to draw.")
@@ -137,9 +137,9 @@ def mask_rows(
     attention = vis.attention.float().cpu()  # (B, m, m)
     b, m = attention.shape[:2]
     noise = torch.rand(b, m, generator=gen)  # anchors: argmax, as in pre-training
-    obj = cfg.objectives
-    att_mask = mfr_visual_mask(dataclasses.replace(obj, mfr_mode="attention"), noise, attention)
-    rnd_mask = mfr_visual_mask(dataclasses.replace(obj, mfr_mode="random"), noise, None)
+    k, ratio = cfg.objectives.mfr_k, cfg.objectives.mfr_ratio
+    att_mask = mfr_visual_mask("attention", k, ratio, noise, attention)
+    rnd_mask = mfr_visual_mask("random", k, ratio, noise, None)
     anchors = noise.argmax(dim=1)
     shown = denormalize(images).permute(0, 2, 3, 1).numpy()
     return [
@@ -235,7 +235,7 @@ def mask_figure(
     from vlparse.data import read_pretrain_records
     from vlparse.data.manifest import load_manifest
     from vlparse.models.loading import load_run
-    from vlparse.objectives.mfr import num_mfr_tokens
+    from vlparse.models.visual_masking import num_mfr_tokens
 
     if not isinstance(manifest, dict):
         manifest = load_manifest(manifest)

@@ -100,6 +100,33 @@ def probe_batches(
     return imf, nmi
 
 
+def _pairs_loader(model, cfg, tokenizer, manifest: dict, dataset: str, split: str,
+                  num_samples: int, batch_size: int, workers: int, pin_memory: bool
+                  ) -> tuple[Any, int]:
+    """A loader of the first ``num_samples`` images of ``dataset``/``split`` with one caption
+    each (drawn by the seeded generator of the image's index), and the number of images."""
+    from torch.utils.data import DataLoader, Subset
+
+    from vlparse.data import PretrainCollator, PretrainDataset, read_pretrain_records
+    from vlparse.models.processor import VisualParsingProcessor
+
+    records = read_pretrain_records(manifest, [dataset], [split])
+    if not records:
+        raise FileNotFoundError(
+            f"probe: the manifest has no captioned images for {dataset}/{split}; pick a data set "
+            "and split it lists."
+        )
+    data = PretrainDataset(records, on_error=cfg.data.on_error)
+    processor = VisualParsingProcessor(tokenizer, cfg.model.visual.image_size,
+                                       cfg.model.text.max_text_len)
+    collate = PretrainCollator(records, processor, model.num_visual_tokens, num_pos=1,
+                               num_neg=0, mlm_prob=0.0, seed=0)
+    n = min(num_samples, len(data))
+    loader = DataLoader(Subset(data, range(n)), batch_size=batch_size, shuffle=False,
+                        collate_fn=collate, num_workers=workers, pin_memory=pin_memory)
+    return loader, n
+
+
 def probe_checkpoint(
     checkpoint: str | Path,
     manifest: dict,
@@ -132,12 +159,8 @@ def probe_checkpoint(
         ``{"F": (L, L) tensor (NaN below the diagonal), "nmi": (L + 1,) tensor,
         "num_samples": int, "model": str}``.
     """
-    from torch.utils.data import DataLoader, Subset
     from tqdm.auto import tqdm
 
-    from vlparse.data import read_pretrain_records
-    from vlparse.data.collate import collate_pretrain
-    from vlparse.data.pretrain import PretrainDataset
     from vlparse.models.loading import load_run
 
     if num_samples < 1 or batch_size < 1:
@@ -147,38 +170,11 @@ def probe_checkpoint(
     dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     model, cfg, tokenizer = load_run(checkpoint)
     model.to(dev).eval()
-    records = read_pretrain_records(manifest, [dataset], [split])
-    if not records:
-        raise FileNotFoundError(
-            f"probe: the manifest has no captioned images for {dataset}/{split}; pick a data set "
-            "and split it lists."
-        )
-    data = PretrainDataset(
-        records,
-        tokenizer,
-        image_size=cfg.model.visual.image_size,
-        max_text_len=cfg.model.text.max_text_len,
-        num_visual_tokens=model.num_visual_tokens,
-        num_pos=1,
-        num_neg=0,
-        mlm_prob=0.0,
-        seed=0,
-        on_error=cfg.data.on_error,
-    )
-    n = min(num_samples, len(data))
-    if n == 0:
-        raise RuntimeError(f"probe: no samples were read from {dataset}/{split}")
     workers = cfg.data.num_workers if num_workers is None else num_workers
     if workers < 0:
         raise ValueError(f"probe: num_workers must be >= 0, got {workers}")
-    loader = DataLoader(
-        Subset(data, range(n)),
-        batch_size=batch_size,
-        shuffle=False,
-        collate_fn=collate_pretrain,
-        num_workers=workers,
-        pin_memory=dev.type == "cuda",
-    )
+    loader, n = _pairs_loader(model, cfg, tokenizer, manifest, dataset, split, num_samples,
+                              batch_size, workers, pin_memory=dev.type == "cuda")
     if autocast is None:
         autocast = dev.type == "cuda" and cfg.train.precision != "fp32"
 

@@ -9,18 +9,29 @@ from __future__ import annotations
 
 import importlib.util
 import inspect
+import warnings
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 from torch import Tensor
 
 __all__ = [
+    "IGNORE_INDEX",
     "build_tokenizer",
     "encode_texts",
     "special_ids",
     "bundled_bert_vocab",
     "prune_tokenizer",
+    "UnknownTokens",
+    "unknown_tokens",
+    "report_unknown_tokens",
 ]
+
+IGNORE_INDEX = -100
+"""Label of a text position without a target (MLM labels of unmasked tokens): the
+``ignore_index`` of ``F.cross_entropy``."""
 
 BERT_UNCASED = "bert-base-uncased"
 MODEL_MAX_LENGTH = 1_000_000
@@ -146,6 +157,96 @@ def encode_texts(tokenizer, texts: list[str], max_len: int) -> tuple[Tensor, Ten
         mask[i, : len(row)] = 1
     return ids, mask
 
+
+UNKNOWN_WARN_RATE = 0.01
+"""Above this share of ``[UNK]`` word pieces, :func:`report_unknown_tokens` warns."""
+
+
+@dataclass
+class UnknownTokens:
+    """How much of a sample of texts a tokenizer cannot represent.
+
+    Attributes:
+        rate: ``unknown / pieces`` (0 for no pieces).
+        pieces: word pieces of the sampled texts (no special tokens).
+        unknown: pieces that are ``[UNK]``.
+        texts: texts sampled.
+        words: up to 10 white-space separated words that became ``[UNK]``, sorted.
+    """
+
+    rate: float
+    pieces: int
+    unknown: int
+    texts: int
+    words: list[str] = field(default_factory=list)
+
+
+def _sample(texts: Sequence[str], size: int) -> list[str]:
+    """Up to ``size`` texts spread evenly over ``texts`` (all of them when there are fewer)."""
+    n = len(texts)
+    if n <= size:
+        return list(texts)
+    return [texts[i * n // size] for i in range(size)]
+
+
+def unknown_tokens(tokenizer, texts: Sequence[str], sample: int = 2000) -> UnknownTokens:
+    """The share of ``[UNK]`` word pieces over up to ``sample`` texts spread evenly over
+    ``texts``, and the words behind them.
+
+    A tokenizer pruned to another corpus (or a cased vocabulary given lower-case words it lacks)
+    maps unseen words to ``[UNK]`` without a word of warning; this measures it.
+    """
+    if isinstance(texts, str):
+        raise TypeError("unknown_tokens: texts must be a list of strings, got a single string")
+    if sample < 1:
+        raise ValueError(f"unknown_tokens: sample must be >= 1, got {sample}")
+    chosen = _sample(texts, sample)
+    unk = tokenizer.unk_token_id
+    rows = tokenizer(chosen, add_special_tokens=False)["input_ids"] if chosen else []
+    pieces = sum(len(r) for r in rows)
+    unknown = sum(r.count(unk) for r in rows) if unk is not None else 0
+    words: set[str] = set()
+    for text, row in zip(chosen, rows, strict=True):
+        if unk is None or unk not in row:
+            continue
+        for word in text.split():
+            if unk in tokenizer(word, add_special_tokens=False)["input_ids"]:
+                words.add(word)
+    return UnknownTokens(unknown / pieces if pieces else 0.0, pieces, unknown, len(chosen),
+                         sorted(words)[:10])
+
+
+def report_unknown_tokens(
+    tokenizer,
+    texts: Sequence[str],
+    where: str = "the data",
+    log: Callable[[str], None] | None = print,
+    threshold: float = UNKNOWN_WARN_RATE,
+    sample: int = 2000,
+) -> UnknownTokens:
+    """Measure :func:`unknown_tokens`, log one line with ``log`` and warn (``UserWarning``) when
+    the rate is above ``threshold``; call it once at the start of every run that tokenizes data.
+
+    Args:
+        where: what the texts are, for the messages (e.g. ``"the training captions"``).
+        log: where the line goes (``None``: nowhere; the warning is still raised).
+    """
+    found = unknown_tokens(tokenizer, texts, sample)
+    line = (f"unknown tokens: {found.rate:.2%} of the {found.pieces} word pieces of "
+            f"{found.texts} texts of {where} are [UNK]")
+    if found.words:
+        line += f" (e.g. {', '.join(found.words)})"
+    if log is not None:
+        log(line)
+    if found.rate > threshold:
+        warnings.warn(
+            f"{line}: above {threshold:.0%}. The tokenizer cannot represent these words (was it "
+            "pruned to another corpus?); use a tokenizer that covers the data, e.g. "
+            "model.text.tokenizer=bert-base-uncased",
+            UserWarning,
+            stacklevel=2,
+        )
+    return found
 
 
 def prune_tokenizer(tokenizer, texts, out_dir: str | Path) -> Path:

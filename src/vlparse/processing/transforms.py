@@ -16,6 +16,8 @@ import torch
 from PIL import Image
 from torch import Tensor
 
+from vlparse.processing.images import to_rgb
+
 __all__ = ["IMAGENET_MEAN", "IMAGENET_STD", "ImageTransform", "image_transform", "denormalize"]
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -45,7 +47,7 @@ class ImageTransform:
 
     def __call__(self, img: Image.Image) -> Tensor:
         if img.mode != "RGB":
-            img = img.convert("RGB")
+            img = to_rgb(img)
         if self.train and self.augment is not None:
             img = self.augment(img)
         s = self.image_size

@@ -42,7 +42,7 @@ import torch
 from torch import Tensor, nn
 from torch.utils.data import Dataset
 
-from vlparse.config import FINETUNE_TASKS, FinetuneConfig, ModelConfig
+from vlparse.config import FINETUNE_TASKS, FinetuneConfig, ModelConfig, OptimConfig
 
 __all__ = [
     "TASK_MODULES",
@@ -116,11 +116,11 @@ class Task:
         raise NotImplementedError(f"task {self.name!r} defines no dataset")
 
     def collate(self, items: list[dict[str, Any]]) -> dict[str, Any]:
-        """Items -> batch (default: :func:`~vlparse.data.collate.collate_pretrain`, which
+        """Items -> batch (default: :func:`~vlparse.data.collate.stack_items`, which
         stacks every tensor field and gathers ``index`` and ``skipped``)."""
-        from vlparse.data.collate import collate_pretrain
+        from vlparse.data.collate import stack_items
 
-        return collate_pretrain(items)
+        return stack_items(items)
 
     def step_fn(
         self,
@@ -208,7 +208,9 @@ class FinetuneModel(nn.Module):
 
     def param_groups(self, lr: float, visual_lr: float, weight_decay: float) -> list[dict]:
         """The backbone's groups, then ``head_decay`` / ``head_no_decay`` (biases and norms)."""
-        groups = self.backbone.param_groups(lr, visual_lr, weight_decay)
+        groups = self.backbone.param_groups(
+            OptimConfig(lr=lr, visual_lr=visual_lr, weight_decay=weight_decay)
+        )
         decay = [p for p in self.head.parameters() if p.requires_grad and p.ndim > 1]
         no_decay = [p for p in self.head.parameters() if p.requires_grad and p.ndim <= 1]
         head_lr = lr * self.head_lr_mult

@@ -14,7 +14,10 @@ from typing import Any
 
 from vlparse.errors import DataFormatError
 
-__all__ = ["DataFormatError", "load_json", "load_jsonl", "require"]
+__all__ = ["DataFormatError", "load_json", "load_jsonl", "require", "require_typed"]
+
+_TYPE_NAMES = {str: "a string", int: "an integer", list: "a list", dict: "a JSON object",
+               bool: "true/false"}
 
 
 def _open_text(path: str | os.PathLike, what: str) -> str:
@@ -91,3 +94,21 @@ def require(record: Any, field: str, path: str | os.PathLike, where: str) -> Any
             f"{os.fspath(path)}: {where}: missing field '{field}' (fields present: {keys})"
         )
     return record[field]
+
+
+def require_typed(record: Any, name: str, types: type | tuple[type, ...], path, where: str) -> Any:
+    """``record[name]`` checked to be of ``types`` (``bool`` never passes for ``int``).
+
+    Raises:
+        DataFormatError: the field is missing or of another type; the message names the file,
+            the record and the field, and says what was expected.
+    """
+    value = require(record, name, path, where)
+    types = types if isinstance(types, tuple) else (types,)
+    if isinstance(value, types) and not (isinstance(value, bool) and bool not in types):
+        return value
+    expected = " or ".join(_TYPE_NAMES.get(t, t.__name__) for t in types)
+    raise DataFormatError(
+        f"{os.fspath(path)}: {where}: field '{name}' must be {expected}, "
+        f"got {type(value).__name__} {value!r:.60}"
+    )

@@ -14,7 +14,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from vlparse.data.formats.jsonio import load_json, require
+from vlparse.data.formats.jsonio import load_json, require, require_typed
 from vlparse.data.formats.records import ImageCaptions
 from vlparse.errors import DataFormatError
 
@@ -79,13 +79,16 @@ def read_karpathy(
             where += f" (cocoid {entry['cocoid']})"
         elif isinstance(entry, dict) and "filename" in entry:
             where += f" ({entry['filename']})"
-        split = require(entry, "split", path, where)
+        split = require_typed(entry, "split", str, path, where)
         if split not in wanted:
             continue
-        filename = require(entry, "filename", path, where)
+        filename = require_typed(entry, "filename", str, path, where)
         sentences = require(entry, "sentences", path, where)
         if not isinstance(sentences, list):
             raise DataFormatError(f"{os.fspath(path)}: {where}: 'sentences' must be a list")
+        for key in ("cocoid", "imgid", "filepath"):  # ids must be usable as keys; a path a name
+            if key in entry:
+                require_typed(entry, key, str if key == "filepath" else (int, str), path, where)
         captions = []
         for j, sent in enumerate(sentences):
             raw = require(sent, "raw", path, f"{where}.sentences[{j}]")

@@ -14,8 +14,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
-from vlparse.data.formats.jsonio import load_jsonl
-from vlparse.data.formats.vqa import require_typed
+from vlparse.data.formats.jsonio import load_jsonl, require_typed
 from vlparse.errors import DataFormatError
 
 __all__ = ["NLVR2Example", "nlvr2_image_names", "nlvr2_image_paths", "read_nlvr2"]

@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 import os
 
-from vlparse.data.formats.jsonio import load_json, require
+from vlparse.data.formats.jsonio import load_json, require, require_typed
 from vlparse.data.formats.records import ImageCaptions
 from vlparse.errors import DataFormatError
 
@@ -87,13 +87,13 @@ def read_vg(
         key = "id" if isinstance(entry, dict) and "image_id" not in entry and "id" in entry else (
             "image_id"
         )
-        known.add(require(entry, key, image_data, f"[{i}]"))
+        known.add(require_typed(entry, key, (int, str), image_data, f"[{i}]"))
 
     root = os.fspath(image_root)
     listing = {folder: _list_dir(os.path.join(root, folder)) for folder in VG_IMAGE_DIRS}
     records, unknown, empty = [], 0, 0
     for i, entry in enumerate(regions_all):
-        image_id = require(entry, "id", region_descriptions, f"[{i}]")
+        image_id = require_typed(entry, "id", (int, str), region_descriptions, f"[{i}]")
         where = f"[{i}] (image {image_id})"
         regions = require(entry, "regions", region_descriptions, where)
         if not isinstance(regions, list):

@@ -17,16 +17,13 @@ import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
-from vlparse.data.formats.jsonio import load_json, require
+from vlparse.data.formats.jsonio import load_json, require_typed
 from vlparse.errors import DataFormatError
 
-__all__ = ["VQAQuestion", "coco_image_name", "read_vqa", "require_typed"]
+__all__ = ["VQAQuestion", "coco_image_name", "read_vqa"]
 
 _SUBTYPE_IN_NAME = re.compile(r"^v2_OpenEnded_mscoco_(.+)_questions\.json$")
-_TYPE_NAMES = {str: "a string", int: "an integer", list: "a list", dict: "a JSON object",
-               bool: "true/false"}
 
 
 @dataclass
@@ -57,24 +54,6 @@ class VQAQuestion:
     def has_answers(self) -> bool:
         """Whether ground-truth answers are known (not a test question)."""
         return bool(self.answers)
-
-
-def require_typed(record: Any, name: str, types: type | tuple[type, ...], path, where: str) -> Any:
-    """``record[name]`` checked to be of ``types`` (``bool`` never passes for ``int``).
-
-    Raises:
-        DataFormatError: the field is missing or of another type; the message names the file,
-            the record and the field, and says what was expected.
-    """
-    value = require(record, name, path, where)
-    types = types if isinstance(types, tuple) else (types,)
-    if isinstance(value, types) and not (isinstance(value, bool) and bool not in types):
-        return value
-    expected = " or ".join(_TYPE_NAMES.get(t, t.__name__) for t in types)
-    raise DataFormatError(
-        f"{os.fspath(path)}: {where}: field '{name}' must be {expected}, "
-        f"got {type(value).__name__} {value!r:.60}"
-    )
 
 
 def coco_image_name(subtype: str, image_id: int) -> str:

@@ -8,8 +8,9 @@ ambiguous (19 % of the counting captions; ``benchmarks/negative_truth.py``), so 
 scored against wrong labels in those pairs. The
 world knows its scenes, so it writes them (``annotations/scenes.json``, named by the
 manifest's ``generator.scenes``), and :class:`SceneTruth` lets the pre-training data reject
-such captions as unmatched texts (``data.verify_negatives``). Real data sets have no such
-oracle; there the captions are drawn as before.
+such captions as unmatched texts (``data.verify_negatives``): :meth:`SceneTruth.negative_filter`
+gives the collator a plain ``(record index, text) -> bool``, so the core data path knows nothing
+of the world. Real data sets have no such oracle; there the captions are drawn as before.
 
 :func:`caption_truth` reads the world's grammar (:mod:`.language`) backwards: the five caption
 templates, their fallbacks and the Visual Genome phrases.
@@ -19,14 +20,17 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
 from .language import NUMBER_WORDS, REL_PHRASES, plural
 from .scenes import COLORS, SHAPES, Scene, SceneObject, exists_relation, select
 
-__all__ = ["SCENES_FILE", "SceneTruth", "caption_truth", "scene_from_json", "scene_to_json"]
+__all__ = [
+    "SCENES_FILE", "SceneTruth", "TruthFilter", "caption_truth", "scene_from_json",
+    "scene_to_json",
+]
 
 #: Where the world writes its scenes, relative to the manifest.
 SCENES_FILE = "annotations/scenes.json"
@@ -159,3 +163,25 @@ class SceneTruth:
         """:func:`caption_truth` of ``text`` for that image (``None`` without its scene)."""
         scene = self.scene(source, image_id)
         return None if scene is None else caption_truth(scene, text)
+
+    def negative_filter(self, records: Sequence[Any]) -> TruthFilter:
+        """The negative filter of ``records`` (with ``source`` and ``image_id``, e.g.
+        :class:`~vlparse.data.formats.records.ImageCaptions`), for
+        :class:`~vlparse.data.collate.PretrainCollator`."""
+        return TruthFilter(self, [(r.source, r.image_id) for r in records])
+
+
+class TruthFilter:
+    """``(record index, text) -> bool``: whether ``text`` may be true of the record's image (the
+    world says it is true, or cannot tell), so that it must not be the image's unmatched caption.
+
+    A class rather than a closure so that it pickles for DataLoader workers.
+    """
+
+    def __init__(self, truth: SceneTruth, images: list[tuple[str, int | str]]) -> None:
+        self.truth = truth
+        self.images = images
+
+    def __call__(self, record: int, text: str) -> bool:
+        source, image_id = self.images[record]
+        return self.truth.holds(source, image_id, text) is not False

@@ -1,0 +1,128 @@
+"""One pure function that turns a model's pre-training pass into the weighted loss.
+
+The model owns its passes and returns logits, targets and masks
+(:class:`~vlparse.models.outputs.PretrainOutput`); :func:`pretrain_loss` computes each term
+the output carries, weights it and sums. Nothing here reaches into a model.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from vlparse.objectives.itm import itm_accuracy, itm_loss
+from vlparse.objectives.mfr import mfr_loss
+from vlparse.objectives.mlm import mlm_accuracy, mlm_loss
+from vlparse.objectives.ot import vla_loss
+
+__all__ = ["LossOutput", "PretrainTargets", "TERMS", "pretrain_loss"]
+
+TERMS = ("itm", "vla", "mlm", "mfr", "itc")
+"""The terms of :func:`pretrain_loss`, in the order they are summed."""
+
+
+class PretrainTargets(Protocol):
+    """What :func:`pretrain_loss` reads: the fields of
+    :class:`~vlparse.models.outputs.PretrainOutput` (``None`` where a family or a step has no
+    such term). ``T`` pairs, ``K`` masked text positions, ``M`` masked visual tokens."""
+
+    itm_logits: Tensor | None  # (T, 2)
+    itm_labels: Tensor | None  # (T,)
+    vla_distance: Tensor | None  # (T,)
+    mlm_logits: Tensor | None  # (K, V)
+    mlm_labels: Tensor | None  # (K,)
+    mfr_pred: Tensor | None  # (M, c)
+    mfr_target: Tensor | None  # (M, c)
+    mfr_num_samples: int | None
+    itc_logits_i2t: Tensor | None  # (B, B')
+    itc_logits_t2i: Tensor | None  # (B', B)
+    itc_targets: Tensor | None  # (B,)
+
+
+@dataclass
+class LossOutput:
+    """The weighted total, every computed term (also those weighted 0) and integer counts
+    (``itm_correct`` / ``itm_total``, ``mlm_correct`` / ``mlm_total``)."""
+
+    total: Tensor
+    parts: dict[str, Tensor] = field(default_factory=dict)
+    counts: dict[str, int] = field(default_factory=dict)
+
+
+def _identity(x: Tensor) -> Tensor:
+    return x
+
+
+def _itc(i2t: Tensor, t2i: Tensor, targets: Tensor) -> Tensor:
+    """Symmetric InfoNCE: the mean of the image-to-text and text-to-image cross-entropies, each
+    row's target the index ``targets`` names (the same pairing both ways)."""
+    return 0.5 * (F.cross_entropy(i2t.float(), targets) + F.cross_entropy(t2i.float(), targets))
+
+
+def _terms(
+    out: PretrainTargets, reduce_count: Callable[[Tensor], Tensor]
+) -> tuple[dict[str, Tensor], dict[str, int]]:
+    """Each term the output has fields for, and the accuracy counts."""
+    parts: dict[str, Tensor] = {}
+    counts: dict[str, int] = {}
+    if out.itm_logits is not None:
+        parts["itm"] = itm_loss(out.itm_logits.float(), out.itm_labels)
+        counts["itm_correct"], counts["itm_total"] = itm_accuracy(out.itm_logits, out.itm_labels)
+    if out.vla_distance is not None:
+        parts["vla"] = vla_loss(out.vla_distance, out.itm_labels)
+    if out.mlm_logits is not None:
+        # token-level: normalised by the masked tokens of all processes (DDP = one big batch)
+        count = torch.tensor(float(out.mlm_labels.numel()), device=out.mlm_labels.device)
+        normalizer = reduce_count(count).clamp(min=1.0)
+        parts["mlm"] = mlm_loss(out.mlm_logits.float(), out.mlm_labels, normalizer=normalizer)
+        counts["mlm_correct"], counts["mlm_total"] = mlm_accuracy(out.mlm_logits, out.mlm_labels)
+    if out.mfr_pred is not None:
+        parts["mfr"] = mfr_loss(out.mfr_pred.float(), out.mfr_target.float(),
+                                num_samples=out.mfr_num_samples)
+    if out.itc_logits_i2t is not None:
+        parts["itc"] = _itc(out.itc_logits_i2t, out.itc_logits_t2i, out.itc_targets)
+    return parts, counts
+
+
+def pretrain_loss(
+    output: PretrainTargets,
+    weights: Mapping[str, float],
+    reduce_count: Callable[[Tensor], Tensor] = _identity,
+) -> LossOutput:
+    """The weighted pre-training loss of one pass.
+
+    Terms: ITM (cross-entropy of ``itm_logits`` against ``itm_labels``), VLA (matched minus
+    unmatched OT distances, :func:`~vlparse.objectives.ot.vla_loss`), MLM (cross-entropy of the
+    masked positions divided by their count over all processes), MFR (squared error over
+    ``mfr_num_samples``), ITC (symmetric InfoNCE). A term whose fields are ``None`` is not
+    computed; a computed term whose weight is 0 (or absent from ``weights``) is reported in
+    ``parts`` but not added. The terms are summed in the order of :data:`TERMS`.
+
+    Args:
+        output: a :class:`~vlparse.models.outputs.PretrainOutput`.
+        weights: ``{term: weight}``, e.g. ``{"itm": 1, "vla": 0.1, "mlm": 1, "mfr": 0.01}``.
+        reduce_count: turns a local count into the mean over processes (the identity in one
+            process), so that a DDP step equals a one-process step over the global batch.
+
+    Raises:
+        ValueError: the output has no term with a non-zero weight.
+    """
+    unknown = set(weights) - set(TERMS)
+    if unknown:
+        raise ValueError(f"pretrain_loss: unknown terms {sorted(unknown)}; known: {TERMS}")
+    parts, counts = _terms(output, reduce_count)
+    weighted = [weights[k] * parts[k] for k in TERMS if k in parts and weights.get(k, 0.0) != 0]
+    if not weighted:
+        raise ValueError(
+            f"pretrain_loss: no term with a non-zero weight; computed {sorted(parts)}, "
+            f"weights {dict(weights)}"
+        )
+    total = weighted[0]
+    for term in weighted[1:]:
+        total = total + term
+    return LossOutput(total, parts, counts)
