@@ -31,12 +31,12 @@ from vlparse.data import read_pretrain_records
 from vlparse.data.collate import collate_pretrain
 from vlparse.data.manifest import load_manifest
 from vlparse.data.pretrain import PretrainDataset
+from vlparse.io.files import atomic_write_text
 from vlparse.models.single_stream import VisualParsingModel
 from vlparse.processing.tokenization import build_tokenizer, special_ids
 from vlparse.tasks.pretrain import pretrain_losses
 from vlparse.tasks.pretrain_eval import evaluate_pretrain
 from vlparse.train.optim import build_optimizer, lr_factor
-from vlparse.utils import atomic_write_text
 
 
 def _pre_ln_forward(self, x, key_mask, output_attentions=False):
