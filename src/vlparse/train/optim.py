@@ -11,6 +11,7 @@ therefore uses ``base_lr * lr_factor(s, cfg, steps_per_epoch)``.
 
 from __future__ import annotations
 
+import inspect
 import math
 from collections.abc import Iterable
 
@@ -20,6 +21,7 @@ from torch import nn
 from vlparse.config import OptimConfig
 
 __all__ = [
+    "param_groups_of",
     "build_optimizer",
     "build_scheduler",
     "lr_factor",
@@ -72,6 +74,19 @@ def _fusable(param_groups: list[dict]) -> bool:
     )
 
 
+def param_groups_of(model: nn.Module, cfg: OptimConfig) -> list[dict]:
+    """``model.param_groups(cfg)``: the groups a model declares by module role (each with
+    ``name``, ``params``, ``lr``, ``weight_decay``).
+
+    A model that still has the older signature ``param_groups(lr, visual_lr, weight_decay)`` is
+    called that way, so that the trainer runs both while the models move to the new one.
+    """
+    method = model.param_groups
+    if len(inspect.signature(method).parameters) >= 3:
+        return method(cfg.lr, cfg.visual_lr, cfg.weight_decay)
+    return method(cfg)
+
+
 def build_optimizer(param_groups: list[dict], cfg: OptimConfig) -> torch.optim.AdamW:
     """AdamW over ``param_groups`` (each a dict with ``params``, ``lr``, ``weight_decay`` and any
     extra keys such as ``name``, which are kept), with ``cfg.betas`` and ``cfg.eps``.
@@ -88,7 +103,7 @@ def build_optimizer(param_groups: list[dict], cfg: OptimConfig) -> torch.optim.A
             name = g.get("name", i)
             raise ValueError(
                 f"parameter group {name!r} lacks {missing}; build groups with the model's "
-                "param_groups(lr, visual_lr, weight_decay)"
+                "param_groups(optim)"
             )
     groups = [g for g in groups if g["params"]]
     if not groups:
