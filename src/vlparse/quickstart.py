@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 from vlparse.config import load_config
+from vlparse.io.files import atomic_write_json
 
 __all__ = ["run_quickstart"]
 
@@ -63,7 +64,7 @@ def run_quickstart(
         generate(
             world, num_images, seed=seed, image_size=128, workers=workers or os.cpu_count() or 1
         )
-        stamp_file.write_text(json.dumps(stamp))
+        atomic_write_json(stamp_file, stamp)
     t_data = time.perf_counter() - t0
 
     overrides = list(overrides or [])
@@ -104,7 +105,7 @@ def run_quickstart(
     }
     if (run_dir / "loss_curves.png").exists():
         shutil.copy(run_dir / "loss_curves.png", out / "loss_curves.png")
-    (out / "summary.json").write_text(json.dumps(report, indent=2) + "\n")
+    atomic_write_json(out / "summary.json", report)
     print("\n[quickstart] held-out results")
     print(format_report(held))
     if vqa is not None:

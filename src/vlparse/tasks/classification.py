@@ -17,8 +17,9 @@ from tqdm.auto import tqdm
 
 from vlparse.config import FinetuneConfig
 from vlparse.data.finetune import collate_finetune, finetune_records
-from vlparse.tasks.finetune import FinetuneModel, Task, autocast_for
+from vlparse.tasks.finetune import FinetuneModel, Task
 from vlparse.train.protocol import StepOutput
+from vlparse.utils import autocast as precision_autocast
 
 __all__ = [
     "ClassificationTask",
@@ -90,7 +91,7 @@ def evaluate_classifier(
         ``num_labelled``, ``majority_baseline`` (accuracy of always predicting the most
         frequent label of the split) and ``predictions`` (class per example, in order).
     """
-    autocast = autocast_for(cfg, device)
+    autocast = precision_autocast(cfg.train.precision, device)
     preds, labels = [], []
     for batch in eval_loader(dataset, cfg, device, progress, desc):
         batch = {k: v.to(device) if isinstance(v, Tensor) else v for k, v in batch.items()}

@@ -41,8 +41,9 @@ from vlparse.data.finetune import VQADataset, collate_finetune
 from vlparse.eval.vqa import build_answer_vocab, vqa_accuracy, write_vqa_results
 from vlparse.models.heads import MLPHead
 from vlparse.tasks.classification import eval_loader, manifest_records
-from vlparse.tasks.finetune import FinetuneModel, Task, autocast_for
+from vlparse.tasks.finetune import FinetuneModel, Task
 from vlparse.train.protocol import StepOutput
+from vlparse.utils import autocast as precision_autocast
 
 __all__ = [
     "VQATask",
@@ -134,7 +135,7 @@ def evaluate_vqa(
         always answering the vocabulary's first, most frequent, answer), and ``predictions``
         ``{question_id: answer}`` (removed by ``write_outputs``).
     """
-    autocast = autocast_for(cfg, device)
+    autocast = precision_autocast(cfg.train.precision, device)
     answers = dataset.answer_vocab
     predictions: dict[int, str] = {}
     for batch in eval_loader(dataset, cfg, device, progress, "evaluate vqa"):
