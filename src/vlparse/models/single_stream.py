@@ -15,6 +15,7 @@ import torch
 from torch import Tensor, nn
 
 from vlparse.config import ModelConfig
+from vlparse.errors import PretrainedUnavailableError
 from vlparse.models.embeddings import VISION_TYPE, TextEmbedding, VisualEmbedding
 from vlparse.models.heads import ITCHead, ITMHead, MFRHead, MLMHead
 from vlparse.models.outputs import FusionOutput, VisualOutput
@@ -312,7 +313,7 @@ class VisualParsingModel(nn.Module):
 
             hf = AutoModel.from_pretrained(source)
         except Exception as e:  # hub and cache errors come in many types
-            raise RuntimeError(
+            raise PretrainedUnavailableError(
                 f"text.pretrained '{source}' is not a local path and transformers could not load "
                 f"it ({type(e).__name__}: {e}). Offline, the model must be in the Hugging Face "
                 "cache; otherwise point text.pretrained to a local folder or checkpoint file"

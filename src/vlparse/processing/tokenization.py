@@ -14,6 +14,8 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
+from vlparse.errors import PretrainedUnavailableError
+
 __all__ = [
     "build_tokenizer",
     "encode_texts",
@@ -93,7 +95,8 @@ def build_tokenizer(name: str = BERT_UNCASED):
             if name == BERT_UNCASED
             else "pass a local tokenizer folder, a cached Hugging Face name, or 'bert-base-uncased'"
         )
-        raise RuntimeError(f"could not load tokenizer {name!r}: " + "; ".join(errors) + f"; {hint}")
+        raise PretrainedUnavailableError(
+            f"could not load tokenizer {name!r}: " + "; ".join(errors) + f"; {hint}")
     for token in ("sep_token", "pad_token", "mask_token"):
         if getattr(tokenizer, f"{token}_id", None) is None:
             raise RuntimeError(
