@@ -217,7 +217,8 @@ def test_state_encoding_round_trips_what_json_alone_would_lose():
     import json
 
     back = decode(json.loads(json.dumps(tree)), tensors)  # survives a trip through JSON
-    assert list(back["state"]) == [0] and torch.equal(back["state"][0]["exp_avg"], torch.arange(4.0))
+    assert list(back["state"]) == [0]
+    assert torch.equal(back["state"][0]["exp_avg"], torch.arange(4.0))
     assert back["param_groups"][0]["betas"] == (0.9, 0.999)
     assert back["rng"] == (3, (0, 1, 2, 3, 4), None)
     assert back["numpy"][1].dtype == np.uint32 and back["numpy"][1].tolist() == list(range(6))

@@ -37,8 +37,8 @@ class ToyData(Dataset):
 
 
 def toy_collate(items: list[dict]) -> dict:
-    return {"x": torch.stack([it["x"] for it in items]), "y": torch.stack([it["y"] for it in items]),
-            "index": [it["index"] for it in items],
+    return {"x": torch.stack([it["x"] for it in items]),
+            "y": torch.stack([it["y"] for it in items]), "index": [it["index"] for it in items],
             "skipped": [s for it in items for s in it["skipped"]]}
 
 

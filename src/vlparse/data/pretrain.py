@@ -21,7 +21,7 @@ from vlparse.data.formats.vg import read_vg
 from vlparse.data.manifest import manifest_role
 from vlparse.data.sampler import stable_seed
 from vlparse.data.synthetic.truth import SceneTruth
-from vlparse.errors import BadImageError
+from vlparse.errors import BadImageError, EmptyDatasetError
 from vlparse.objectives.itm import batch_partners, sample_negatives
 from vlparse.objectives.mlm import mask_tokens
 from vlparse.processing.images import load_image
@@ -91,7 +91,7 @@ def read_pretrain_records(
         records = [r for r in records if r.captions]
     if not records:
         available = {k: sorted(v) for k, v in manifest.items() if isinstance(v, dict)}
-        raise ValueError(
+        raise EmptyDatasetError(
             f"no pre-training images found for sets {list(sets)} and splits {list(splits)}; "
             f"the manifest has: {available}. Check data.train_sets and data.train_splits."
         )

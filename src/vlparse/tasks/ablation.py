@@ -191,9 +191,9 @@ def _stage(run_dir: Path, run: Callable[[bool], dict]) -> tuple[dict, str]:
 def _headline(task: str, metrics: dict[str, Any], where: Path) -> tuple[str, float]:
     key = HEADLINE_METRICS[task]
     if metrics.get(key) is None:
-        raise RuntimeError(f"ablation: the {task} evaluation in {where}/summary.json has no "
-                           f"'{key}' (got {sorted(metrics)}); does the validation split have "
-                           "answers/labels?")
+        raise ConfigError(f"ablation: the {task} evaluation in {where}/summary.json has no "
+                          f"'{key}' (got {sorted(metrics)}); does the validation split have "
+                          "answers/labels?")
     return key, float(metrics[key])
 
 

@@ -17,6 +17,7 @@ from tqdm.auto import tqdm
 
 from vlparse.config import FinetuneConfig
 from vlparse.data.finetune import collate_finetune, finetune_records
+from vlparse.errors import ConfigError, EmptyDatasetError
 from vlparse.tasks.finetune import FinetuneModel, Task
 from vlparse.train.protocol import StepOutput
 from vlparse.utils import autocast as precision_autocast
@@ -55,13 +56,13 @@ def manifest_records(manifest: dict, sets: list[str], splits: list[str], kind: s
     records: list = []
     for name in sets:
         if name != kind:
-            raise ValueError(
+            raise ConfigError(
                 f"data set {name!r}: the {kind} task reads the manifest data set {kind!r}; set "
                 f"data.train_sets=[{kind}] and data.val_set={kind}"
             )
         records += finetune_records(manifest, name, splits, require_labels=require_labels)
     if not records:
-        raise ValueError(f"no {kind} examples in {sets} x {splits} of the manifest")
+        raise EmptyDatasetError(f"no {kind} examples in {sets} x {splits} of the manifest")
     return records
 
 

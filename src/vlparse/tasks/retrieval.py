@@ -40,7 +40,7 @@ from vlparse.data.formats.karpathy import read_karpathy
 from vlparse.data.formats.records import ImageCaptions
 from vlparse.data.manifest import manifest_entry
 from vlparse.data.sampler import stable_seed
-from vlparse.errors import BadImageError
+from vlparse.errors import BadImageError, EmptyDatasetError, ManifestError
 from vlparse.eval.metrics import recall_at_k
 from vlparse.objectives.itm import itm_accuracy, itm_loss
 from vlparse.processing.images import load_image
@@ -102,14 +102,14 @@ def read_retrieval_records(
         for split in splits:
             roles = manifest_entry(manifest, name, split)
             if "karpathy" not in roles or "image_root" not in roles:
-                raise ValueError(
+                raise ManifestError(
                     f"manifest {name}.{split}: retrieval needs the roles 'karpathy' and "
                     f"'image_root'; found {', '.join(sorted(roles))}"
                 )
             records += read_karpathy(roles["karpathy"], roles["image_root"], split, source=name)
     records = [r for r in records if r.captions]
     if not records:
-        raise ValueError(f"no captioned images in {sets} x {splits} of the manifest")
+        raise EmptyDatasetError(f"no captioned images in {sets} x {splits} of the manifest")
     return records
 
 

@@ -38,6 +38,7 @@ from torch.utils.data import Dataset
 
 from vlparse.config import FinetuneConfig, ModelConfig
 from vlparse.data.finetune import VQADataset, collate_finetune
+from vlparse.errors import ConfigError, DataFormatError, RunFolderError
 from vlparse.eval.vqa import build_answer_vocab, vqa_accuracy, write_vqa_results
 from vlparse.models.heads import MLPHead
 from vlparse.tasks.classification import eval_loader, manifest_records
@@ -102,13 +103,14 @@ def answer_vocab_state(records: list, size: int) -> dict[str, Any]:
     answer is in the vocabulary)."""
     answered = [r for r in records if r.has_answers]
     if not answered:
-        raise ValueError(
+        raise ConfigError(
             "VQA: the training splits have no answers (is data.train_splits a test split?); "
             "the answer vocabulary is built from the training annotations"
         )
     vocab = build_answer_vocab(answered, size)
     if not vocab:
-        raise ValueError("VQA: no answer in the training annotations; check the annotations file")
+        raise DataFormatError(
+            "VQA: no answer in the training annotations; check the annotations file")
     from vlparse.eval.vqa import normalize_answer
 
     known = set(vocab)
@@ -182,7 +184,7 @@ class VQATask(Task):
 
     def dataset(self, manifest, sets, splits, cfg, tokenizer, state, train) -> Dataset:
         if not state.get("answers"):
-            raise ValueError(
+            raise RunFolderError(
                 "VQA: the run has no answer vocabulary (task_state.json 'answers'); it is "
                 "written by 'vlparse finetune vqa'"
             )

@@ -26,6 +26,8 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
+from vlparse.errors import ConfigError
+
 __all__ = [
     "DistInfo",
     "init_distributed",
@@ -73,7 +75,7 @@ def init_distributed(device: str | None = None) -> DistInfo:
         device = "cuda" if torch.cuda.is_available() else "cpu"
     dev = torch.device(device)
     if dev.type == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError(f"device '{device}' requested but CUDA is not available; use 'cpu'")
+        raise ConfigError(f"device '{device}' requested but CUDA is not available; use 'cpu'")
     world_size = _env_int("WORLD_SIZE", 1)
     rank = _env_int("RANK", 0)
     local_rank = _env_int("LOCAL_RANK", 0)

@@ -20,11 +20,9 @@ from torch.utils.data import Dataset
 from vlparse.config import DataConfig, OptimConfig, TrainConfig
 from vlparse.train.distributed import DistInfo
 from vlparse.train.protocol import StepContext, StepOutput
-from vlparse.train.trainer import Trainer, TrainResult, batch_images
+from vlparse.train.trainer import Trainer, TrainResult
 
-__all__ = ["LoopResult", "fit", "batch_images"]
-
-LoopResult = TrainResult
+__all__ = ["fit"]
 
 StepFn = Callable[[nn.Module, dict[str, Any], Callable[[Tensor], Tensor], int], StepOutput]
 """``step_fn(model, batch, reduce_count, step)``, ``step`` as in

@@ -19,6 +19,7 @@ import torch
 from torch import nn
 
 from vlparse.config import OptimConfig
+from vlparse.errors import ConfigError
 
 __all__ = [
     "param_groups_of",
@@ -41,7 +42,7 @@ def decay_boundaries(cfg: OptimConfig, steps_per_epoch: int) -> list[int]:
     out = []
     for e in cfg.decay_epochs:
         if e < 0:
-            raise ValueError(f"optim.decay_epochs must be >= 0, got {e} in {cfg.decay_epochs}")
+            raise ConfigError(f"optim.decay_epochs must be >= 0, got {e} in {cfg.decay_epochs}")
         exact = e * steps_per_epoch
         near = round(exact)
         out.append(int(near) if abs(exact - near) < 1e-6 else math.ceil(exact))
@@ -109,7 +110,7 @@ def build_optimizer(param_groups: list[dict], cfg: OptimConfig) -> torch.optim.A
     if not groups:
         raise ValueError("build_optimizer: no parameters to optimise (all groups are empty)")
     if len(cfg.betas) != 2:
-        raise ValueError(f"optim.betas must have two values, got {cfg.betas}")
+        raise ConfigError(f"optim.betas must have two values, got {cfg.betas}")
     kwargs: dict = {"betas": tuple(cfg.betas), "eps": cfg.eps}
     if _fusable(groups):
         kwargs["fused"] = True
