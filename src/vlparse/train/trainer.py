@@ -58,7 +58,13 @@ from vlparse.train.checkpoint import (
 from vlparse.train.distributed import DistInfo, all_reduce_sum, barrier, init_distributed
 from vlparse.train.logging import LogWindow, RunLogger, plot_curves, truncate_jsonl
 from vlparse.train.optim import build_optimizer, build_scheduler, clip_grad_norm, param_groups_of
-from vlparse.train.protocol import StepContext, StepOutput, TrainTask
+from vlparse.train.protocol import (
+    StepContext,
+    StepOutput,
+    Summarizes,
+    TrainTask,
+    WritesRunFiles,
+)
 from vlparse.train.runinfo import config_changes, write_run_info
 from vlparse.utils import autocast, seed_everything
 
@@ -327,9 +333,9 @@ class Trainer:
             if changes:
                 messages.append("--resume with a changed config: " + "; ".join(changes))
         write_run_info(self.run_dir, self.config)
-        run_files = getattr(task, "run_files", None)
-        for name, text in (run_files() if run_files else {}).items():
-            atomic_write_text(self.run_dir / name, text)
+        if isinstance(task, WritesRunFiles):
+            for name, text in task.run_files().items():
+                atomic_write_text(self.run_dir / name, text)
         return messages
 
     # ----------------------------------------------------------------- the loop
@@ -514,8 +520,9 @@ class Trainer:
             "wall_s": result.wall_s, "world_size": self.dist.world_size,
             "eval": result.final_metrics,
         }
-        extra = getattr(run.task, "summary", None)
-        return {**summary, **(extra(result) if extra else {})}
+        if isinstance(run.task, Summarizes):
+            summary.update(run.task.summary(result))
+        return summary
 
 
 def export_model(model: nn.Module, run_dir: Path) -> Path | None:
