@@ -13,10 +13,10 @@ import sys
 from collections.abc import Sequence
 
 from vlparse.commands import COMMANDS
-from vlparse.commands.probe import build_masks_parser
+from vlparse.commands.probe import build_probe_masks_parser
 from vlparse.errors import VlparseError
 
-__all__ = ["build_parser", "main"]
+__all__ = ["build_parser", "build_probe_masks_parser", "main"]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -40,7 +40,7 @@ def _one_line(error: BaseException) -> str:
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:2] == ["probe", "masks"]:  # sub-command of probe; `probe --checkpoint` stays as is
-        parser = build_masks_parser()
+        parser = build_probe_masks_parser()
         args = parser.parse_args(argv[2:])
     else:
         parser = build_parser()

@@ -40,7 +40,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     pr.set_defaults(run=run)
 
 
-def build_masks_parser() -> argparse.ArgumentParser:
+def build_probe_masks_parser() -> argparse.ArgumentParser:
     """The parser of ``vlparse probe masks`` (the words ``probe masks`` already consumed)."""
     pm = argparse.ArgumentParser(
         prog="vlparse probe masks",
