@@ -54,6 +54,13 @@ class ToyModel(nn.Module):
         return [{"name": "all", "params": [self.w], "lr": optim.lr,
                  "weight_decay": optim.weight_decay}]
 
+    def save_pretrained(self, folder: Path) -> None:
+        from safetensors.torch import save_model
+
+        folder.mkdir(parents=True)
+        save_model(self, str(folder / "model.safetensors"))
+        (folder / "config.json").write_text("{}")
+
 
 class ToyTask:
     """Mean squared error over the global batch; every step draws one number from the global
@@ -152,6 +159,12 @@ def test_run_ends_with_checkpoint_evaluation_curves_and_summary(tmp_path):
     assert summary["epochs_completed"] == 0 and r.epoch == 0  # 8 steps per epoch
     assert (run / "loss_curves.png").stat().st_size > 1000
     assert {"config.yaml", "run_info.json", "train.log"} <= {p.name for p in run.iterdir()}
+    # the model of the last step, exported with its own save_pretrained
+    from safetensors.torch import load_file
+
+    assert r.model_dir == run / "model" and summary["model_dir"] == str(run / "model")
+    assert torch.equal(load_file(run / "model" / "model.safetensors")["w"],
+                       load_file(r.last_checkpoint / "model.safetensors")["w"])
 
 
 def test_epochs_and_time_limit_stop_the_run(tmp_path):

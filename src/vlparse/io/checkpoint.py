@@ -58,6 +58,7 @@ __all__ = [
     "read_weights",
     "clean_stale_tmp",
     "convert_legacy_checkpoint",
+    "export_pretrained",
 ]
 
 WEIGHTS_NAME = "model.safetensors"
@@ -353,6 +354,29 @@ def read_checkpoint(folder: str | Path) -> Checkpoint:
         )
     except (StateFormatError, KeyError, TypeError, ValueError) as e:
         raise CheckpointError(folder / STATE_JSON, f"malformed state ({e})") from None
+
+
+# --------------------------------------------------------------------------- export
+
+
+def export_pretrained(model: nn.Module, run_dir: Path) -> Path | None:
+    """``model.save_pretrained(run_dir / "model")`` when the model has it, written to a
+    temporary folder first and swapped in; ``None`` when it has not."""
+    bare = unwrap_model(model)
+    if not hasattr(bare, "save_pretrained"):
+        return None
+    final, tmp = run_dir / "model", run_dir / f".tmp-model-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    bare.save_pretrained(tmp)
+    for f in tmp.rglob("*"):
+        if f.is_file():
+            apply_umask(f)  # safetensors writes its files 0o600
+    if final.exists():
+        old = run_dir / f".tmp-old-model-{os.getpid()}"
+        os.replace(final, old)
+        shutil.rmtree(old, ignore_errors=True)
+    os.replace(tmp, final)
+    return final
 
 
 # --------------------------------------------------------------------------- old format

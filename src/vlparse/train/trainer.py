@@ -47,13 +47,13 @@ from torch.utils.data import DataLoader, Dataset
 from vlparse.config import DataConfig, OptimConfig, TrainConfig
 from vlparse.data.sampler import ResumableSampler, stable_seed
 from vlparse.errors import BadDataError, ConfigError, EmptyDatasetError, RunFolderError
-from vlparse.io.files import apply_umask, atomic_write_json, atomic_write_text
+from vlparse.io.checkpoint import export_pretrained
+from vlparse.io.files import atomic_write_json, atomic_write_text
 from vlparse.io.runs import RunLock, open_run_folder
 from vlparse.train.checkpoint import (
     apply_checkpoint,
     read_resumable,
     save_training_state,
-    unwrap_model,
 )
 from vlparse.train.distributed import DistInfo, all_reduce_sum, barrier, init_distributed
 from vlparse.train.logging import LogWindow, RunLogger, plot_curves, truncate_jsonl
@@ -66,44 +66,10 @@ from vlparse.train.protocol import (
     WritesRunFiles,
 )
 from vlparse.train.runinfo import config_changes, write_run_info
+from vlparse.train.state import LoopState, TrainResult, batch_images
 from vlparse.utils import autocast, seed_everything
 
-__all__ = ["Trainer", "TrainResult", "LoopState", "train", "batch_images"]
-
-
-@dataclass
-class TrainResult:
-    """Where a run stopped: optimizer steps, epochs completed, images seen and bad (over all
-    processes), the last checkpoint, the final evaluation, the exported model and the summary
-    written to ``summary.json``."""
-
-    step: int
-    epoch: int
-    images_seen: int
-    bad_images: int
-    run_dir: Path
-    last_checkpoint: Path | None
-    final_metrics: dict[str, float] = field(default_factory=dict)
-    model_dir: Path | None = None
-    wall_s: float = 0.0
-    summary: dict[str, Any] = field(default_factory=dict)
-
-
-@dataclass
-class LoopState:
-    """The loop's position, stored in every checkpoint: optimizer steps taken, the epoch and the
-    micro-batch within it, images seen and bad images (both over all processes)."""
-
-    step: int = 0
-    epoch: int = 0
-    batch_in_epoch: int = 0
-    images_seen: int = 0
-    bad_images: int = 0
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> LoopState:
-        names = {f.name for f in dataclasses.fields(cls)}
-        return cls(**{k: int(v) for k, v in d.items() if k in names})
+__all__ = ["Trainer", "TrainResult", "LoopState", "train"]
 
 
 class _StepModule(nn.Module):
@@ -143,14 +109,6 @@ class _Run:
     last_ckpt: Path | None = None
     last_ckpt_step: int = -1
     final_metrics: dict[str, float] = field(default_factory=dict)
-
-
-def batch_images(batch: dict[str, Any]) -> int:
-    """Images in a batch (its first tensor's leading size)."""
-    for v in batch.values():
-        if isinstance(v, Tensor):
-            return int(v.shape[0])
-    return 0
 
 
 def _to_device(batch: dict[str, Any], device: torch.device) -> dict[str, Any]:
@@ -497,7 +455,7 @@ class Trainer:
                              run.last_ckpt, run.final_metrics,
                              wall_s=time.perf_counter() - t0)
         if self.dist.is_main:
-            result.model_dir = export_model(run.model, self.run_dir)
+            result.model_dir = export_pretrained(run.model, self.run_dir)
             self._plot(run)
             result.summary = self._summary(run, result)
             atomic_write_json(self.run_dir / "summary.json", result.summary)
@@ -523,29 +481,6 @@ class Trainer:
         if isinstance(run.task, Summarizes):
             summary.update(run.task.summary(result))
         return summary
-
-
-def export_model(model: nn.Module, run_dir: Path) -> Path | None:
-    """``model.save_pretrained(run_dir / "model")`` when the model has it, written to a
-    temporary folder first and swapped in; ``None`` when it has not."""
-    import os
-    import shutil
-
-    bare = unwrap_model(model)
-    if not hasattr(bare, "save_pretrained"):
-        return None
-    final, tmp = run_dir / "model", run_dir / f".tmp-model-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    bare.save_pretrained(tmp)
-    for f in tmp.rglob("*"):
-        if f.is_file():
-            apply_umask(f)  # safetensors writes its files 0o600
-    if final.exists():
-        old = run_dir / f".tmp-old-model-{os.getpid()}"
-        os.replace(final, old)
-        shutil.rmtree(old, ignore_errors=True)
-    os.replace(tmp, final)
-    return final
 
 
 def train(
