@@ -39,6 +39,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     ab.add_argument("--tiny", action="store_true", help="CPU-sized rows on the tiny config")
     ab.add_argument("--probe-samples", type=int, default=300, help="held-out pairs for F^{1,L}")
     ab.add_argument("--no-progress", action="store_true", help="no per-step progress bars")
+    ab.add_argument("--overwrite", action="store_true", help="OUT holds an ablation with other "
+                    "arguments: move it aside to OUT.replaced-<time> and start anew")
     add_overrides(ab)
     ab.set_defaults(run=run)
 
@@ -51,6 +53,6 @@ def run(args: argparse.Namespace) -> None:
         pretrain_steps=args.pretrain_steps, finetune_steps=args.finetune_steps,
         base_config=args.base_config, finetune_config=args.finetune_config, task=args.task,
         overrides=args.overrides, tiny=args.tiny, probe_samples=args.probe_samples,
-        progress=not args.no_progress,
+        progress=not args.no_progress, overwrite=args.overwrite,
     )
     print(f"wrote {args.out}/table5.md, table5.json and table5.png")

@@ -36,7 +36,7 @@ from typing import Any, NamedTuple
 from vlparse.config import FinetuneConfig, PretrainConfig, load_config, to_dict
 from vlparse.errors import AblationMismatchError, ConfigError
 from vlparse.io.files import atomic_write_json
-from vlparse.io.runs import RunLock
+from vlparse.io.runs import RunLock, replace_run_folder
 from vlparse.tasks.ablation_report import summarize, write_report
 
 __all__ = [
@@ -166,7 +166,8 @@ def _experiment(args: dict[str, Any], out: Path) -> None:
             parts = "; ".join(f"{k}: stored {old.get(k)!r}, now {args.get(k)!r}" for k in diff)
             raise AblationMismatchError(
                 f"{path}: this ablation was started with other arguments ({parts}). Re-run with "
-                "the stored arguments to finish it, or choose a new --out folder.")
+                "the stored arguments to finish it, choose a new --out folder, or pass "
+                "--overwrite to move this one aside.")
         return
     atomic_write_json(path, {"experiment": args, "created": time.time()})
 
@@ -231,6 +232,7 @@ def run_ablation(
     probe_samples: int = 300,
     progress: bool = True,
     log: Callable[[str], None] = print,
+    overwrite: bool = False,
 ) -> dict[str, Any]:
     """Run (or finish) the ablation and write ``table5.{md,json,png}`` under ``out_dir``.
 
@@ -246,6 +248,8 @@ def run_ablation(
         probe_samples: held-out image-caption pairs for ``F^{1,L}``.
         progress: per-step progress bars of the stages.
         log: receives one line per stage, e.g. ``[7/18] swin_mfr seed 1: fine-tune vqa``.
+        overwrite: move an earlier ablation in ``out_dir`` aside (``<out>.replaced-<time>``)
+            and start anew, instead of finishing it.
 
     Returns:
         the contents of ``table5.json``.
@@ -271,6 +275,8 @@ def run_ablation(
     if ft_cfg.task.name != task:
         raise ConfigError(f"ablate: recipe {finetune_config!r} is for {ft_cfg.task.name!r}, not "
                           f"--task {task}; pass --finetune-config for {task}")
+    if overwrite and (moved := replace_run_folder(out)) is not None:
+        log(f"--overwrite: moved the earlier ablation in {out} to {moved}")
     with RunLock.acquire(out):  # a second ablation on this folder is refused
         _experiment(args, out)
         visuals = {name: describe_visual(c.model.visual) for name, c in cfgs.items()}

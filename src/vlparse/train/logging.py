@@ -20,6 +20,8 @@ from typing import Any
 
 from tqdm.auto import tqdm
 
+from vlparse.io.files import atomic_write_text
+
 __all__ = ["RunLogger", "LogWindow", "read_jsonl", "truncate_jsonl", "plot_curves"]
 
 LOG_JSONL = "log.jsonl"
@@ -212,8 +214,6 @@ class LogWindow:
 def truncate_jsonl(path: str | Path, last_step: int) -> int:
     """Keep the records of ``path`` up to ``last_step`` (inclusive; a truncated line goes too),
     rewritten atomically; returns how many records were dropped. A missing file is left alone."""
-    from vlparse.io.files import atomic_write_text
-
     path = Path(path)
     if not path.is_file():
         return 0
