@@ -11,14 +11,14 @@
 # Extra arguments are key=value overrides of the pre-training config.
 #
 # Environment (defaults in brackets): OUT, where gpu_smoke.json goes [benchmarks/results/gpu_smoke];
-# WORK, the world and the runs [/tmp/gpu_smoke]; IMAGES [400]; WORKERS [8].
+# WORK, the world and the runs [a new temporary folder]; IMAGES [400]; WORKERS [8].
 #
 # It checks, and stops at the first failure: the group's collectives on both devices; 20 steps
 # with a checkpoint, summary.json and a log on cuda; the resumed run reaching step 25.
 set -euo pipefail
 export PYTHONPATH="$PWD/src${PYTHONPATH:+:$PYTHONPATH}"
 OUT=${OUT:-benchmarks/results/gpu_smoke}
-WORK=${WORK:-/tmp/gpu_smoke}
+WORK=${WORK:-$(mktemp -d -t vlparse-gpu-smoke.XXXXXX)}
 IMAGES=${IMAGES:-400}
 WORKERS=${WORKERS:-8}
 mkdir -p "$OUT" "$WORK"

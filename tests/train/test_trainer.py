@@ -101,10 +101,12 @@ class ToyTask:
         return ["loss", "lr"]
 
 
-def _trainer(run_dir: Path, *, steps: int = 2, batch: int = 4, accum: int = 1, **kw) -> Trainer:
+def _trainer(run_dir: Path, *, steps: int | None = 2, batch: int = 4, accum: int = 1,
+             **kw) -> Trainer:
     optim = OptimConfig(lr=0.1, weight_decay=0.0, warmup_steps=kw.pop("warmup", 0),
                         decay_epochs=[], grad_clip=None)
-    train = TrainConfig(max_steps=steps, batch_size=batch, grad_accum=accum, progress=False,
+    train = TrainConfig(max_steps=steps, epochs=kw.pop("epochs", 1.0), batch_size=batch,
+                        grad_accum=accum, progress=False,
                         log_every=kw.pop("log_every", 1), ckpt_every=kw.pop("ckpt_every", 0),
                         max_minutes=kw.pop("max_minutes", None), precision="fp32",
                         eval_every=0, keep_checkpoints=0)
@@ -168,13 +170,11 @@ def test_run_ends_with_checkpoint_evaluation_curves_and_summary(tmp_path):
 
 
 def test_epochs_and_time_limit_stop_the_run(tmp_path):
-    t = _trainer(tmp_path / "e", steps=0)
-    t.train.max_steps, t.train.epochs = None, 1.5
-    r = t.fit(ToyTask(n=10))  # 2 steps per epoch (10 // 4), the last 2 items unused
-    assert (r.step, r.epoch) == (3, 1)
-    r = _trainer(tmp_path / "m", steps=100, log_every=3, max_minutes=0.0).fit(ToyTask())
+    r = _trainer(tmp_path / "e", steps=None, epochs=1.5).fit(ToyTask(n=10))
+    assert (r.step, r.epoch) == (3, 1)  # 2 steps per epoch (10 // 4), the last 2 items unused
+    r = _trainer(tmp_path / "m", steps=100, log_every=3, max_minutes=1e-6).fit(ToyTask())
     assert r.step == 3  # checked once per log window
-    assert "train.max_minutes=0.0 reached at step 3" in (tmp_path / "m" / "train.log").read_text()
+    assert "train.max_minutes=1e-06 reached at step 3" in (tmp_path / "m" / "train.log").read_text()
 
 
 def test_bad_data_verdict_comes_after_a_checkpoint(tmp_path):

@@ -8,7 +8,7 @@ from vlparse.commands._common import add_command, add_overrides
 
 EXAMPLES = """examples:
   vlparse quickstart
-  vlparse quickstart --out /tmp/qs --images 2000 train.max_steps=300"""
+  vlparse quickstart --out qs --images 2000 train.max_steps=300"""
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
