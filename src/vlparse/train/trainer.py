@@ -47,7 +47,7 @@ from torch.utils.data import DataLoader, Dataset
 from vlparse.config import DataConfig, OptimConfig, TrainConfig
 from vlparse.data.sampler import ResumableSampler, stable_seed
 from vlparse.errors import BadDataError, ConfigError, EmptyDatasetError, RunFolderError
-from vlparse.io.checkpoint import export_pretrained
+from vlparse.io.checkpoint import export_pretrained, unwrap_model
 from vlparse.io.files import atomic_write_json, atomic_write_text
 from vlparse.io.runs import RunLock, open_run_folder
 from vlparse.train.checkpoint import (
@@ -457,7 +457,10 @@ class Trainer:
         if self.dist.is_main:
             result.model_dir = export_pretrained(run.model, self.run_dir)
             self._plot(run)
-            result.summary = self._summary(run, result)
+        elif hasattr(unwrap_model(run.model), "save_pretrained"):
+            result.model_dir = self.run_dir / "model"
+        result.summary = self._summary(run, result)  # every process returns it
+        if self.dist.is_main:
             atomic_write_json(self.run_dir / "summary.json", result.summary)
         barrier()
         return result
