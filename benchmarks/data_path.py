@@ -48,9 +48,9 @@ from vlparse.data.manifest import load_manifest, write_manifest
 from vlparse.data.pretrain import read_pretrain_records
 from vlparse.data.shards import ShardDataset, write_shards
 from vlparse.data.shards.index import FORMAT, FORMAT_VERSION, INDEX_NAME, shard_name
+from vlparse.io.files import atomic_write_text
 from vlparse.processing.images import load_image
 from vlparse.processing.transforms import image_transform
-from vlparse.utils import atomic_write_text
 
 SETS, SPLITS, BATCH = ["coco", "vg"], ["train", "restval"], 64
 

@@ -39,10 +39,10 @@ import torch
 from torch import Tensor
 
 from vlparse.config import load_config
+from vlparse.io.files import atomic_write_text
 from vlparse.models.single_stream import VisualParsingModel
 from vlparse.probing import IMFAccumulator, NMIAccumulator, probe_vlparse
 from vlparse.probing.run import probe_batches
-from vlparse.utils import atomic_write_text
 
 GOAL_RATIO = 1.20
 

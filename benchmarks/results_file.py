@@ -19,7 +19,7 @@ from typing import Any
 
 import torch
 
-from vlparse.utils import atomic_write_text
+from vlparse.io.files import atomic_write_text
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -41,12 +41,25 @@ from vlparse.tasks.finetune import FinetuneModel  # noqa: E402
 from vlparse.tasks.retrieval import (  # noqa: E402
     MatchHead,
     RetrievalTask,
-    naive_scores,
+    match_scores,
     score_matrix,
 )
 
 FULL_IMAGES, FULL_CAPTIONS = 1000, 5000
 GOAL_PAIRS_PER_S = 14000
+
+
+@torch.no_grad()
+def naive_scores(model, images, input_ids, attention_mask, image_index, text_index,
+                 batch_pairs: int = 64, autocast=None) -> torch.Tensor:
+    """The baseline scorer: the visual parser runs again for every pair. Returns ``(P,)``."""
+    out = []
+    for s in range(0, image_index.numel(), batch_pairs):
+        ii, tt = image_index[s : s + batch_pairs], text_index[s : s + batch_pairs]
+        with autocast or nullcontext():
+            tokens = model.encode_image(images[ii]).tokens
+            out.append(match_scores(model, tokens, input_ids[tt], attention_mask[tt]))
+    return torch.cat(out)
 
 
 def _sync(device: torch.device) -> None:

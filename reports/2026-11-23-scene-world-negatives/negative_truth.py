@@ -22,7 +22,7 @@ from collections import Counter, defaultdict
 from vlparse.data import read_pretrain_records
 from vlparse.data.manifest import load_manifest
 from vlparse.data.synthetic.truth import SceneTruth
-from vlparse.utils import atomic_write_text
+from vlparse.io.files import atomic_write_text
 
 TEMPLATES = ("scene", "relation", "size", "count", "list")
 

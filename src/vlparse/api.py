@@ -236,16 +236,14 @@ def load(path: str | os.PathLike, device: str | torch.device | None = None) -> V
     Raises:
         FileNotFoundError: no run folder or checkpoint at ``path``.
     """
-    import yaml
-
+    from vlparse.io.runs import run_task
     from vlparse.models.loading import find_run_dir, load_run
     from vlparse.tasks.finetune import load_finetuned
 
     run_dir = find_run_dir(path)
-    config = yaml.safe_load((run_dir / "config.yaml").read_text()) or {}
     if device is None:
         device = "cuda" if torch.cuda.is_available() else "cpu"
-    if "task" in config:
+    if run_task(run_dir) is not None:
         model, cfg, tokenizer, state = load_finetuned(path)
         return VLModel(model, cfg, tokenizer, cfg.task.name, state, Path(path), device)
     model, cfg, tokenizer = load_run(path)

@@ -18,6 +18,14 @@ __all__ = [
     "BadImageError",
     "BadDataError",
     "WrongTaskError",
+    "EmptyDatasetError",
+    "CheckpointError",
+    "LegacyCheckpointError",
+    "RunFolderError",
+    "RunFolderInUseError",
+    "PretrainedUnavailableError",
+    "TaskNotImplementedError",
+    "AblationMismatchError",
 ]
 
 
@@ -60,3 +68,50 @@ class BadDataError(VlparseError, RuntimeError):
 
 class WrongTaskError(VlparseError, ValueError):
     """A method was called on a model loaded from a run of another task."""
+
+
+class EmptyDatasetError(VlparseError, ValueError):
+    """The data sets a run asks for hold no example (or fewer than one batch)."""
+
+
+class CheckpointError(VlparseError):
+    """A checkpoint cannot be read: missing, truncated or corrupt files, or another format.
+
+    Attributes:
+        path: the file (or folder) that could not be read.
+    """
+
+    def __init__(self, path: str | os.PathLike, reason: str) -> None:
+        self.path = os.fspath(path)
+        self.reason = reason
+        super().__init__(f"{self.path}: {reason}")
+
+    def __reduce__(self):
+        return (type(self), (self.path, self.reason))
+
+
+class LegacyCheckpointError(CheckpointError):
+    """A checkpoint of the old format, whose state is a pickle: it is refused, never unpickled
+    (a pickle can run code); the message says how to convert it when it is trusted."""
+
+
+class RunFolderError(VlparseError):
+    """A run folder cannot be used as asked: it holds another run (and neither ``--resume`` nor
+    ``--overwrite`` was given), or it is not a folder."""
+
+
+class RunFolderInUseError(RunFolderError):
+    """Another live process holds the run folder's lock."""
+
+
+class PretrainedUnavailableError(VlparseError, RuntimeError):
+    """Pretrained weights or a tokenizer named by the config cannot be had (offline and not in
+    the local cache, or no such model)."""
+
+
+class TaskNotImplementedError(VlparseError, NotImplementedError):
+    """A fine-tuning task is registered but its module is not written yet."""
+
+
+class AblationMismatchError(ConfigError):
+    """An ablation folder's ``ablation.json`` was written with other experiment arguments."""

@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 from vlparse.config import load_config
+from vlparse.io.files import atomic_write_json
 
 __all__ = ["run_quickstart"]
 
@@ -37,57 +38,17 @@ def run_quickstart(
     prune_tokenizer`, saved in ``out/tokenizer``; the same word pieces, about 120 instead of
     30,522 ids), which makes the small model's steps cheaper.
     """
-    import torch
-
-    from vlparse.data.manifest import load_manifest, manifest_texts
-    from vlparse.data.synthetic import generate
     from vlparse.probing.run import run_probe
-    from vlparse.processing.tokenization import build_tokenizer, prune_tokenizer
-    from vlparse.tasks.pretrain import run_pretrain
     from vlparse.tasks.pretrain_eval import format_report
-    from vlparse.train.distributed import run_local_processes
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
-    world = out / "world"
-    manifest = world / "manifest.json"
-    stamp = {"num_images": num_images, "seed": seed}
-    stamp_file = world / "quickstart_stamp.json"
-    if manifest.exists() and stamp_file.exists() and json.loads(stamp_file.read_text()) == stamp:
-        print(f"[quickstart] reusing scene world {world}")
-    else:
-        if world.exists():
-            shutil.rmtree(world)
-        print(f"[quickstart] drawing a scene world of {num_images} images into {world}")
-        generate(
-            world, num_images, seed=seed, image_size=128, workers=workers or os.cpu_count() or 1
-        )
-        stamp_file.write_text(json.dumps(stamp))
+    manifest = _scene_world(out / "world", num_images, seed, workers)
     t_data = time.perf_counter() - t0
-
-    overrides = list(overrides or [])
-    cfg = load_config("quickstart", overrides)
-    if prune_vocab:
-        texts = manifest_texts(load_manifest(manifest))
-        tokenizer = build_tokenizer(cfg.model.text.tokenizer)
-        vocab = prune_tokenizer(tokenizer, texts, (out / "tokenizer").resolve())
-        cfg = load_config("quickstart", [*overrides, f"model.text.tokenizer={vocab}"])
-        print(f"[quickstart] tokenizer pruned to the world's {len(texts)} texts: {vocab}")
+    cfg = _config(out, manifest, list(overrides or []), prune_vocab)
     run_dir = out / "pretrain"
-    if run_dir.exists():
-        shutil.rmtree(run_dir)
-    cores = os.cpu_count() or 1
-    if processes is None:
-        processes = 2 if cores >= 2 and not torch.cuda.is_available() else 1
-    print(f"[quickstart] pre-training the '{cfg.model.name}' model for {cfg.train.max_steps} steps"
-          + (f" in {processes} processes" if processes > 1 else ""))
-    if processes > 1:
-        run_local_processes(run_pretrain, processes, (cfg, manifest, run_dir),
-                            threads=max(1, cores // processes))
-        summary = json.loads((run_dir / "summary.json").read_text())
-    else:
-        summary = run_pretrain(cfg, manifest, run_dir)
+    summary = _pretrain(cfg, manifest, run_dir, processes)
     held = summary["held_out"]
     print("[quickstart] probing inter-modality flow and NMI (figures in probe/)")
     run_probe([str(run_dir)], [cfg.model.name], manifest, out / "probe", num_samples=200,
@@ -104,7 +65,7 @@ def run_quickstart(
     }
     if (run_dir / "loss_curves.png").exists():
         shutil.copy(run_dir / "loss_curves.png", out / "loss_curves.png")
-    (out / "summary.json").write_text(json.dumps(report, indent=2) + "\n")
+    atomic_write_json(out / "summary.json", report)
     print("\n[quickstart] held-out results")
     print(format_report(held))
     if vqa is not None:
@@ -116,6 +77,63 @@ def run_quickstart(
     print(f"[quickstart] summary: {out / 'summary.json'}; curves: {out / 'loss_curves.png'}")
     print(f"[quickstart] done in {report['wall_s']['total']:.0f} s")
     return report
+
+
+def _scene_world(world: Path, num_images: int, seed: int, workers: int | None) -> Path:
+    """The manifest of the scene world in ``world``: drawn, or reused when it was drawn with the
+    same size and seed."""
+    from vlparse.data.synthetic import generate
+
+    manifest = world / "manifest.json"
+    stamp = {"num_images": num_images, "seed": seed}
+    stamp_file = world / "quickstart_stamp.json"
+    if manifest.exists() and stamp_file.exists() and json.loads(stamp_file.read_text()) == stamp:
+        print(f"[quickstart] reusing scene world {world}")
+        return manifest
+    if world.exists():
+        shutil.rmtree(world)
+    print(f"[quickstart] drawing a scene world of {num_images} images into {world}")
+    generate(world, num_images, seed=seed, image_size=128, workers=workers or os.cpu_count() or 1)
+    atomic_write_json(stamp_file, stamp)
+    return manifest
+
+
+def _config(out: Path, manifest: Path, overrides: list[str], prune_vocab: bool):
+    """The ``quickstart`` config, with the tokenizer pruned to the world's texts (saved in
+    ``out/tokenizer``) when ``prune_vocab``."""
+    from vlparse.data.manifest import load_manifest, manifest_texts
+    from vlparse.processing.tokenization import build_tokenizer, prune_tokenizer
+
+    cfg = load_config("quickstart", overrides)
+    if not prune_vocab:
+        return cfg
+    texts = manifest_texts(load_manifest(manifest))
+    tokenizer = build_tokenizer(cfg.model.text.tokenizer)
+    vocab = prune_tokenizer(tokenizer, texts, (out / "tokenizer").resolve())
+    print(f"[quickstart] tokenizer pruned to the world's {len(texts)} texts: {vocab}")
+    return load_config("quickstart", [*overrides, f"model.text.tokenizer={vocab}"])
+
+
+def _pretrain(cfg, manifest: Path, run_dir: Path, processes: int | None) -> dict:
+    """Pre-train into a fresh ``run_dir`` in ``processes`` local processes (default: 2 on a
+    CPU machine with 2+ cores, else 1); returns the run's summary."""
+    import torch
+
+    from vlparse.tasks.pretrain import run_pretrain
+    from vlparse.train.distributed import run_local_processes
+
+    if run_dir.exists():
+        shutil.rmtree(run_dir)
+    cores = os.cpu_count() or 1
+    if processes is None:
+        processes = 2 if cores >= 2 and not torch.cuda.is_available() else 1
+    print(f"[quickstart] pre-training the '{cfg.model.name}' model for {cfg.train.max_steps} steps"
+          + (f" in {processes} processes" if processes > 1 else ""))
+    if processes == 1:
+        return run_pretrain(cfg, manifest, run_dir)
+    run_local_processes(run_pretrain, processes, (cfg, manifest, run_dir),
+                        threads=max(1, cores // processes))
+    return json.loads((run_dir / "summary.json").read_text())
 
 
 def _finetune_vqa(

@@ -1,16 +1,17 @@
-"""Small helpers shared across vlparse: seeding and atomic file writes."""
+"""Small helpers shared across vlparse: seeding, and the mixed-precision decision.
+
+(Atomic file writes live in :mod:`vlparse.io.files`.)
+"""
 
 from __future__ import annotations
 
-import os
 import random
-import tempfile
-from pathlib import Path
+from contextlib import AbstractContextManager
 
 import numpy as np
 import torch
 
-__all__ = ["seed_everything", "atomic_write_text", "atomic_write_bytes"]
+__all__ = ["seed_everything", "autocast_dtype", "autocast"]
 
 
 def seed_everything(seed: int, rank: int = 0) -> int:
@@ -26,23 +27,16 @@ def seed_everything(seed: int, rank: int = 0) -> int:
     return value
 
 
-def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
-    """Write ``data`` to ``path`` so that readers see either the old file or the new one, never a
-    partial file: write a temporary file in the same folder, fsync, then ``os.replace``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+def autocast_dtype(precision: str, device: torch.device | str) -> torch.dtype | None:
+    """The autocast dtype of ``train.precision`` on ``device``: bf16 when ``precision`` is
+    ``"bf16"``, or ``"auto"`` on CUDA; ``None`` (full precision) otherwise."""
+    kind = torch.device(device).type
+    if precision == "bf16" or (precision == "auto" and kind == "cuda"):
+        return torch.bfloat16
+    return None
 
 
-def atomic_write_text(path: str | os.PathLike, text: str) -> None:
-    """:func:`atomic_write_bytes` for UTF-8 text."""
-    atomic_write_bytes(path, text.encode("utf-8"))
+def autocast(precision: str, device: torch.device | str) -> AbstractContextManager:
+    """``torch.autocast`` as :func:`autocast_dtype` decides (disabled when it says ``None``)."""
+    dtype = autocast_dtype(precision, device)
+    return torch.autocast(torch.device(device).type, dtype=dtype, enabled=dtype is not None)

@@ -38,7 +38,7 @@ OUT_OF_RANGE = [
     ("train.seed=-1", "train.seed", "must be in [0, 4294967296)"),
     ("train.log_every=0", "train.log_every", "0 is out of range; must be >= 1"),
     ("train.ckpt_every=-1", "train.ckpt_every", "-1 is out of range; must be >= 0"),
-    ("train.keep_checkpoints=0", "train.keep_checkpoints", "must be >= 1"),
+    ("train.keep_checkpoints=-1", "train.keep_checkpoints", "must be >= 0"),
     ("train.eval_every=-1", "train.eval_every", "must be >= 0"),
     ("train.eval_images=0", "train.eval_images", "must be >= 1"),
     ("data.num_workers=-1", "data.num_workers", "must be >= 0"),

@@ -11,7 +11,6 @@ from vlparse.tasks.retrieval import (
     MatchHead,
     RetrievalTask,
     chance_recall,
-    naive_scores,
     rerank_candidates,
     retrieval_metrics,
     retrieval_step,
@@ -123,9 +122,6 @@ def test_cached_tokens_equal_per_pair_scoring(small_model):
                 out = model.backbone(images[i : i + 1], ids[t : t + 1], mask[t : t + 1])
                 logits = model.head(out.cls)[0]
             torch.testing.assert_close(fast[i, t], logits[1] - logits[0], atol=1e-4, rtol=1e-4)
-    ii, tt = torch.meshgrid(torch.arange(2), torch.arange(5), indexing="ij")
-    naive = naive_scores(model, images, ids, mask, ii.flatten(), tt.flatten(), batch_pairs=10)
-    torch.testing.assert_close(naive.view(2, 5), fast, atol=1e-4, rtol=1e-4)
     # a candidate mask scores only those pairs, with the same values
     cand = torch.rand(2, 5, generator=g) > 0.5
     part = score_matrix(model, tokens, ids, mask, candidates=cand, batch_pairs=3)

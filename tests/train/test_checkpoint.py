@@ -1,4 +1,5 @@
-"""Checkpoint round trips, atomicity, pruning, path resolution and tied weights."""
+"""Checkpoint round trips, atomicity, pruning, path resolution, tied weights, the pickle-free
+state format, damaged files and the old format."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import torch
 from torch import nn
 
 from vlparse.config import OptimConfig
+from vlparse.errors import CheckpointError
 from vlparse.train import checkpoint as ck
 from vlparse.train.optim import build_optimizer, build_scheduler
 
@@ -106,7 +108,7 @@ def test_crash_during_save_keeps_previous_checkpoint(tmp_path, monkeypatch):
     def boom(*args, **kwargs):
         raise OSError("disk full (simulated)")
 
-    monkeypatch.setattr(ck.torch, "save", boom)
+    monkeypatch.setattr(safetensors.torch, "save_file", boom)  # the state file
     _train(model, opt, sched, 1)
     with pytest.raises(OSError, match="simulated"):
         _save(tmp_path, 2, model, opt, sched)
@@ -167,7 +169,7 @@ def test_strict_load_names_keys_and_non_strict_reports(tmp_path):
             del self.hidden
             self.hidden = nn.Identity()
 
-    with pytest.raises(RuntimeError, match=r"extra_head\.weight.*hidden\.weight"):
+    with pytest.raises(CheckpointError, match=r"extra_head\.weight.*hidden\.weight"):
         ck.load_checkpoint(path, Other())
     report = ck.load_model_weights(tmp_path, Other())
     assert report.missing == ["extra_head.bias", "extra_head.weight"]
@@ -197,3 +199,135 @@ def test_wrappers_are_unwrapped(tmp_path):
     prefixed = {f"module.{k}": v for k, v in model.state_dict().items() if k != "decoder.weight"}
     torch.save(prefixed, tmp_path / "ddp.pt")
     assert ck.load_model_weights(tmp_path / "ddp.pt", TiedLM()).missing == []
+
+
+def test_state_encoding_round_trips_what_json_alone_would_lose():
+    from vlparse.io.state import StateFormatError, decode, encode, pack, unpack
+
+    state = {
+        "state": {0: {"step": torch.tensor(3.0), "exp_avg": torch.arange(4.0)}},
+        "param_groups": [{"betas": (0.9, 0.999), "params": [0, 1], "lr": 1e-3}],
+        "rng": (3, tuple(range(5)), None),
+        "numpy": ("MT19937", np.arange(6, dtype=np.uint32), 2, 0, 0.0),
+        "odd": float("nan"),
+        "__tensor__": "a key that looks like a tag",
+    }
+    tensors: dict = {}
+    tree = encode(state, tensors)
+    import json
+
+    back = decode(json.loads(json.dumps(tree)), tensors)  # survives a trip through JSON
+    assert list(back["state"]) == [0]
+    assert torch.equal(back["state"][0]["exp_avg"], torch.arange(4.0))
+    assert back["param_groups"][0]["betas"] == (0.9, 0.999)
+    assert back["rng"] == (3, (0, 1, 2, 3, 4), None)
+    assert back["numpy"][1].dtype == np.uint32 and back["numpy"][1].tolist() == list(range(6))
+    assert back["odd"] != back["odd"]  # nan
+    assert back["__tensor__"] == "a key that looks like a tag"
+    assert unpack(pack(state))["param_groups"] == back["param_groups"]
+    with pytest.raises(StateFormatError, match=r"state\.bad: a TiedLM"):
+        encode({"bad": TiedLM()}, {})
+
+
+def test_damaged_files_are_named_and_resume_falls_back(tmp_path):
+    model, opt, sched = _setup(0)
+    for step in (1, 2, 3):
+        _save(tmp_path, step, model, opt, sched)
+    root = tmp_path / "checkpoints"
+    weights = root / "step_00000003" / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:-10])  # truncated
+    with pytest.raises(CheckpointError, match=str(weights)):
+        ck.load_checkpoint(root / "step_00000003", TiedLM())
+    (root / "step_00000002" / "state.json").write_text('{"format": "vlparse-checkp')
+    warned = []
+    found = ck.read_resumable(tmp_path, warned.append)
+    assert found.path == root / "step_00000001"
+    assert "step_00000003/model.safetensors" in warned[0]
+    assert "step_00000002/state.json" in warned[0] and "resuming from step_00000001" in warned[0]
+    (root / "step_00000001" / "state.safetensors").unlink()
+    with pytest.raises(CheckpointError, match="no intact checkpoint"):
+        ck.read_resumable(tmp_path, warned.append)
+    assert ck.read_resumable(tmp_path / "fresh", warned.append) is None
+
+
+class _Payload:
+    """Unpickling this creates a file: the trace of code run from a checkpoint."""
+
+    def __init__(self, marker: str) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (open, (self.marker, "w"))
+
+
+def test_old_format_is_refused_unless_converted(tmp_path):
+    from vlparse.errors import LegacyCheckpointError
+    from vlparse.io.checkpoint import convert_legacy_checkpoint
+
+    model, opt, sched = _setup(0)
+    _train(model, opt, sched, 2)
+    folder = _save(tmp_path, 2, model, opt, sched)
+    for name in ("state.json", "state.safetensors"):
+        (folder / name).unlink()
+    marker = tmp_path / "ran"
+    legacy = {"format_version": 1, "step": 2, "optimizer": opt.state_dict(),
+              "scheduler": sched.state_dict(), "rng": ck.capture_rng_state(),
+              "extra_state": {"epoch": 0}, "payload": _Payload(str(marker))}
+    torch.save(legacy, folder / "state.pt")
+    with pytest.raises(LegacyCheckpointError, match="convert-checkpoint .* --trust"):
+        ck.load_checkpoint(tmp_path, TiedLM(), *_setup(1)[1:])
+    assert not marker.exists()
+    # weights alone are safetensors: fine-tuning may start from an old run
+    assert ck.load_model_weights(tmp_path, TiedLM()).missing == []
+    assert convert_legacy_checkpoint(tmp_path) == [folder]
+    assert marker.exists()  # converting unpickles: for trusted files only
+    assert not (folder / "state.pt").exists()
+    model2, opt2, sched2 = _setup(1)
+    assert ck.load_checkpoint(tmp_path, model2, opt2, sched2) == {"epoch": 0, "step": 2}
+    assert sched2.last_epoch == 2 and torch.equal(model2.hidden.weight, model.hidden.weight)
+
+
+def test_only_dead_processes_temporary_folders_are_removed(tmp_path):
+    import socket
+    import subprocess
+    import sys
+
+    model, opt, sched = _setup(0)
+    root = tmp_path / "checkpoints"
+    host = socket.gethostname()
+    done = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True)
+    dead = int(done.stdout)
+    live = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        stale = root / f".tmp-step_00000009-{dead}@{host}"
+        busy = root / f".tmp-step_00000009-{live.pid}@{host}"
+        remote = root / f".tmp-step_00000009-{dead}@another-host"
+        for p in (stale, busy, remote):
+            p.mkdir(parents=True)
+        _save(tmp_path, 1, model, opt, sched)
+        assert not stale.exists()
+        assert busy.exists() and remote.exists()
+    finally:
+        live.kill()
+        live.wait()
+
+
+def test_files_get_the_umask_permissions(tmp_path):
+    import os
+    import stat
+
+    from vlparse.io.files import atomic_write_text
+
+    old = os.umask(0o022)
+    try:
+        model, opt, sched = _setup(0)
+        folder = _save(tmp_path, 1, model, opt, sched)
+        atomic_write_text(tmp_path / "config.yaml", "a: 1\n")
+    finally:
+        os.umask(old)
+    files = [p for p in tmp_path.rglob("*") if p.is_file()]
+    assert {p.name for p in files} >= {"model.safetensors", "state.json", "latest", "config.yaml"}
+    for p in files:
+        assert stat.S_IMODE(p.stat().st_mode) == 0o644, p
+    assert stat.S_IMODE(folder.stat().st_mode) == 0o755

@@ -1,4 +1,4 @@
-"""Single-process defaults and a 2-process gloo all-reduce.
+"""Single-process defaults, the backends of a CUDA group, and 2-process gloo collectives.
 
 DDP wrapping is not exercised here: constructing DistributedDataParallel imports torch._dynamo
 (6-12 s on a small CPU); the training-loop tests cover it.
@@ -11,7 +11,6 @@ import socket
 
 import torch
 import torch.multiprocessing as mp
-from torch import nn
 
 from vlparse.train import distributed as D
 
@@ -24,11 +23,29 @@ def test_single_process_without_env(monkeypatch):
     assert info.device == torch.device("cpu")
     t = torch.tensor([1.0, 2.0])
     assert torch.equal(D.all_reduce_sum(t), torch.tensor([1.0, 2.0]))
-    assert D.broadcast_object({"a": 1}) == {"a": 1}
+    assert D.all_gather_bytes(b"abc", info.device) == [b"abc"]
     D.barrier()
-    model = nn.Linear(2, 2)
-    assert D.wrap_ddp(model, info) is model
     D.cleanup()
+
+
+def test_a_cuda_process_group_has_a_cpu_backend(monkeypatch):
+    """On CUDA the group is made with ``cpu:gloo,cuda:nccl``: a CPU tensor given to a collective
+    goes through gloo instead of failing in an NCCL-only group (CUDA mocked here)."""
+    made = {}
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("RANK", "1")
+    monkeypatch.setenv("LOCAL_RANK", "1")
+    monkeypatch.setenv("MASTER_ADDR", "127.0.0.1")
+    monkeypatch.setenv("MASTER_PORT", "1")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "set_device", lambda device: None)
+    monkeypatch.setattr(D.dist, "is_initialized", lambda: False)
+    monkeypatch.setattr(D.dist, "init_process_group",
+                        lambda backend, **kw: made.update(backend=backend, **kw))
+    info = D.init_distributed("cuda")
+    assert made["backend"] == "cpu:gloo,cuda:nccl"
+    assert made["device_id"] == torch.device("cuda", 1) == info.device
+    assert (info.rank, info.world_size, info.enabled) == (1, 2, True)
 
 
 def _free_port() -> int:
@@ -43,9 +60,9 @@ def _worker(rank: int, world: int, port: int, out_dir: str) -> None:
     info = D.init_distributed("cpu")
     try:
         total = D.all_reduce_sum(torch.tensor([float(rank + 1), 10.0]))
-        obj = D.broadcast_object({"from": info.rank} if info.is_main else None)
+        parts = D.all_gather_bytes(b"x" * (rank + 2), info.device)
         D.barrier()
-        torch.save({"total": total, "obj": obj, "rank": info.rank},
+        torch.save({"total": total, "parts": parts, "rank": info.rank},
                    os.path.join(out_dir, f"rank{rank}.pt"))
     finally:
         D.cleanup()
@@ -59,4 +76,4 @@ def test_two_process_gloo_all_reduce(tmp_path):
         r = torch.load(tmp_path / f"rank{rank}.pt")
         assert r["rank"] == rank
         assert torch.equal(r["total"], torch.tensor([3.0, 20.0]))
-        assert r["obj"] == {"from": 0}
+        assert r["parts"] == [b"xx", b"xxx"]  # of unequal lengths

@@ -158,7 +158,7 @@ def _copy_world(world: Path, dst: Path) -> Path:
     return dst / world.name
 
 
-def test_bad_images_are_skipped_named_and_fatal_above_threshold(
+def test_bad_images_are_skipped_named_and_judged_on_enough_images(
     scene_world, tmp_path, small_overrides
 ):
     world = _copy_world(scene_world, tmp_path / "w")
@@ -170,16 +170,16 @@ def test_bad_images_are_skipped_named_and_fatal_above_threshold(
     log = (ok / "train.log").read_text()
     assert summary["bad_images"] >= 1
     assert any(name in log for name in broken)
-    # default 1 % threshold: the run fails, and what was written before stays
+    # default 1 % threshold, but far fewer images than a verdict needs (the trainer's tests
+    # stop a run above it): the resumed run finishes, says so, and keeps what was written
     strict = tmp_path / "strict"
     _pretrain(scene_world, strict, small_overrides, "train.max_steps=1", "train.ckpt_every=1",
               "data.train_sets=[coco]")
     before = sorted(p.name for p in (strict / "checkpoints").iterdir())
-    from vlparse.errors import BadDataError
-
-    with pytest.raises(BadDataError, match="max_bad_fraction"):
-        _pretrain(world, strict, small_overrides, "train.max_steps=12", "data.train_sets=[coco]",
-                  resume=True)
+    summary = _pretrain(world, strict, small_overrides, "train.max_steps=12",
+                        "data.train_sets=[coco]", resume=True)
+    assert summary["steps"] == 12 and summary["bad_images"] >= 1
+    assert "Too few images" in (strict / "train.log").read_text()
     after = sorted(p.name for p in (strict / "checkpoints").iterdir())
     assert set(before) <= set(after)
     assert (strict / "log.jsonl").read_text().splitlines()[0].startswith("{")

@@ -68,7 +68,8 @@ class TrainConfig(Config):
     comes with ``num_pos + num_neg`` texts); ``grad_accum`` splits it into micro-batches.
     ``max_minutes`` ends the run (checkpoint, evaluation, summary) after that much training time,
     whatever ``epochs`` or ``max_steps`` say. ``log_every``, ``ckpt_every`` and ``eval_every``
-    count optimizer steps (``ckpt_every`` / ``eval_every`` 0: only at the end)."""
+    count optimizer steps (``ckpt_every`` / ``eval_every`` 0: only at the end).
+    ``keep_checkpoints``: the newest checkpoints kept (0: all)."""
 
     epochs: float = ranged(40.0, gt=0)
     max_steps: int | None = ranged(None, ge=1)
@@ -80,7 +81,7 @@ class TrainConfig(Config):
     seed: int = ranged(0, ge=0, lt=2**32)
     log_every: int = ranged(10, ge=1)
     ckpt_every: int = ranged(1000, ge=0)
-    keep_checkpoints: int = ranged(3, ge=1)
+    keep_checkpoints: int = ranged(3, ge=0)
     eval_every: int = ranged(0, ge=0)
     eval_images: int = ranged(500, ge=1)
     progress: bool = True

@@ -17,7 +17,7 @@ from vlparse.data.formats.karpathy import read_karpathy
 from vlparse.data.formats.records import ImageCaptions
 from vlparse.data.formats.vg import read_vg
 from vlparse.data.manifest import manifest_role
-from vlparse.errors import BadImageError
+from vlparse.errors import BadImageError, EmptyDatasetError
 from vlparse.processing.images import load_image
 
 __all__ = ["PretrainDataset", "read_pretrain_records"]
@@ -78,7 +78,7 @@ def read_pretrain_records(
         records = [r for r in records if r.captions]
     if not records:
         available = {k: sorted(v) for k, v in manifest.items() if isinstance(v, dict)}
-        raise ValueError(
+        raise EmptyDatasetError(
             f"no pre-training images found for sets {list(sets)} and splits {list(splits)}; "
             f"the manifest has: {available}. Check data.train_sets and data.train_splits."
         )

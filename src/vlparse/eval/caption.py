@@ -30,7 +30,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from vlparse.errors import DataFormatError
-from vlparse.utils import atomic_write_text
+from vlparse.io.files import atomic_write_text
 
 __all__ = [
     "PTB_PUNCTUATIONS",

@@ -22,6 +22,8 @@ from typing import Any, ClassVar
 
 from torch import nn
 
+from vlparse.io.files import apply_umask, atomic_write_json
+
 __all__ = [
     "CONFIG_NAME",
     "WEIGHTS_NAME",
@@ -166,7 +168,8 @@ class PretrainedMixin:
         if processor is not None:
             processor.save_pretrained(folder)
         save_model(self, str(folder / WEIGHTS_NAME), metadata={"format": "pt"})
-        (folder / CONFIG_NAME).write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
+        apply_umask(folder / WEIGHTS_NAME)  # safetensors writes its files 0o600
+        atomic_write_json(folder / CONFIG_NAME, config)
         return folder
 
     @classmethod

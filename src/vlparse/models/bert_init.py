@@ -7,6 +7,7 @@ from pathlib import Path
 
 from torch import Tensor, nn
 
+from vlparse.errors import PretrainedUnavailableError
 from vlparse.models.weights import (
     LoadReport,
     load_state_dict_report,
@@ -97,7 +98,7 @@ def read_bert(source: str) -> tuple[dict[str, Tensor], int | None]:
 
         hf = AutoModel.from_pretrained(source)
     except Exception as e:  # hub and cache errors come in many types
-        raise RuntimeError(
+        raise PretrainedUnavailableError(
             f"text.pretrained '{source}' is not a local path and transformers could not load "
             f"it ({type(e).__name__}: {e}). Offline, the model must be in the Hugging Face "
             "cache; otherwise point text.pretrained to a local folder or checkpoint file"

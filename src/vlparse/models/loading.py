@@ -12,9 +12,11 @@ from pathlib import Path
 from typing import Any
 
 from vlparse.config import PretrainConfig
+from vlparse.errors import CheckpointError
+from vlparse.io.checkpoint import find_checkpoint
 from vlparse.models.base import WEIGHTS_NAME, read_pretrained_config
 
-__all__ = ["checkpoint_weights", "find_run_dir", "load_pretrained_model", "load_run"]
+__all__ = ["find_run_dir", "load_pretrained_model", "load_run"]
 
 CONFIG_NAME = "config.yaml"
 
@@ -66,35 +68,6 @@ def find_run_dir(path: str | Path) -> Path:
     )
 
 
-def checkpoint_weights(path: str | Path) -> Path:
-    """The ``model.safetensors`` of a checkpoint: ``path`` itself, a step folder holding it, or
-    the newest checkpoint of a run (or ``checkpoints``) folder (the one ``checkpoints/latest``
-    names, else the highest-numbered ``step_*`` folder with weights).
-
-    Raises:
-        FileNotFoundError: no weights there; the message lists what the folder holds.
-    """
-    path = Path(path)
-    if path.is_file() and path.name == WEIGHTS_NAME:
-        return path
-    if (path / WEIGHTS_NAME).is_file():
-        return path / WEIGHTS_NAME
-    root = path / "checkpoints" if (path / "checkpoints").is_dir() else path
-    latest = root / "latest"
-    if latest.is_file() and (root / latest.read_text().strip() / WEIGHTS_NAME).is_file():
-        return root / latest.read_text().strip() / WEIGHTS_NAME
-    steps = sorted(p for p in root.glob("step_*") if (p / WEIGHTS_NAME).is_file()) \
-        if root.is_dir() else []
-    if steps:
-        return steps[-1] / WEIGHTS_NAME
-    listing = sorted(p.name for p in root.iterdir()) if root.is_dir() else []
-    raise FileNotFoundError(
-        f"no checkpoint found under {path}: expected a run folder with checkpoints/, a "
-        f"checkpoints folder with step_XXXXXXXX/ subfolders, or a folder holding {WEIGHTS_NAME}; "
-        f"{root} contains: {', '.join(listing) or '(nothing)'}"
-    )
-
-
 def load_run(path: str | Path) -> tuple[Any, PretrainConfig, Any]:
     """Rebuild the model of a pre-training run and load its checkpoint weights.
 
@@ -119,7 +92,7 @@ def load_run(path: str | Path) -> tuple[Any, PretrainConfig, Any]:
     from vlparse.models.single_stream import VisualParsingModel
 
     run_dir = find_run_dir(path)
-    weights = checkpoint_weights(path)
+    weights = find_checkpoint(path) / WEIGHTS_NAME
     data = yaml.safe_load((run_dir / CONFIG_NAME).read_text()) or {}
     cfg = from_dict(PretrainConfig, data)
     validate(cfg)
@@ -128,7 +101,11 @@ def load_run(path: str | Path) -> tuple[Any, PretrainConfig, Any]:
     vocab = cfg.model.text.vocab_size or ids["vocab_size"]
     model = VisualParsingModel(cfg.model, vocab, cls_token_id=ids["cls"], sep_token_id=ids["sep"],
                                objectives=cfg.objectives)
-    missing, unexpected = load_model(model, str(weights), strict=False)
+    try:
+        missing, unexpected = load_model(model, str(weights), strict=False)
+    except Exception as e:  # safetensors raises its own error type, or OSError
+        raise CheckpointError(weights, f"cannot be read, the file is damaged or truncated "
+                                       f"({type(e).__name__}: {e})") from None
     if missing or unexpected:
         warnings.warn(
             f"load_run: {weights} does not match the model of {run_dir / CONFIG_NAME}: "

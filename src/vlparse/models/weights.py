@@ -15,6 +15,8 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from vlparse.errors import PretrainedUnavailableError
+
 __all__ = [
     "LoadReport",
     "load_state_dict_report",
@@ -87,7 +89,7 @@ def timm_pretrained_state(arch: str, hint: str, **kwargs: Any) -> dict[str, Tens
     try:
         return timm.create_model(arch, pretrained=True, **kwargs).state_dict()
     except Exception as e:  # hub / cache errors come in many types
-        raise RuntimeError(
+        raise PretrainedUnavailableError(
             f"model.visual.pretrained='timm': could not get timm's pretrained weights for "
             f"'{arch}' ({type(e).__name__}: {e}). Without internet they must already be in the "
             f"Hugging Face cache. {hint}"

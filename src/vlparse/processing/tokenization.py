@@ -17,6 +17,8 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
+from vlparse.errors import PretrainedUnavailableError
+
 __all__ = [
     "IGNORE_INDEX",
     "build_tokenizer",
@@ -104,7 +106,8 @@ def build_tokenizer(name: str = BERT_UNCASED):
             if name == BERT_UNCASED
             else "pass a local tokenizer folder, a cached Hugging Face name, or 'bert-base-uncased'"
         )
-        raise RuntimeError(f"could not load tokenizer {name!r}: " + "; ".join(errors) + f"; {hint}")
+        raise PretrainedUnavailableError(
+            f"could not load tokenizer {name!r}: " + "; ".join(errors) + f"; {hint}")
     for token in ("sep_token", "pad_token", "mask_token"):
         if getattr(tokenizer, f"{token}_id", None) is None:
             raise RuntimeError(

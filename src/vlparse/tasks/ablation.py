@@ -10,9 +10,12 @@ held-out pairs, and writes the unit's ``summary.json``. The report (``table5.md`
 ``table5.json``, ``table5.png``; written by :mod:`vlparse.tasks.ablation_report`) gives mean +-
 sample std (``ddof=1``) over the seeds.
 
-Resume: a unit with ``summary.json`` is skipped; a stage with a checkpoint resumes from it; a
-stage folder without one starts over. The arguments that define the experiment are stored in
-``OUT/ablation.json``; a re-run with other values fails (:class:`AblationMismatchError`).
+Resume: a unit with ``summary.json`` is skipped; a stage with a checkpoint resumes from it (the
+newest intact one; an old-format pickle checkpoint is refused, never loaded); a stage folder
+without one starts over. The ablation folder is locked while a run works in it, so a second
+``vlparse ablate`` on the same ``--out`` is refused instead of deleting the first one's stages.
+The arguments that define the experiment are stored in ``OUT/ablation.json``; a re-run with
+other values fails (:class:`~vlparse.errors.AblationMismatchError`).
 Rows and seeds are not part of that check: a later run may add seeds or rows to the experiment.
 
 Overrides: ``key=value`` changes the pre-training config of every row; ``finetune.key=value``
@@ -31,7 +34,9 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 from vlparse.config import FinetuneConfig, PretrainConfig, load_config, to_dict
-from vlparse.errors import ConfigError
+from vlparse.errors import AblationMismatchError, ConfigError
+from vlparse.io.files import atomic_write_json
+from vlparse.io.runs import RunLock, replace_run_folder
 from vlparse.tasks.ablation_report import summarize, write_report
 
 __all__ = [
@@ -100,10 +105,6 @@ HEADLINE_METRICS: dict[str, str] = {
 }
 """Task -> the key of its validation metrics reported in the table (fractions in [0, 1])."""
 
-class AblationMismatchError(ConfigError):
-    """``OUT/ablation.json`` was written with other experiment arguments."""
-
-
 def get_rows(names: Sequence[str] | None = None) -> list[AblationRow]:
     """The rows called ``names`` (all of :data:`ROWS` when ``None``), in the given order."""
     by_name = {r.name: r for r in ROWS}
@@ -165,15 +166,15 @@ def _experiment(args: dict[str, Any], out: Path) -> None:
             parts = "; ".join(f"{k}: stored {old.get(k)!r}, now {args.get(k)!r}" for k in diff)
             raise AblationMismatchError(
                 f"{path}: this ablation was started with other arguments ({parts}). Re-run with "
-                "the stored arguments to finish it, or choose a new --out folder.")
+                "the stored arguments to finish it, choose a new --out folder, or pass "
+                "--overwrite to move this one aside.")
         return
-    out.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps({"experiment": args, "created": time.time()}, indent=2) + "\n")
+    atomic_write_json(path, {"experiment": args, "created": time.time()})
 
 
 def _stage(run_dir: Path, run: Callable[[bool], dict]) -> tuple[dict, str]:
     """Run a training stage unless done: ``(summary, "done" | "resumed" | "ran")``."""
-    from vlparse.train.checkpoint import find_checkpoint
+    from vlparse.io.checkpoint import find_checkpoint
 
     summary = run_dir / "summary.json"
     if summary.is_file():
@@ -191,9 +192,9 @@ def _stage(run_dir: Path, run: Callable[[bool], dict]) -> tuple[dict, str]:
 def _headline(task: str, metrics: dict[str, Any], where: Path) -> tuple[str, float]:
     key = HEADLINE_METRICS[task]
     if metrics.get(key) is None:
-        raise RuntimeError(f"ablation: the {task} evaluation in {where}/summary.json has no "
-                           f"'{key}' (got {sorted(metrics)}); does the validation split have "
-                           "answers/labels?")
+        raise ConfigError(f"ablation: the {task} evaluation in {where}/summary.json has no "
+                          f"'{key}' (got {sorted(metrics)}); does the validation split have "
+                          "answers/labels?")
     return key, float(metrics[key])
 
 
@@ -231,6 +232,7 @@ def run_ablation(
     probe_samples: int = 300,
     progress: bool = True,
     log: Callable[[str], None] = print,
+    overwrite: bool = False,
 ) -> dict[str, Any]:
     """Run (or finish) the ablation and write ``table5.{md,json,png}`` under ``out_dir``.
 
@@ -246,6 +248,8 @@ def run_ablation(
         probe_samples: held-out image-caption pairs for ``F^{1,L}``.
         progress: per-step progress bars of the stages.
         log: receives one line per stage, e.g. ``[7/18] swin_mfr seed 1: fine-tune vqa``.
+        overwrite: move an earlier ablation in ``out_dir`` aside (``<out>.replaced-<time>``)
+            and start anew, instead of finishing it.
 
     Returns:
         the contents of ``table5.json``.
@@ -271,25 +275,29 @@ def run_ablation(
     if ft_cfg.task.name != task:
         raise ConfigError(f"ablate: recipe {finetune_config!r} is for {ft_cfg.task.name!r}, not "
                           f"--task {task}; pass --finetune-config for {task}")
-    _experiment(args, out)
-    visuals = {name: describe_visual(c.model.visual) for name, c in cfgs.items()}
-    ft_record = _ft_config(ft_cfg, 0, finetune_steps, ft_ov)
+    if overwrite and (moved := replace_run_folder(out)) is not None:
+        log(f"--overwrite: moved the earlier ablation in {out} to {moved}")
+    with RunLock.acquire(out):  # a second ablation on this folder is refused
+        _experiment(args, out)
+        visuals = {name: describe_visual(c.model.visual) for name, c in cfgs.items()}
+        ft_record = _ft_config(ft_cfg, 0, finetune_steps, ft_ov)
 
-    def table() -> dict[str, Any]:
-        return _table(chosen, seeds, results, cfgs, visuals, ft_record, args, manifest_path, out)
+        def table() -> dict[str, Any]:
+            return _table(chosen, seeds, results, cfgs, visuals, ft_record, args, manifest_path,
+                          out)
 
-    total = len(chosen) * seeds
-    results: dict[str, dict[int, dict]] = {r.name: {} for r in chosen}
-    for i, (row, seed) in enumerate(((r, s) for r in chosen for s in range(seeds)), start=1):
-        def say(msg: str, row=row, seed=seed, i=i) -> None:
-            log(f"[{i}/{total}] {row.name} seed {seed}: {msg}")
+        total = len(chosen) * seeds
+        results: dict[str, dict[int, dict]] = {r.name: {} for r in chosen}
+        for i, (row, seed) in enumerate(((r, s) for r in chosen for s in range(seeds)), start=1):
+            def say(msg: str, row=row, seed=seed, i=i) -> None:
+                log(f"[{i}/{total}] {row.name} seed {seed}: {msg}")
 
-        results[row.name][seed] = _run_unit(row, seed, args, manifest_path, out, ft_cfg,
-                                            pre_ov, ft_ov, progress, say)
-        write_report(out, table(), plot=False)
-    final = table()
-    write_report(out, final)
-    return final
+            results[row.name][seed] = _run_unit(row, seed, args, manifest_path, out, ft_cfg,
+                                                pre_ov, ft_ov, progress, say)
+            write_report(out, table(), plot=False)
+        final = table()
+        write_report(out, final)
+        return final
 
 
 def _run_unit(row: AblationRow, seed: int, a: dict[str, Any], manifest_path: str | Path,
@@ -339,7 +347,7 @@ def _run_unit(row: AblationRow, seed: int, a: dict[str, Any], manifest_path: str
                                             "val")},
         "wall_s": time.perf_counter() - t0,
     }
-    done.write_text(json.dumps(summary, indent=2) + "\n")
+    atomic_write_json(done, summary)
     say(f"F^{{1,{layers}}} = {summary['f1L']:.4f}, {metric} = {score:.4f}")
     return summary
 

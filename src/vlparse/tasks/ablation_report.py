@@ -8,11 +8,12 @@ per-row statistics (mean +- sample std, ``ddof=1``) that table holds.
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
+
+from vlparse.io.files import atomic_write_json, atomic_write_text
 
 __all__ = ["PAPER_ORDER", "summarize", "write_report"]
 
@@ -69,7 +70,7 @@ def write_report(out_dir: str | Path, table: dict[str, Any], plot: bool = True) 
     """Write ``table5.json``, ``table5.md`` and (``plot``) ``table5.png``; returns the paths."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "table5.json").write_text(json.dumps(table, indent=2) + "\n")
+    atomic_write_json(out / "table5.json", table)
     L, metric, a = table["layers"], _metric_name(table["metric"]), table["experiment"]
     scale = 100.0 if table["task"] == "vqa" else 1.0
     head = (f"| Row | Backbone | Objectives | Embedder | FLOPs (G) | Params (M) | F^{{1,{L}}} | "
@@ -104,7 +105,7 @@ def write_report(out_dir: str | Path, table: dict[str, Any], plot: bool = True) 
         "## The paper's orderings, as measured", "",
         *(_orderings(table) or ["- (needs the rows of both sides of an ordering)"]), "",
     ]
-    (out / "table5.md").write_text("\n".join(lines))
+    atomic_write_text(out / "table5.md", "\n".join(lines))
     paths = [out / "table5.json", out / "table5.md"]
     if plot:
         paths.append(_plot(table, out / "table5.png", scale))

@@ -17,8 +17,10 @@ from tqdm.auto import tqdm
 
 from vlparse.config import FinetuneConfig
 from vlparse.data.finetune import collate_finetune, finetune_records
-from vlparse.tasks.finetune import FinetuneModel, Task, autocast_for
+from vlparse.errors import ConfigError, EmptyDatasetError
+from vlparse.tasks.finetune import FinetuneModel, Task
 from vlparse.train.protocol import StepOutput
+from vlparse.utils import autocast as precision_autocast
 
 __all__ = [
     "ClassificationTask",
@@ -54,13 +56,13 @@ def manifest_records(manifest: dict, sets: list[str], splits: list[str], kind: s
     records: list = []
     for name in sets:
         if name != kind:
-            raise ValueError(
+            raise ConfigError(
                 f"data set {name!r}: the {kind} task reads the manifest data set {kind!r}; set "
                 f"data.train_sets=[{kind}] and data.val_set={kind}"
             )
         records += finetune_records(manifest, name, splits, require_labels=require_labels)
     if not records:
-        raise ValueError(f"no {kind} examples in {sets} x {splits} of the manifest")
+        raise EmptyDatasetError(f"no {kind} examples in {sets} x {splits} of the manifest")
     return records
 
 
@@ -90,7 +92,7 @@ def evaluate_classifier(
         ``num_labelled``, ``majority_baseline`` (accuracy of always predicting the most
         frequent label of the split) and ``predictions`` (class per example, in order).
     """
-    autocast = autocast_for(cfg, device)
+    autocast = precision_autocast(cfg.train.precision, device)
     preds, labels = [], []
     for batch in eval_loader(dataset, cfg, device, progress, desc):
         batch = {k: v.to(device) if isinstance(v, Tensor) else v for k, v in batch.items()}

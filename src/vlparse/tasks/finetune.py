@@ -2,10 +2,11 @@
 
 A task plugs in by subclassing :class:`Task` in ``vlparse/tasks/<module>.py`` and exposing a
 module-level ``build_task() -> Task``; :data:`TASK_MODULES` maps each task name to its module.
-:func:`run_finetune` then does the rest with the one training loop
-(:func:`vlparse.train.loop.fit`): model from a pre-trained run (``init``) or from scratch, the
-task head, checkpoints, logs, resume, DDP and ``summary.json``; :func:`run_evaluate` rebuilds a
-fine-tuned run and writes the task's metrics as JSON.
+:class:`FinetuneTask` adapts a :class:`Task` to the trainer's protocol
+(:class:`~vlparse.train.protocol.TrainTask`), and :func:`run_finetune` runs it with the one
+trainer (:class:`~vlparse.train.trainer.Trainer`): model from a pre-trained run (``init``) or from
+scratch, the task head, checkpoints, logs, resume, DDP and ``summary.json``; :func:`run_evaluate`
+rebuilds a fine-tuned run and writes the task's metrics as JSON.
 
 What a task provides (all on :class:`Task`):
 
@@ -34,7 +35,6 @@ import json
 import time
 import types
 from collections.abc import Callable
-from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any
 
@@ -42,15 +42,21 @@ import torch
 from torch import Tensor, nn
 from torch.utils.data import Dataset
 
-from vlparse.config import FINETUNE_TASKS, FinetuneConfig, ModelConfig, OptimConfig
+from vlparse.config import FINETUNE_TASKS, FinetuneConfig, ModelConfig
+from vlparse.errors import ConfigError, TaskNotImplementedError, WrongTaskError
+from vlparse.io.files import atomic_write_json
+from vlparse.io.runs import read_run_config, run_task
+from vlparse.tasks.finetune_model import FinetuneModel, build_backbone, with_run_model
+from vlparse.train.protocol import StepContext, StepOutput
 
 __all__ = [
     "TASK_MODULES",
+    "TASK_STATE_NAME",
     "TaskNotImplementedError",
     "Task",
     "FinetuneModel",
+    "FinetuneTask",
     "get_task",
-    "autocast_for",
     "build_finetune_model",
     "load_finetuned",
     "run_finetune",
@@ -68,10 +74,6 @@ TASK_MODULES: types.MappingProxyType[str, str] = types.MappingProxyType(
 """Task name -> module that defines ``build_task()``; read-only."""
 
 TASK_STATE_NAME = "task_state.json"
-
-
-class TaskNotImplementedError(NotImplementedError):
-    """The task is registered but its module is not written yet."""
 
 
 class Task:
@@ -129,7 +131,7 @@ class Task:
         reduce_count: Callable[[Tensor], Tensor],
         cfg: FinetuneConfig,
     ):
-        """The loss of one batch as a :class:`~vlparse.train.loop.StepOutput`."""
+        """The loss of one batch as a :class:`~vlparse.train.protocol.StepOutput`."""
         raise NotImplementedError(f"task {self.name!r} defines no step_fn")
 
     def evaluate(
@@ -154,11 +156,11 @@ def get_task(name: str) -> Task:
     """The task called ``name`` (``retrieval``, ``vqa``, ``nlvr2``, ``snli-ve``).
 
     Raises:
-        ValueError: unknown name.
+        ConfigError: unknown name.
         TaskNotImplementedError: the task's module does not exist yet.
     """
     if name not in TASK_MODULES:
-        raise ValueError(f"unknown task {name!r}; choose one of {', '.join(TASK_MODULES)}")
+        raise ConfigError(f"unknown task {name!r}; choose one of {', '.join(TASK_MODULES)}")
     module_name = TASK_MODULES[name]
     try:
         module = importlib.import_module(module_name)
@@ -182,64 +184,11 @@ def _implemented() -> list[str]:
 # --------------------------------------------------------------------------- the model
 
 
-class FinetuneModel(nn.Module):
-    """A :class:`~vlparse.models.single_stream.VisualParsingModel` (``backbone``) plus a task
-    ``head``. Weights are stored as ``backbone.*`` and ``head.*``.
-
-    Args:
-        backbone: the pre-trained or fresh model.
-        head: the task head.
-        head_lr_mult: the head's learning rate is ``lr * head_lr_mult``.
-    """
-
-    def __init__(self, backbone: nn.Module, head: nn.Module, head_lr_mult: float = 1.0) -> None:
-        super().__init__()
-        self.backbone = backbone
-        self.head = head
-        self.head_lr_mult = head_lr_mult
-
-    def encode_image(self, images: Tensor, output_attentions: bool = False):
-        """``(B, 3, H, W)`` -> ``VisualOutput`` (tokens ``(B, m, c)``)."""
-        return self.backbone.encode_image(images, output_attentions=output_attentions)
-
-    def fuse(self, visual_tokens: Tensor, input_ids: Tensor, attention_mask: Tensor, **kw):
-        """The backbone's multi-modal pass; see ``VisualParsingModel.fuse``."""
-        return self.backbone.fuse(visual_tokens, input_ids, attention_mask, **kw)
-
-    def param_groups(self, lr: float, visual_lr: float, weight_decay: float) -> list[dict]:
-        """The backbone's groups, then ``head_decay`` / ``head_no_decay`` (biases and norms)."""
-        groups = self.backbone.param_groups(
-            OptimConfig(lr=lr, visual_lr=visual_lr, weight_decay=weight_decay)
-        )
-        decay = [p for p in self.head.parameters() if p.requires_grad and p.ndim > 1]
-        no_decay = [p for p in self.head.parameters() if p.requires_grad and p.ndim <= 1]
-        head_lr = lr * self.head_lr_mult
-        parts = (("head_decay", decay, weight_decay), ("head_no_decay", no_decay, 0.0))
-        for name, params, wd in parts:
-            if params:
-                groups.append({"name": name, "params": params, "lr": head_lr, "weight_decay": wd})
-        return groups
-
-
-def autocast_for(cfg: FinetuneConfig, device: torch.device) -> AbstractContextManager:
-    """bf16 autocast on CUDA (``train.precision`` auto or bf16), nothing on the CPU / fp32."""
-    p = cfg.train.precision
-    dtype = torch.bfloat16 if p == "bf16" or (p == "auto" and device.type == "cuda") else None
-    return torch.autocast(device.type, dtype=dtype, enabled=dtype is not None)
-
-
-def _read_run_config(run_dir: Path) -> dict:
-    import yaml
-
-    return yaml.safe_load((run_dir / "config.yaml").read_text()) or {}
-
-
 def _backbone_from(init: str | Path) -> tuple[nn.Module, ModelConfig, Any]:
     """Backbone, its model config and tokenizer from a pre-training or fine-tuning run."""
     from vlparse.models.loading import find_run_dir, load_run
 
-    run_dir = find_run_dir(init)
-    if "task" in _read_run_config(run_dir):
+    if run_task(find_run_dir(init)) is not None:
         model, cfg, tokenizer, _ = load_finetuned(init)
         return model.backbone, cfg.model, tokenizer
     backbone, pcfg, tokenizer = load_run(init)
@@ -262,19 +211,11 @@ def build_finetune_model(
     """
     import dataclasses
 
-    from vlparse.models.single_stream import VisualParsingModel
-    from vlparse.processing.tokenization import build_tokenizer, special_ids
-
     if init is not None:
         backbone, model_cfg, tokenizer = _backbone_from(init)
         cfg = dataclasses.replace(cfg, model=model_cfg)
     else:
-        tokenizer = tokenizer or build_tokenizer(cfg.model.text.tokenizer)
-        ids = special_ids(tokenizer)
-        vocab = cfg.model.text.vocab_size or ids["vocab_size"]
-        backbone = VisualParsingModel(
-            cfg.model, vocab, cls_token_id=ids["cls"], sep_token_id=ids["sep"]
-        )
+        backbone, tokenizer = build_backbone(cfg.model, tokenizer)
     head = task.build_head(cfg.model, cfg, state)
     if init is not None:
         task.init_head(head, backbone)
@@ -288,25 +229,27 @@ def load_finetuned(path: str | Path) -> tuple[FinetuneModel, FinetuneConfig, Any
         ``(model, cfg, tokenizer, state)``, the model in eval mode on the CPU.
 
     Raises:
-        FileNotFoundError: no run folder / checkpoint; RuntimeError: weights do not match.
+        FileNotFoundError: no run folder / checkpoint; CheckpointError: a damaged weights file
+        (named) or weights that do not match.
     """
     from vlparse.config import from_dict
+    from vlparse.errors import CheckpointError
     from vlparse.models.loading import find_run_dir
     from vlparse.train.checkpoint import find_checkpoint, load_model_weights
 
     run_dir = find_run_dir(path)
     ckpt = find_checkpoint(path)
-    cfg = from_dict(FinetuneConfig, _read_run_config(run_dir))
+    cfg = from_dict(FinetuneConfig, read_run_config(run_dir))
     state_file = run_dir / TASK_STATE_NAME
     state = json.loads(state_file.read_text()) if state_file.is_file() else {}
     task = get_task(cfg.task.name)
     model, cfg, tokenizer = build_finetune_model(task, cfg, state)
     report = load_model_weights(ckpt, model)
     if report.missing or report.unexpected:
-        raise RuntimeError(
-            f"{ckpt}: weights do not match the {cfg.task.name} model of {run_dir}/config.yaml: "
-            f"missing {report.missing[:5]}, unexpected {report.unexpected[:5]} "
-            f"{' '.join(report.notes)}"
+        raise CheckpointError(
+            ckpt / "model.safetensors",
+            f"weights do not match the {cfg.task.name} model of {run_dir}/config.yaml: missing "
+            f"{report.missing[:5]}, unexpected {report.unexpected[:5]} {' '.join(report.notes)}",
         )
     model.eval()
     return model, cfg, tokenizer, state
@@ -319,22 +262,101 @@ def _load_for_eval(task: Task, checkpoint: str | Path):
     from vlparse.models.loading import find_run_dir
 
     run_dir = find_run_dir(checkpoint)
-    if "task" in _read_run_config(run_dir):
-        model, cfg, tokenizer, state = load_finetuned(checkpoint)
-        if cfg.task.name != task.name:
-            raise ValueError(
-                f"{run_dir} was fine-tuned for {cfg.task.name!r}, not {task.name!r}; evaluate "
-                f"it with 'vlparse evaluate {cfg.task.name}'"
+    tuned = run_task(run_dir)
+    if tuned is not None:
+        if tuned != task.name:
+            raise WrongTaskError(
+                f"{run_dir} was fine-tuned for {tuned!r}, not {task.name!r}; evaluate it with "
+                f"'vlparse evaluate {tuned}'"
             )
-        return model, cfg, tokenizer, state
+        return load_finetuned(checkpoint)
     if not task.zero_shot:
-        raise ValueError(
+        raise WrongTaskError(
             f"{run_dir} is a pre-training run; task {task.name!r} needs a fine-tuned run "
             f"('vlparse finetune {task.name} --init {checkpoint} ...')"
         )
     cfg = load_config(task.recipe, cls=FinetuneConfig)
     model, cfg, tokenizer = build_finetune_model(task, cfg, {}, init=checkpoint)
     return model.eval(), cfg, tokenizer, {}
+
+
+# --------------------------------------------------------------------------- the trainer's task
+
+
+class FinetuneTask:
+    """A fine-tuning :class:`Task` as the trainer's :class:`~vlparse.train.protocol.TrainTask`.
+
+    ``cfg`` is the recipe with its final model section (:func:`with_run_model` when starting
+    from ``init``). :meth:`build_model` also derives the task state from the training data (e.g.
+    the VQA answers), which the run folder keeps as ``task_state.json`` (:meth:`run_files`).
+    """
+
+    find_unused_parameters = True  # the pre-training heads get no gradient
+
+    def __init__(self, task: Task, cfg: FinetuneConfig, manifest: dict,
+                 init: str | Path | None = None, evaluate: bool = True) -> None:
+        self.task, self.cfg, self.manifest, self.init = task, cfg, manifest, init
+        self.name = task.name
+        self.evaluating = evaluate
+        self.state: dict[str, Any] = {}
+        self.tokenizer: Any = None
+        self._train_set: Dataset | None = None
+        self._val_set: Dataset | None = None
+
+    def build_model(self) -> nn.Module:
+        task, cfg = self.task, self.cfg
+        model, cfg, self.tokenizer = build_finetune_model(task, cfg, {}, init=self.init)
+        self.state = task.prepare(self.manifest, cfg, self.tokenizer)
+        if self.state:  # heads that depend on the data (e.g. VQA answers) are built again
+            model.head = task.build_head(cfg.model, cfg, self.state)
+            if self.init is not None:
+                task.init_head(model.head, model.backbone)
+        if cfg.train.compile:
+            model.backbone.visual.compile()
+            model.backbone.encoder.compile()
+        return model
+
+    def run_files(self) -> dict[str, str]:
+        return {TASK_STATE_NAME: json.dumps(self.state) + "\n"}
+
+    def train_dataset(self) -> Dataset:
+        if self._train_set is None:
+            d = self.cfg.data
+            self._train_set = self.task.dataset(self.manifest, d.train_sets, d.train_splits,
+                                                self.cfg, self.tokenizer, self.state, True)
+        return self._train_set
+
+    def eval_dataset(self) -> Dataset | None:
+        if self._val_set is None and self.evaluating:
+            d = self.cfg.data
+            self._val_set = self.task.dataset(self.manifest, [d.val_set], [d.val_split],
+                                              self.cfg, self.tokenizer, self.state, False)
+        return self._val_set
+
+    def collate(self, items: list[dict[str, Any]]) -> dict[str, Any]:
+        return self.task.collate(items)
+
+    def step(self, model: nn.Module, batch: dict[str, Any], ctx: StepContext) -> StepOutput:
+        return self.task.step_fn(model, batch, ctx.reduce_count, self.cfg)
+
+    def evaluate(self, model: nn.Module, device: torch.device) -> dict[str, float]:
+        result = self.task.evaluate(model, self.eval_dataset(), self.cfg, device,
+                                    progress=self.cfg.train.progress)
+        return {k: float(v) for k, v in result.items() if isinstance(v, (int, float))}
+
+    def curve_keys(self) -> list[str]:
+        return ["loss", "lr"]
+
+    def summary(self, result) -> dict[str, Any]:
+        d = self.cfg.data
+        return {
+            "task": self.name,
+            "init": str(self.init) if self.init is not None else None,
+            "examples_seen": result.images_seen,
+            "model": self.cfg.model.name,
+            "val_split": f"{d.val_set}/{d.val_split}" if self.evaluating else None,
+            "val": result.final_metrics,
+        }
 
 
 # --------------------------------------------------------------------------- commands
@@ -348,101 +370,37 @@ def run_finetune(
     init: str | Path | None = None,
     resume: bool = False,
     evaluate: bool = True,
+    overwrite: bool = False,
 ) -> dict:
     """Fine-tune on ``cfg.data.train_sets`` x ``train_splits`` of a manifest with the one
-    training loop, evaluate on ``cfg.data.val_set`` / ``val_split``, write ``summary.json``.
+    trainer, evaluate on ``cfg.data.val_set`` / ``val_split``, write ``summary.json``.
 
     Args:
         task_name: ``retrieval``, ``vqa``, ``nlvr2`` or ``snli-ve`` (must equal ``cfg.task.name``).
         init: a pre-training (or fine-tuning) run folder or checkpoint; ``None`` = from scratch.
+        resume, overwrite: continue the run in ``out_dir``, or move it aside and start anew.
 
     Returns:
         The summary (also in ``out_dir/summary.json``): steps, examples, checkpoint, the
         validation metrics ``val`` and where the model came from ``init``.
     """
-    from vlparse.config import to_dict
     from vlparse.data.manifest import load_manifest
-    from vlparse.train.distributed import cleanup, init_distributed
-    from vlparse.train.loop import fit
-    from vlparse.train.protocol import StepOutput
+    from vlparse.train.distributed import cleanup
+    from vlparse.train.trainer import train
 
     if task_name not in FINETUNE_TASKS:
-        raise ValueError(f"unknown task {task_name!r}; choose one of {', '.join(FINETUNE_TASKS)}")
+        raise ConfigError(f"unknown task {task_name!r}; choose one of {', '.join(FINETUNE_TASKS)}")
     if cfg.task.name != task_name:
-        raise ValueError(
+        raise ConfigError(
             f"the recipe is for task {cfg.task.name!r}, not {task_name!r}; pass a {task_name} "
             f"recipe (--config) or the override task.name={task_name}"
         )
     task = get_task(task_name)
-    out_dir = Path(out_dir)
-    dist = init_distributed()
-    t0 = time.perf_counter()
-    torch.manual_seed(cfg.train.seed)
-    manifest = load_manifest(manifest_path)
-    model, cfg, tokenizer = build_finetune_model(task, cfg, {}, init=init)
-    state = task.prepare(manifest, cfg, tokenizer)
-    if state:  # heads that depend on the data (e.g. VQA answers) are built again with it
-        model.head = task.build_head(cfg.model, cfg, state)
-        if init is not None:
-            task.init_head(model.head, model.backbone)
-    if dist.is_main:
-        out_dir.mkdir(parents=True, exist_ok=True)
-        (out_dir / TASK_STATE_NAME).write_text(json.dumps(state) + "\n")
-    if cfg.train.compile:
-        model.backbone.visual.compile()
-        model.backbone.encoder.compile()
-
-    d = cfg.data
-    train_set = task.dataset(manifest, d.train_sets, d.train_splits, cfg, tokenizer, state, True)
-    val_set = None
-    if evaluate:
-        val_set = task.dataset(manifest, [d.val_set], [d.val_split], cfg, tokenizer, state, False)
-
-    def eval_fn(m: nn.Module) -> dict[str, float]:
-        was = m.training
-        m.eval()
-        result = task.evaluate(m, val_set, cfg, dist.device, progress=cfg.train.progress)
-        m.train(was)
-        return {k: float(v) for k, v in result.items() if isinstance(v, (int, float))}
-
-    def step_fn(m, batch, reduce_count, step) -> StepOutput:
-        return task.step_fn(m, batch, reduce_count, cfg)
-
-    result = fit(
-        model=model,
-        dataset=train_set,
-        collate_fn=task.collate,
-        step_fn=step_fn,
-        optim_cfg=cfg.optim,
-        train_cfg=cfg.train,
-        data_cfg=cfg.data,
-        run_dir=out_dir,
-        dist=dist,
-        config_dict=to_dict(cfg),
-        resume=resume,
-        eval_fn=eval_fn if evaluate else None,
-        find_unused_parameters=True,  # the pre-training heads get no gradient
-        desc=f"finetune {task_name}",
-    )
-    summary = {
-        "task": task_name,
-        "init": str(init) if init is not None else None,
-        "steps": result.step,
-        "epochs_completed": result.epoch,
-        "examples_seen": result.images_seen,
-        "bad_images": result.bad_images,
-        "train_examples": len(train_set),
-        "checkpoint": str(result.last_checkpoint) if result.last_checkpoint else None,
-        "wall_s": time.perf_counter() - t0,
-        "world_size": dist.world_size,
-        "model": cfg.model.name,
-        "val_split": f"{d.val_set}/{d.val_split}" if evaluate else None,
-        "val": result.final_metrics,
-    }
-    if dist.is_main:
-        (out_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    cfg = with_run_model(cfg, init)
+    finetune = FinetuneTask(task, cfg, load_manifest(manifest_path), init, evaluate)
+    result = train(finetune, cfg, out_dir, resume=resume, overwrite=overwrite, evaluate=evaluate)
     cleanup()
-    return summary
+    return result.summary
 
 
 def run_evaluate(
@@ -471,6 +429,9 @@ def run_evaluate(
 
     Returns:
         The task's metrics plus ``split``, ``dataset``, ``task``, ``checkpoint``, ``wall_s``.
+
+    Raises:
+        WrongTaskError: ``checkpoint`` is a run of another task.
     """
     from vlparse.config import apply_overrides, from_dict, to_dict
     from vlparse.data.manifest import load_manifest
@@ -502,7 +463,5 @@ def run_evaluate(
         "wall_s": time.perf_counter() - t0,
     }
     if out_json is not None:
-        out_json = Path(out_json)
-        out_json.parent.mkdir(parents=True, exist_ok=True)
-        out_json.write_text(json.dumps(result, indent=2) + "\n")
+        atomic_write_json(out_json, result)
     return result

@@ -40,14 +40,15 @@ from vlparse.data.formats.karpathy import read_karpathy
 from vlparse.data.formats.records import ImageCaptions
 from vlparse.data.manifest import manifest_entry
 from vlparse.data.sampler import stable_seed
-from vlparse.errors import BadImageError
+from vlparse.errors import BadImageError, EmptyDatasetError, ManifestError
 from vlparse.eval.metrics import recall_at_k
 from vlparse.objectives.itm import itm_accuracy, itm_loss
 from vlparse.processing.images import load_image
 from vlparse.processing.tokenization import encode_texts
 from vlparse.processing.transforms import image_transform
-from vlparse.tasks.finetune import FinetuneModel, Task, autocast_for
+from vlparse.tasks.finetune import FinetuneModel, Task
 from vlparse.train.protocol import StepOutput
+from vlparse.utils import autocast as precision_autocast
 
 __all__ = [
     "MatchHead",
@@ -61,7 +62,6 @@ __all__ = [
     "match_scores",
     "encode_images",
     "score_matrix",
-    "naive_scores",
     "unimodal_embeddings",
     "rerank_candidates",
     "retrieval_metrics",
@@ -102,14 +102,14 @@ def read_retrieval_records(
         for split in splits:
             roles = manifest_entry(manifest, name, split)
             if "karpathy" not in roles or "image_root" not in roles:
-                raise ValueError(
+                raise ManifestError(
                     f"manifest {name}.{split}: retrieval needs the roles 'karpathy' and "
                     f"'image_root'; found {', '.join(sorted(roles))}"
                 )
             records += read_karpathy(roles["karpathy"], roles["image_root"], split, source=name)
     records = [r for r in records if r.captions]
     if not records:
-        raise ValueError(f"no captioned images in {sets} x {splits} of the manifest")
+        raise EmptyDatasetError(f"no captioned images in {sets} x {splits} of the manifest")
     return records
 
 
@@ -302,21 +302,6 @@ def score_matrix(
 
 
 @torch.no_grad()
-def naive_scores(
-    model: FinetuneModel, images: Tensor, input_ids: Tensor, attention_mask: Tensor,
-    image_index: Tensor, text_index: Tensor, batch_pairs: int = 64, autocast=None,
-) -> Tensor:
-    """The baseline scorer: the visual parser runs again for every pair. Returns ``(P,)``."""
-    out = []
-    for s in range(0, image_index.numel(), batch_pairs):
-        ii, tt = image_index[s : s + batch_pairs], text_index[s : s + batch_pairs]
-        with autocast or nullcontext():
-            tokens = model.encode_image(images[ii]).tokens
-            out.append(match_scores(model, tokens, input_ids[tt], attention_mask[tt]))
-    return torch.cat(out)
-
-
-@torch.no_grad()
 def unimodal_embeddings(
     model: FinetuneModel, tokens: Tensor, input_ids: Tensor, attention_mask: Tensor,
     batch: int = 256, autocast=None,
@@ -392,7 +377,7 @@ def evaluate_retrieval(
 ) -> dict[str, Any]:
     """Full ranking (or top-``task.rerank_k`` re-ranking) of a split: TR and IR Recall@1/5/10,
     chance levels, counts and timings."""
-    autocast = autocast_for(cfg, device)
+    autocast = precision_autocast(cfg.train.precision, device)
     loader = DataLoader(dataset, batch_size=64, num_workers=cfg.data.num_workers,
                         pin_memory=device.type == "cuda")
     t0 = time.perf_counter()

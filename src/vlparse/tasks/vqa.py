@@ -38,11 +38,13 @@ from torch.utils.data import Dataset
 
 from vlparse.config import FinetuneConfig, ModelConfig
 from vlparse.data.finetune import VQADataset, collate_finetune
+from vlparse.errors import ConfigError, DataFormatError, RunFolderError
 from vlparse.eval.vqa import build_answer_vocab, vqa_accuracy, write_vqa_results
 from vlparse.models.heads import MLPHead
 from vlparse.tasks.classification import eval_loader, manifest_records
-from vlparse.tasks.finetune import FinetuneModel, Task, autocast_for
+from vlparse.tasks.finetune import FinetuneModel, Task
 from vlparse.train.protocol import StepOutput
+from vlparse.utils import autocast as precision_autocast
 
 __all__ = [
     "VQATask",
@@ -101,13 +103,14 @@ def answer_vocab_state(records: list, size: int) -> dict[str, Any]:
     answer is in the vocabulary)."""
     answered = [r for r in records if r.has_answers]
     if not answered:
-        raise ValueError(
+        raise ConfigError(
             "VQA: the training splits have no answers (is data.train_splits a test split?); "
             "the answer vocabulary is built from the training annotations"
         )
     vocab = build_answer_vocab(answered, size)
     if not vocab:
-        raise ValueError("VQA: no answer in the training annotations; check the annotations file")
+        raise DataFormatError(
+            "VQA: no answer in the training annotations; check the annotations file")
     from vlparse.eval.vqa import normalize_answer
 
     known = set(vocab)
@@ -134,7 +137,7 @@ def evaluate_vqa(
         always answering the vocabulary's first, most frequent, answer), and ``predictions``
         ``{question_id: answer}`` (removed by ``write_outputs``).
     """
-    autocast = autocast_for(cfg, device)
+    autocast = precision_autocast(cfg.train.precision, device)
     answers = dataset.answer_vocab
     predictions: dict[int, str] = {}
     for batch in eval_loader(dataset, cfg, device, progress, "evaluate vqa"):
@@ -181,7 +184,7 @@ class VQATask(Task):
 
     def dataset(self, manifest, sets, splits, cfg, tokenizer, state, train) -> Dataset:
         if not state.get("answers"):
-            raise ValueError(
+            raise RunFolderError(
                 "VQA: the run has no answer vocabulary (task_state.json 'answers'); it is "
                 "written by 'vlparse finetune vqa'"
             )

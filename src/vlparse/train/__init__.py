@@ -1,8 +1,9 @@
-"""Training infrastructure: optimizer and schedule, checkpoints, distributed setup, logging and
-run records. The loop itself is :mod:`vlparse.train.loop`.
+"""Training infrastructure: the trainer (:mod:`vlparse.train.trainer`) and the task protocol it
+runs (:mod:`vlparse.train.protocol`), optimizer and schedule, training state in checkpoints,
+distributed setup, logging and run records.
 
-Import submodules directly (``from vlparse.train.checkpoint import save_checkpoint``); this
-package re-exports the most used names.
+Import submodules directly (``from vlparse.train.trainer import Trainer``); this package
+re-exports the most used names.
 """
 
 from vlparse.train.checkpoint import (
@@ -12,14 +13,22 @@ from vlparse.train.checkpoint import (
     save_checkpoint,
     unwrap_model,
 )
-from vlparse.train.distributed import DistInfo, init_distributed, wrap_ddp
-from vlparse.train.logging import RunLogger, plot_curves, read_jsonl
+from vlparse.train.distributed import DistInfo, init_distributed
+from vlparse.train.logging import LogWindow, RunLogger, plot_curves, read_jsonl
 from vlparse.train.optim import build_optimizer, build_scheduler, clip_grad_norm, lr_factor
+from vlparse.train.protocol import StepContext, StepOutput, TrainTask
 from vlparse.train.runinfo import collect_run_info, write_run_info
+from vlparse.train.trainer import Trainer, TrainResult, train
 
 __all__ = [
     "DistInfo",
+    "LogWindow",
     "RunLogger",
+    "StepContext",
+    "StepOutput",
+    "TrainResult",
+    "TrainTask",
+    "Trainer",
     "build_optimizer",
     "build_scheduler",
     "clip_grad_norm",
@@ -32,7 +41,7 @@ __all__ = [
     "plot_curves",
     "read_jsonl",
     "save_checkpoint",
+    "train",
     "unwrap_model",
     "write_run_info",
-    "wrap_ddp",
 ]

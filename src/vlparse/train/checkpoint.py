@@ -1,70 +1,61 @@
-"""Checkpoints: safetensors weights plus ``state.pt`` (optimizer, scheduler, RNG, loop state).
+"""Training state in and out of checkpoints: weights, optimizer, scheduler, RNG of every process
+and the loop's own state, on top of the files of :mod:`vlparse.io.checkpoint` (no pickle).
 
-Layout of a run folder::
+RNG states are gathered from every process when a checkpoint is written, and each process
+restores its own on ``--resume`` (ranks draw different dropout: ``seed_everything(seed, rank)``).
+When the number of processes changed, a process without a saved state keeps its fresh seed.
 
-    run_dir/checkpoints/
-        step_00001000/model.safetensors   model state dict (tied tensors stored once)
-        step_00001000/state.pt            optimizer, scheduler, RNG states, extra_state
-        latest                            text file holding the newest folder name
-
-Writes are atomic: a checkpoint is written to a hidden temporary folder and renamed into place,
-and ``latest`` is replaced with ``os.replace``; a crash mid-save leaves the previous checkpoint
-and ``latest`` untouched. Only one process may write (rank 0 under DDP); this is the caller's
-responsibility. ``state.pt`` is a pickle: load only checkpoints you trust.
-
-RNG states are those of the saving process. After a DDP resume every rank restores rank 0's
-states; the data pipeline is keyed by ``(seed, epoch, index)`` so batches do not depend on them.
+Resuming takes the checkpoint ``latest`` names; one that is damaged (a truncated or missing file)
+is named in a warning and the next older intact one is used. A checkpoint of the old format
+(``state.pt``, a pickle) is refused, never unpickled.
 """
 
 from __future__ import annotations
 
-import os
 import random
-import re
-import shutil
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import safetensors.torch
 import torch
 from torch import nn
 
+from vlparse.errors import CheckpointError, LegacyCheckpointError
+from vlparse.io.checkpoint import (
+    Checkpoint,
+    find_checkpoint,
+    list_checkpoints,
+    read_checkpoint,
+    read_weights,
+    resume_candidates,
+    unwrap_model,
+)
+from vlparse.io.checkpoint import save_checkpoint as _save_files
+from vlparse.io.state import pack, unpack
 from vlparse.models.weights import LoadReport, read_state_dict
-from vlparse.utils import atomic_write_text
+from vlparse.train.distributed import DistInfo, all_gather_bytes, barrier
 
 __all__ = [
     "LoadReport",
     "unwrap_model",
     "capture_rng_state",
     "restore_rng_state",
+    "gather_rng_states",
     "save_checkpoint",
     "find_checkpoint",
     "list_checkpoints",
     "load_checkpoint",
     "load_model_weights",
+    "apply_checkpoint",
+    "read_resumable",
 ]
 
-WEIGHTS_NAME = "model.safetensors"
-STATE_NAME = "state.pt"
-LATEST_NAME = "latest"
-_STEP_RE = re.compile(r"^step_(\d{8,})$")
 _WRAPPER_PREFIXES = ("module.", "_orig_mod.")
 
 
-# --------------------------------------------------------------------------- helpers
-
-
-def unwrap_model(model: nn.Module) -> nn.Module:
-    """The bare module under DDP (``.module``) and ``torch.compile`` (``._orig_mod``) wrappers."""
-    while True:
-        if isinstance(model, (nn.parallel.DistributedDataParallel, nn.DataParallel)):
-            model = model.module
-        elif isinstance(getattr(model, "_orig_mod", None), nn.Module):
-            model = model._orig_mod
-        else:
-            return model
+# --------------------------------------------------------------------------- RNG
 
 
 def capture_rng_state() -> dict[str, Any]:
@@ -83,9 +74,10 @@ def restore_rng_state(state: dict[str, Any]) -> None:
     """Restore what :func:`capture_rng_state` captured. CUDA states are restored for as many
     devices as both the checkpoint and this machine have (a warning says when they differ)."""
     if "python" in state:
-        random.setstate(state["python"])
+        version, internal, gauss = state["python"]
+        random.setstate((version, tuple(internal), gauss))
     if "numpy" in state:
-        np.random.set_state(state["numpy"])
+        np.random.set_state(tuple(state["numpy"]))
     if "torch" in state:
         torch.set_rng_state(state["torch"].cpu())
     cuda_states = state.get("cuda")
@@ -101,119 +93,28 @@ def restore_rng_state(state: dict[str, Any]) -> None:
             torch.cuda.set_rng_state(s.cpu(), i)
 
 
-def _step_dir_name(step: int) -> str:
-    return f"step_{step:08d}"
-
-
-def list_checkpoints(ckpt_root: Path) -> list[Path]:
-    """Complete checkpoint folders (both files present) under ``ckpt_root``, oldest first."""
-    if not ckpt_root.is_dir():
-        return []
-    found = []
-    for p in ckpt_root.iterdir():
-        m = _STEP_RE.match(p.name)
-        if m and (p / WEIGHTS_NAME).is_file() and (p / STATE_NAME).is_file():
-            found.append((int(m.group(1)), p))
-    return [p for _, p in sorted(found)]
-
-
-# --------------------------------------------------------------------------- save
-
-
 def save_checkpoint(
-    run_dir: Path,
+    run_dir: str | Path,
     step: int,
     model: nn.Module,
-    optimizer: torch.optim.Optimizer | None,
-    scheduler: Any | None,
-    extra_state: dict[str, Any] | None,
+    optimizer: torch.optim.Optimizer | None = None,
+    scheduler: Any | None = None,
+    extra_state: dict[str, Any] | None = None,
     keep: int = 3,
+    rng: list[dict[str, Any]] | None = None,
 ) -> Path:
-    """Write ``run_dir/checkpoints/step_<8 digits>/`` atomically, point ``latest`` at it and
-    delete older checkpoints beyond the ``keep`` newest (``keep=0`` keeps all; the one just
-    written is never deleted). Call on rank 0 only. Returns the checkpoint folder.
-
-    ``extra_state`` is the loop's own state (step, epoch, batch in epoch, sampler state, bad-image
-    counters...); it is returned by :func:`load_checkpoint`.
-    """
-    if step < 0:
-        raise ValueError(f"save_checkpoint: step must be >= 0, got {step}")
-    root = Path(run_dir) / "checkpoints"
-    root.mkdir(parents=True, exist_ok=True)
-    for stale in root.glob(".tmp-*"):  # left by a crashed save; only one process writes here
-        shutil.rmtree(stale, ignore_errors=True)
-    name = _step_dir_name(step)
-    final = root / name
-    tmp = root / f".tmp-{name}-{os.getpid()}"
-    try:
-        tmp.mkdir()
-        bare = unwrap_model(model)
-        safetensors.torch.save_model(bare, str(tmp / WEIGHTS_NAME), metadata={"step": str(step)})
-        state = {
-            "format_version": 1,
-            "step": step,
-            "optimizer": optimizer.state_dict() if optimizer is not None else None,
-            "scheduler": scheduler.state_dict() if scheduler is not None else None,
-            "rng": capture_rng_state(),
-            "extra_state": dict(extra_state or {}),
-        }
-        torch.save(state, tmp / STATE_NAME)
-        if final.exists():  # re-saving the same step: swap the old folder out first
-            old = root / f".tmp-old-{name}-{os.getpid()}"
-            os.replace(final, old)
-            os.replace(tmp, final)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, final)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    atomic_write_text(root / LATEST_NAME, name + "\n")
-    if keep > 0:
-        older = [p for p in list_checkpoints(root) if p.name != name]
-        excess = len(older) - (keep - 1)
-        for p in older[: max(excess, 0)]:
-            shutil.rmtree(p, ignore_errors=True)
-    return final
+    """:func:`vlparse.io.checkpoint.save_checkpoint` with this process's RNG state unless
+    ``rng`` (one state per process) is given."""
+    return _save_files(run_dir, step, model, optimizer, scheduler, extra_state, keep,
+                       rng=[capture_rng_state()] if rng is None else rng)
 
 
-# --------------------------------------------------------------------------- find
+def gather_rng_states(dist: DistInfo) -> list[dict[str, Any]]:
+    """The RNG state of every process in rank order (a collective: every process calls it)."""
+    return [unpack(b) for b in all_gather_bytes(pack(capture_rng_state()), dist.device)]
 
 
-def find_checkpoint(path: str | Path) -> Path:
-    """Resolve a run folder, its ``checkpoints`` folder, a step folder or a ``model.safetensors``
-    file to a checkpoint folder. ``latest`` is followed; if it is missing or broken the newest
-    complete checkpoint is used. Raises ``FileNotFoundError`` listing what exists otherwise."""
-    path = Path(path)
-    if path.is_file() and path.name == WEIGHTS_NAME:
-        path = path.parent
-    if (path / WEIGHTS_NAME).is_file():
-        return path
-    root = path / "checkpoints" if (path / "checkpoints").is_dir() else path
-    latest = root / LATEST_NAME
-    if latest.is_file():
-        target = root / latest.read_text().strip()
-        if (target / WEIGHTS_NAME).is_file() and (target / STATE_NAME).is_file():
-            return target
-        warnings.warn(
-            f"{latest} names '{target.name}', which is missing or incomplete; "
-            "falling back to the newest complete checkpoint",
-            stacklevel=2,
-        )
-    found = list_checkpoints(root)
-    if found:
-        return found[-1]
-    if not path.exists():
-        raise FileNotFoundError(f"no checkpoint at {path}: the path does not exist")
-    listing = sorted(p.name for p in root.iterdir()) if root.is_dir() else []
-    raise FileNotFoundError(
-        f"no checkpoint found under {path}: expected a run folder with checkpoints/, a "
-        f"checkpoints folder with step_XXXXXXXX/ subfolders, or a folder holding {WEIGHTS_NAME}; "
-        f"{root} contains: {', '.join(listing) or '(nothing)'}"
-    )
-
-
-# --------------------------------------------------------------------------- load
+# --------------------------------------------------------------------------- weights
 
 
 def _strip_wrapper_prefixes(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -253,51 +154,124 @@ def _key_summary(keys: list[str], limit: int = 20) -> str:
     return ", ".join(keys[:limit]) + more
 
 
+def load_model_weights(path: str | Path, model: nn.Module) -> LoadReport:
+    """Non-strict weight load for fine-tuning: ``path`` is a run or checkpoint folder (see
+    :func:`find_checkpoint`), a ``.safetensors`` file or a torch state-dict file (read with
+    ``weights_only=True``). Tensors whose shape differs are skipped and noted. Returns the
+    missing / unexpected keys; a damaged file raises a CheckpointError naming it."""
+    path = Path(path)
+    file = path if path.is_file() else find_checkpoint(path) / "model.safetensors"
+    weights = read_weights(file) if file.suffix == ".safetensors" else read_state_dict(file)
+    return _load_into(unwrap_model(model), _strip_wrapper_prefixes(weights))
+
+
+# --------------------------------------------------------------------------- training state
+
+
+def apply_checkpoint(
+    ckpt: Checkpoint,
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer | None = None,
+    scheduler: Any | None = None,
+    rng_index: int | None = 0,
+) -> dict[str, Any]:
+    """Load a read checkpoint into ``model`` (strictly), ``optimizer`` and ``scheduler`` and
+    restore the RNG state saved by process ``rng_index`` (``None``: leave the RNG alone). Returns
+    ``extra_state`` with ``step`` added."""
+    bare = unwrap_model(model)
+    report = _load_into(bare, _strip_wrapper_prefixes(ckpt.weights))
+    if report.missing or report.unexpected:
+        raise CheckpointError(
+            ckpt.path / "model.safetensors",
+            f"does not match the model ({type(bare).__name__}): missing keys "
+            f"[{_key_summary(report.missing)}]; unexpected keys "
+            f"[{_key_summary(report.unexpected)}]. {' '.join(report.notes)} Build the model with "
+            "the config saved in the run folder (config.yaml), or use load_model_weights for a "
+            "non-strict load",
+        )
+    for name, obj, saved in (("optimizer", optimizer, ckpt.optimizer),
+                             ("scheduler", scheduler, ckpt.scheduler)):
+        if obj is None:
+            continue
+        if saved is None:
+            raise CheckpointError(ckpt.path, f"holds no {name} state")
+        obj.load_state_dict(_match_types(saved, obj.state_dict()))
+    if rng_index is not None and rng_index < len(ckpt.rng):
+        restore_rng_state(ckpt.rng[rng_index])
+    extra = dict(ckpt.extra_state)
+    extra.setdefault("step", ckpt.step)
+    return extra
+
+
+def _match_types(saved: Any, live: Any) -> Any:
+    """``saved`` with each list turned back into a tuple where the live state dict holds a
+    tuple (``betas``), so that a restored state dict equals the saved one."""
+    if isinstance(saved, dict) and isinstance(live, dict):
+        return {k: _match_types(v, live.get(k)) for k, v in saved.items()}
+    if isinstance(saved, (list, tuple)) and isinstance(live, (list, tuple)):
+        items = [_match_types(v, live[i] if i < len(live) else None) for i, v in enumerate(saved)]
+        return tuple(items) if isinstance(live, tuple) else items
+    return saved
+
+
 def load_checkpoint(
     ckpt_dir: str | Path,
     model: nn.Module,
     optimizer: torch.optim.Optimizer | None = None,
     scheduler: Any | None = None,
-    map_location: str | torch.device = "cpu",
     restore_rng: bool = True,
 ) -> dict[str, Any]:
     """Restore a checkpoint written by :func:`save_checkpoint` (any path form accepted by
-    :func:`find_checkpoint`). Model weights load strictly; a mismatch raises ``RuntimeError``
-    naming the missing and unexpected keys. Returns ``extra_state`` (with ``step`` added if the
-    loop did not store it)."""
-    ckpt = find_checkpoint(ckpt_dir)
-    bare = unwrap_model(model)
-    weights = _strip_wrapper_prefixes(read_state_dict(ckpt / WEIGHTS_NAME))
-    report = _load_into(bare, weights)
-    if report.missing or report.unexpected:
-        raise RuntimeError(
-            f"{ckpt / WEIGHTS_NAME} does not match the model ({type(bare).__name__}): "
-            f"missing keys [{_key_summary(report.missing)}]; unexpected keys "
-            f"[{_key_summary(report.unexpected)}]. {' '.join(report.notes)} Build the model "
-            "with the config saved in the run folder (config.yaml), or use load_model_weights "
-            "for a non-strict load."
-        )
-    state = torch.load(ckpt / STATE_NAME, map_location=map_location, weights_only=False)
-    if optimizer is not None:
-        if state.get("optimizer") is None:
-            raise RuntimeError(f"{ckpt / STATE_NAME} holds no optimizer state")
-        optimizer.load_state_dict(state["optimizer"])
-    if scheduler is not None:
-        if state.get("scheduler") is None:
-            raise RuntimeError(f"{ckpt / STATE_NAME} holds no scheduler state")
-        scheduler.load_state_dict(state["scheduler"])
-    if restore_rng and state.get("rng"):
-        restore_rng_state(state["rng"])
-    extra = dict(state.get("extra_state") or {})
-    extra.setdefault("step", state.get("step"))
-    return extra
+    :func:`find_checkpoint`). Model weights load strictly; a mismatch raises a CheckpointError
+    naming the missing and unexpected keys. Returns ``extra_state`` (with ``step``)."""
+    ckpt = read_checkpoint(find_checkpoint(ckpt_dir))
+    return apply_checkpoint(ckpt, model, optimizer, scheduler, 0 if restore_rng else None)
 
 
-def load_model_weights(path: str | Path, model: nn.Module) -> LoadReport:
-    """Non-strict weight load for fine-tuning: ``path`` is a run or checkpoint folder (see
-    :func:`find_checkpoint`), a ``.safetensors`` file or a torch state-dict file. Tensors whose
-    shape differs are skipped and noted. Returns the missing / unexpected keys."""
-    path = Path(path)
-    file = path if path.is_file() else find_checkpoint(path) / WEIGHTS_NAME
-    weights = _strip_wrapper_prefixes(read_state_dict(file))
-    return _load_into(unwrap_model(model), weights)
+def read_resumable(run_dir: Path, warn: Callable[[str], None]) -> Checkpoint | None:
+    """The newest intact checkpoint of ``run_dir`` (the one ``latest`` names first), or ``None``
+    when there is none at all. A damaged one is named through ``warn`` and skipped.
+
+    Raises:
+        LegacyCheckpointError: the checkpoint to resume from has the old pickle format.
+        CheckpointError: checkpoints exist but none is intact.
+    """
+    broken: list[str] = []
+    for folder in resume_candidates(run_dir):
+        try:
+            ckpt = read_checkpoint(folder)
+        except LegacyCheckpointError:
+            raise
+        except CheckpointError as e:
+            broken.append(str(e))
+            continue
+        if broken:
+            warn(f"--resume: skipped {len(broken)} damaged checkpoint(s) ({'; '.join(broken)}); "
+                 f"resuming from {folder.name}, the newest intact one")
+        return ckpt
+    if broken:
+        raise CheckpointError(run_dir / "checkpoints", "no intact checkpoint to resume from: "
+                              + "; ".join(broken))
+    return None
+
+
+def save_training_state(
+    run_dir: Path,
+    step: int,
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scheduler: Any,
+    extra_state: dict[str, Any],
+    keep: int,
+    dist: DistInfo,
+) -> Path | None:
+    """A checkpoint of the whole training state, written by the main process with the RNG
+    states of every process (a collective: every process calls it). Returns the folder on the
+    main process, ``None`` elsewhere."""
+    rng = gather_rng_states(dist)
+    path = None
+    if dist.is_main:
+        path = save_checkpoint(run_dir, step, model, optimizer, scheduler, extra_state, keep,
+                               rng=rng)
+    barrier()
+    return path

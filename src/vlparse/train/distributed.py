@@ -7,7 +7,12 @@ Launch::
 
 torchrun sets ``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK``, ``MASTER_ADDR`` and ``MASTER_PORT``;
 :func:`init_distributed` reads them. Without them (or with ``WORLD_SIZE=1``) everything runs in
-one process and no process group is created. NCCL is used for CUDA devices, gloo otherwise.
+one process and no process group is created.
+
+On CUDA the group has two backends, ``cpu:gloo,cuda:nccl``: NCCL for tensors on the GPU (DDP's
+gradients) and gloo for any CPU tensor, which an NCCL-only group would reject. On the CPU it is
+gloo. The collectives of the trainer and the tasks take tensors on the process's device
+(:attr:`DistInfo.device`) anyway.
 """
 
 from __future__ import annotations
@@ -20,18 +25,19 @@ from typing import Any
 
 import torch
 import torch.distributed as dist
-from torch import nn
+
+from vlparse.errors import ConfigError
 
 __all__ = [
     "DistInfo",
     "init_distributed",
     "is_distributed",
     "all_reduce_sum",
+    "all_gather_bytes",
     "barrier",
-    "broadcast_object",
+    "backend_for",
     "cleanup",
     "run_local_processes",
-    "wrap_ddp",
 ]
 
 
@@ -69,7 +75,7 @@ def init_distributed(device: str | None = None) -> DistInfo:
         device = "cuda" if torch.cuda.is_available() else "cpu"
     dev = torch.device(device)
     if dev.type == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError(f"device '{device}' requested but CUDA is not available; use 'cpu'")
+        raise ConfigError(f"device '{device}' requested but CUDA is not available; use 'cpu'")
     world_size = _env_int("WORLD_SIZE", 1)
     rank = _env_int("RANK", 0)
     local_rank = _env_int("LOCAL_RANK", 0)
@@ -83,7 +89,7 @@ def init_distributed(device: str | None = None) -> DistInfo:
     if dev.type == "cuda":
         dev = torch.device("cuda", local_rank)
         torch.cuda.set_device(dev)
-    backend = "nccl" if dev.type == "cuda" else "gloo"
+    backend = backend_for(dev)
     if not dist.is_initialized():
         missing = [k for k in ("MASTER_ADDR", "MASTER_PORT") if k not in os.environ]
         if missing:
@@ -92,10 +98,16 @@ def init_distributed(device: str | None = None) -> DistInfo:
                 "(which sets them) or export them yourself"
             )
         kwargs: dict[str, Any] = {}
-        if backend == "nccl":
+        if dev.type == "cuda":
             kwargs["device_id"] = dev
         dist.init_process_group(backend, rank=rank, world_size=world_size, **kwargs)
     return DistInfo(rank, world_size, local_rank, dev, rank == 0, True)
+
+
+def backend_for(device: torch.device) -> str:
+    """The process-group backend for a process computing on ``device``: ``cpu:gloo,cuda:nccl``
+    on CUDA (CPU tensors then go through gloo), ``gloo`` otherwise."""
+    return "cpu:gloo,cuda:nccl" if device.type == "cuda" else "gloo"
 
 
 def is_distributed() -> bool:
@@ -110,43 +122,34 @@ def all_reduce_sum(tensor: torch.Tensor) -> torch.Tensor:
     return tensor
 
 
+def all_gather_bytes(data: bytes, device: torch.device) -> list[bytes]:
+    """Every process's ``data``, in rank order (``[data]`` in a single process). The bytes travel
+    as uint8 tensors on ``device``, the process's device."""
+    if not is_distributed():
+        return [data]
+    world = dist.get_world_size()
+    size = torch.tensor([len(data)], dtype=torch.int64, device=device)
+    sizes = [torch.zeros_like(size) for _ in range(world)]
+    dist.all_gather(sizes, size)
+    longest = max(int(s) for s in sizes)
+    buf = torch.zeros(longest, dtype=torch.uint8, device=device)
+    if data:
+        buf[: len(data)] = torch.frombuffer(bytearray(data), dtype=torch.uint8).to(device)
+    parts = [torch.empty_like(buf) for _ in range(world)]
+    dist.all_gather(parts, buf)
+    return [bytes(p[: int(n)].cpu().numpy().tobytes()) for p, n in zip(parts, sizes, strict=True)]
+
+
 def barrier() -> None:
     """Wait for every process; a no-op in a single process."""
     if is_distributed():
         dist.barrier()
 
 
-def broadcast_object(obj: Any, src: int = 0) -> Any:
-    """Rank ``src``'s picklable ``obj`` on every process (others pass anything, e.g. ``None``)."""
-    if not is_distributed():
-        return obj
-    box = [obj]
-    dist.broadcast_object_list(box, src=src)
-    return box[0]
-
-
 def cleanup() -> None:
     """Destroy the process group if one exists."""
     if dist.is_available() and dist.is_initialized():
         dist.destroy_process_group()
-
-
-def wrap_ddp(
-    model: nn.Module, info: DistInfo, find_unused_parameters: bool = False, **kwargs: Any
-) -> nn.Module:
-    """``DistributedDataParallel(model)`` when ``info.enabled``, else ``model`` unchanged.
-
-    The model must already be on ``info.device``. Set ``find_unused_parameters=True`` when some
-    parameters get no gradient in a step, e.g. the MFR head with ``objectives.mfr_mode='off'``
-    or the MLM/ITM heads in a mode that skips them; otherwise DDP raises at the next step. (It
-    costs a graph traversal per step; freezing or deleting the unused heads is cheaper.)
-    """
-    if not info.enabled:
-        return model
-    device_ids = [info.device.index] if info.device.type == "cuda" else None
-    return nn.parallel.DistributedDataParallel(
-        model, device_ids=device_ids, find_unused_parameters=find_unused_parameters, **kwargs
-    )
 
 
 def _local_child(rank: int, fn: Callable, nprocs: int, port: int, threads: int, args: tuple):

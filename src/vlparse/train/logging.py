@@ -1,8 +1,11 @@
-"""Run logging: JSONL metrics, TensorBoard scalars, a tqdm progress bar, a text log, and plots.
+"""Run logging: JSONL metrics, TensorBoard scalars, a tqdm progress bar, a text log, plots, and
+the window of steps that one log line sums up.
 
 Only rank 0 builds a :class:`RunLogger` with ``enabled=True``; other ranks pass
 ``enabled=False`` and every method does nothing. Files are opened on first use (in append mode,
-so a resumed run keeps what was written before), not in the constructor.
+so a resumed run keeps what was written before), not in the constructor. A resumed run first cuts
+``log.jsonl`` back to its checkpoint's step (:func:`truncate_jsonl`) and hides later TensorBoard
+events (``purge_step``), so the log never holds two versions of a step.
 """
 
 from __future__ import annotations
@@ -17,7 +20,9 @@ from typing import Any
 
 from tqdm.auto import tqdm
 
-__all__ = ["RunLogger", "read_jsonl", "plot_curves"]
+from vlparse.io.files import atomic_write_text
+
+__all__ = ["RunLogger", "LogWindow", "read_jsonl", "truncate_jsonl", "plot_curves"]
 
 LOG_JSONL = "log.jsonl"
 TRAIN_LOG = "train.log"
@@ -42,6 +47,8 @@ class RunLogger:
         progress_initial: steps already done (after a resume).
         desc: the bar's label.
         progress: show the bar at all.
+        purge_step: TensorBoard hides events of this step and later written before (a resume
+            from step ``purge_step - 1``).
     """
 
     def __init__(
@@ -53,6 +60,7 @@ class RunLogger:
         progress_initial: int = 0,
         desc: str = "pretrain",
         progress: bool = True,
+        purge_step: int | None = None,
     ) -> None:
         self.run_dir = Path(run_dir)
         self.enabled = enabled
@@ -61,6 +69,7 @@ class RunLogger:
         self.progress_initial = progress_initial
         self.desc = desc
         self.show_progress = progress
+        self.purge_step = purge_step
         self._jsonl = None
         self._text = None
         self._writer = None
@@ -81,7 +90,8 @@ class RunLogger:
                 self.warning(f"TensorBoard unavailable ({e}); logging to {LOG_JSONL} only. "
                              "Install it with: pip install tensorboard")
                 return None
-            self._writer = SummaryWriter(log_dir=str(self.run_dir / "tb"))
+            self._writer = SummaryWriter(log_dir=str(self.run_dir / "tb"),
+                                         purge_step=self.purge_step)
         return self._writer
 
     # ----------------------------------------------------------------- public API
@@ -157,6 +167,70 @@ class RunLogger:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+class LogWindow:
+    """What one log line says about the micro-batches since the last one: each scalar averaged
+    over the micro-batches that reported it (a loss term that starts mid-window is not diluted),
+    ``*_correct`` / ``*_total`` counts summed into ``*_acc`` accuracies, and images per second."""
+
+    def __init__(self) -> None:
+        self.reset()
+
+    def reset(self) -> None:
+        """Start a new window now."""
+        self._sums: dict[str, list[float]] = {}  # key -> [sum, micro-batches that reported it]
+        self._counts: dict[str, int] = {}
+        self._images = 0
+        self._t0 = time.perf_counter()
+
+    def add(self, scalars: dict[str, float], counts: dict[str, int], images: int) -> None:
+        """One micro-batch's scalars and counts, and the images it held (over all processes)."""
+        for k, v in scalars.items():
+            acc = self._sums.setdefault(k, [0.0, 0])
+            acc[0] += float(v)
+            acc[1] += 1
+        for k, v in counts.items():
+            self._counts[k] = self._counts.get(k, 0) + int(v)
+        self._images += images
+
+    def mean(self, key: str) -> float | None:
+        """The window's mean of ``key``, ``None`` when nothing reported it."""
+        acc = self._sums.get(key)
+        return acc[0] / acc[1] if acc else None
+
+    def metrics(self) -> dict[str, float]:
+        """The means, the accuracies and ``images_per_s``."""
+        out = {k: total / n for k, (total, n) in self._sums.items()}
+        for key in [k for k in self._counts if k.endswith("_total")]:
+            name = key[: -len("_total")]
+            if self._counts[key]:
+                out[f"{name}_acc"] = self._counts.get(f"{name}_correct", 0) / self._counts[key]
+        elapsed = max(time.perf_counter() - self._t0, 1e-9)
+        out["images_per_s"] = self._images / elapsed
+        return out
+
+
+def truncate_jsonl(path: str | Path, last_step: int) -> int:
+    """Keep the records of ``path`` up to ``last_step`` (inclusive; a truncated line goes too),
+    rewritten atomically; returns how many records were dropped. A missing file is left alone."""
+    path = Path(path)
+    if not path.is_file():
+        return 0
+    kept, dropped = [], 0
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            dropped += bool(line.strip())
+            continue
+        if isinstance(record, dict) and int(record.get("step", 0)) <= last_step:
+            kept.append(line)
+        else:
+            dropped += 1
+    if dropped:
+        atomic_write_text(path, "".join(f"{line}\n" for line in kept))
+    return dropped
 
 
 def read_jsonl(path: str | Path) -> list[dict[str, Any]]:

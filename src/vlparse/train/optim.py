@@ -11,6 +11,7 @@ therefore uses ``base_lr * lr_factor(s, cfg, steps_per_epoch)``.
 
 from __future__ import annotations
 
+import inspect
 import math
 from collections.abc import Iterable
 
@@ -18,8 +19,10 @@ import torch
 from torch import nn
 
 from vlparse.config import OptimConfig
+from vlparse.errors import ConfigError
 
 __all__ = [
+    "param_groups_of",
     "build_optimizer",
     "build_scheduler",
     "lr_factor",
@@ -39,7 +42,7 @@ def decay_boundaries(cfg: OptimConfig, steps_per_epoch: int) -> list[int]:
     out = []
     for e in cfg.decay_epochs:
         if e < 0:
-            raise ValueError(f"optim.decay_epochs must be >= 0, got {e} in {cfg.decay_epochs}")
+            raise ConfigError(f"optim.decay_epochs must be >= 0, got {e} in {cfg.decay_epochs}")
         exact = e * steps_per_epoch
         near = round(exact)
         out.append(int(near) if abs(exact - near) < 1e-6 else math.ceil(exact))
@@ -72,6 +75,19 @@ def _fusable(param_groups: list[dict]) -> bool:
     )
 
 
+def param_groups_of(model: nn.Module, cfg: OptimConfig) -> list[dict]:
+    """``model.param_groups(cfg)``: the groups a model declares by module role (each with
+    ``name``, ``params``, ``lr``, ``weight_decay``).
+
+    A model that still has the older signature ``param_groups(lr, visual_lr, weight_decay)`` is
+    called that way, so that the trainer runs both while the models move to the new one.
+    """
+    method = model.param_groups
+    if len(inspect.signature(method).parameters) >= 3:
+        return method(cfg.lr, cfg.visual_lr, cfg.weight_decay)
+    return method(cfg)
+
+
 def build_optimizer(param_groups: list[dict], cfg: OptimConfig) -> torch.optim.AdamW:
     """AdamW over ``param_groups`` (each a dict with ``params``, ``lr``, ``weight_decay`` and any
     extra keys such as ``name``, which are kept), with ``cfg.betas`` and ``cfg.eps``.
@@ -88,13 +104,13 @@ def build_optimizer(param_groups: list[dict], cfg: OptimConfig) -> torch.optim.A
             name = g.get("name", i)
             raise ValueError(
                 f"parameter group {name!r} lacks {missing}; build groups with the model's "
-                "param_groups(lr, visual_lr, weight_decay)"
+                "param_groups(optim)"
             )
     groups = [g for g in groups if g["params"]]
     if not groups:
         raise ValueError("build_optimizer: no parameters to optimise (all groups are empty)")
     if len(cfg.betas) != 2:
-        raise ValueError(f"optim.betas must have two values, got {cfg.betas}")
+        raise ConfigError(f"optim.betas must have two values, got {cfg.betas}")
     kwargs: dict = {"betas": tuple(cfg.betas), "eps": cfg.eps}
     if _fusable(groups):
         kwargs["fused"] = True

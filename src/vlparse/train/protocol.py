@@ -16,7 +16,7 @@ import torch
 from torch import Tensor, nn
 from torch.utils.data import Dataset
 
-__all__ = ["StepOutput", "StepContext", "TrainTask"]
+__all__ = ["StepOutput", "StepContext", "TrainTask", "WritesRunFiles", "Summarizes"]
 
 
 @dataclass
@@ -85,4 +85,25 @@ class TrainTask(Protocol):
 
     def curve_keys(self) -> list[str]:
         """Logged keys that ``loss_curves.png`` shows."""
+        ...
+
+
+@runtime_checkable
+class WritesRunFiles(Protocol):
+    """Optional: a task with files of its own in the run folder (e.g. a fine-tuning task's
+    ``task_state.json``, the answer vocabulary), written once the trainer holds the folder and
+    the model is built."""
+
+    def run_files(self) -> dict[str, str]:
+        """``{file name: text}``."""
+        ...
+
+
+@runtime_checkable
+class Summarizes(Protocol):
+    """Optional: a task that adds its own entries to ``summary.json`` (e.g. ``val`` and
+    ``init`` of a fine-tuning run) beside the trainer's (steps, images, checkpoint, ...)."""
+
+    def summary(self, result: Any) -> dict[str, Any]:
+        """Entries for ``summary.json`` from the trainer's ``TrainResult``."""
         ...

@@ -21,9 +21,9 @@ from typing import Any
 import torch
 import yaml
 
-from vlparse.utils import atomic_write_text
+from vlparse.io.files import atomic_write_text
 
-__all__ = ["collect_run_info", "write_run_info", "git_info"]
+__all__ = ["collect_run_info", "write_run_info", "git_info", "config_changes"]
 
 _RESUME_RE = re.compile(r"^run_info\.resume-(\d+)\.json$")
 
@@ -133,3 +133,22 @@ def write_run_info(
     out = run_dir / f"run_info.resume-{n}.json"
     atomic_write_text(out, json.dumps(info, indent=2, default=str) + "\n")
     return out
+
+
+def _flatten(data: Any, prefix: str = "") -> dict[str, Any]:
+    if not isinstance(data, dict):
+        return {prefix: data}
+    out: dict[str, Any] = {}
+    for k, v in data.items():
+        out.update(_flatten(v, f"{prefix}{k}." if isinstance(v, dict) else f"{prefix}{k}"))
+    return out
+
+
+def config_changes(config_yaml: str | Path, config_dict: dict[str, Any]) -> list[str]:
+    """What differs between a run's ``config.yaml`` and ``config_dict``, one ``key: old -> new``
+    per dotted key (``(unset)`` for a key only one side has), sorted by key."""
+    old = _flatten(yaml.safe_load(Path(config_yaml).read_text()) or {})
+    new = _flatten(yaml.safe_load(yaml.safe_dump(config_dict)) or {})
+    missing = "(unset)"
+    return [f"{k}: {old.get(k, missing)} -> {new.get(k, missing)}"
+            for k in sorted(set(old) | set(new)) if old.get(k, missing) != new.get(k, missing)]

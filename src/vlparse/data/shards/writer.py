@@ -43,8 +43,8 @@ from vlparse.data.shards.index import (
     shard_name,
 )
 from vlparse.errors import BadImageError
+from vlparse.io.files import atomic_write_text
 from vlparse.processing.images import load_image
-from vlparse.utils import atomic_write_text
 
 __all__ = ["write_shards"]
 

@@ -1,0 +1,55 @@
+"""``vlparse evaluate TASK``: evaluate a fine-tuned run on one split; metrics as JSON."""
+
+from __future__ import annotations
+
+import argparse
+
+from vlparse.commands._common import add_command, add_manifest
+from vlparse.config import FINETUNE_TASKS
+
+EXAMPLES = """examples:
+  vlparse evaluate retrieval --checkpoint ft/flickr --data /data/manifest.json --split test \\
+      --out ft/flickr/test.json
+  vlparse evaluate retrieval --checkpoint ft/flickr --data m.json --split test --out r.json \\
+      --rerank-k 128
+  vlparse evaluate retrieval --checkpoint runs/paper --data m.json --split test --out zs.json
+(the last one: zero-shot retrieval of a pre-training run with its ITM head)"""
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    ev = add_command(sub, "evaluate", "evaluate a fine-tuned run on one split; metrics as JSON",
+                     EXAMPLES)
+    ev.add_argument("task", choices=FINETUNE_TASKS, metavar="TASK",
+                    help="retrieval, vqa, nlvr2 or snli-ve")
+    ev.add_argument("--checkpoint", required=True, help="fine-tuned run or checkpoint folder")
+    add_manifest(ev)
+    ev.add_argument("--split", required=True, help="split to evaluate, e.g. test, val, dev")
+    ev.add_argument("--out", required=True, help="JSON file for the metrics")
+    ev.add_argument("--dataset", default=None,
+                    help="manifest data set (default: the run's data.val_set)")
+    ev.add_argument("--rerank-k", type=int, default=None, help="retrieval: re-score only the "
+                    "top K candidates of a cheap unimodal score (default: full ranking)")
+    ev.add_argument("--batch-pairs", type=int, default=None, help="pairs per forward pass")
+    ev.add_argument("--workers", type=int, default=None, help="image loading processes "
+                    "(default: the run's data.num_workers)")
+    ev.add_argument("--device", default=None, help="cuda, cpu, ... (default: cuda if available)")
+    ev.add_argument("--no-progress", action="store_true", help="no progress bars")
+    ev.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> None:
+    import json
+
+    from vlparse.tasks.finetune import run_evaluate
+
+    overrides = []
+    if args.rerank_k is not None:
+        overrides.append(f"task.rerank_k={args.rerank_k}")
+    if args.batch_pairs is not None:
+        overrides.append(f"task.eval_batch_pairs={args.batch_pairs}")
+    if args.workers is not None:
+        overrides.append(f"data.num_workers={args.workers}")
+    result = run_evaluate(args.task, args.checkpoint, args.data, args.split, args.out,
+                          dataset=args.dataset, overrides=overrides, device=args.device,
+                          progress=not args.no_progress)
+    print(json.dumps(result, indent=2))

@@ -1,0 +1,50 @@
+"""``vlparse finetune TASK``: fine-tune on a downstream task."""
+
+from __future__ import annotations
+
+import argparse
+
+from vlparse.commands._common import (
+    add_command,
+    add_manifest,
+    add_training_run,
+    claim_out,
+    load_cli_config,
+)
+from vlparse.config import FINETUNE_TASKS
+
+EXAMPLES = """examples:
+  vlparse finetune retrieval --data world/manifest.json --init runs/tiny --out ft/ret \\
+      --config retrieval_world
+  vlparse finetune retrieval --data /data/manifest.json --init runs/paper --out ft/flickr
+  vlparse finetune retrieval --data m.json --out ft/scratch --config retrieval_world train.epochs=2
+  vlparse finetune vqa --data m.json --init runs/tiny --out ft/vqa --config vqa_world --resume
+recipes (--config; default: the task's paper recipe): retrieval, vqa, nlvr2, snli_ve and their
+*_world versions for the scene world on a CPU, or a YAML file."""
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    parent = add_command(sub, "finetune",
+                         "fine-tune on a downstream task (retrieval, vqa, nlvr2, snli-ve)",
+                         EXAMPLES)
+    tasks = parent.add_subparsers(dest="task", metavar="TASK")
+    for name in FINETUNE_TASKS:  # one sub-parser per task: key=value may follow options
+        ft = add_command(tasks, name, f"fine-tune for {name}", EXAMPLES)
+        add_manifest(ft)
+        ft.add_argument("--init", default=None, help="pre-training run or checkpoint folder "
+                        "(default: random initialisation)")
+        ft.add_argument("--config", default=None, help="recipe name or YAML (default: the task's)")
+        add_training_run(ft, "skip the validation evaluation")
+        ft.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> None:
+    from vlparse.tasks.finetune import get_task, run_finetune
+
+    task = get_task(args.task)  # fails early for tasks not implemented yet
+    cfg = load_cli_config(args.config or task.recipe, args.overrides, finetune=True)
+    claim_out(args)
+    summary = run_finetune(args.task, cfg, args.data, args.out, init=args.init,
+                           resume=args.resume, evaluate=not args.no_eval,
+                           overwrite=args.overwrite)
+    print(f"wrote {args.out}/summary.json (validation: {summary['val']})")

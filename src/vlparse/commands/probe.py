@@ -1,0 +1,82 @@
+"""``vlparse probe``: inter-modality flow and modality NMI of pre-trained checkpoints;
+``vlparse probe masks``: the attention-guided MFR mask figure."""
+
+from __future__ import annotations
+
+import argparse
+
+from vlparse.commands._common import add_command, add_manifest
+
+EXAMPLES = """examples:
+  vlparse probe --checkpoint runs/tiny --data world/manifest.json --out probe/tiny
+  vlparse probe --checkpoint runs/a --label MFR --checkpoint runs/b --label no-MFR \\
+      --data world/manifest.json --out probe/ablation --num-samples 500
+  vlparse probe --checkpoint runs/a/checkpoints/step_00001000 --data m.json --out probe/s1000
+  vlparse probe masks --checkpoint runs/tiny --data world/manifest.json --out probe/tiny --images 8
+  (vlparse probe masks --help: the attention-guided MFR mask figure, paper Figure 2)"""
+
+MASKS_EXAMPLES = """examples:
+  vlparse probe masks --checkpoint runs/tiny --data world/manifest.json --out probe/tiny --images 8
+  vlparse probe masks --checkpoint runs/a/checkpoints/step_00001000 --data m.json --out figs \\
+      --images 4 --dataset coco --split val --seed 1 --no-attention-map"""
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    pr = add_command(sub, "probe", "inter-modality flow and modality NMI of pre-trained "
+                     "checkpoints, with figures ('probe masks': the MFR mask figure)", EXAMPLES)
+    pr.add_argument("--checkpoint", action="append", required=True,
+                    help="run folder or checkpoints/step_XXXXXXXX folder (repeat to compare "
+                    "models)")
+    pr.add_argument("--label", action="append", default=None,
+                    help="legend name, one per --checkpoint")
+    add_manifest(pr)
+    pr.add_argument("--out", required=True, help="folder for imf.json, nmi.json and figures")
+    pr.add_argument("--num-samples", type=int, default=1000, help="image-caption pairs per model")
+    pr.add_argument("--batch-size", type=int, default=32)
+    pr.add_argument("--dataset", default="coco", help="data set of the pairs")
+    pr.add_argument("--split", default="val", help="split of the pairs")
+    pr.add_argument("--workers", type=int, default=None,
+                    help="data-loading processes (default: the run's)")
+    pr.set_defaults(run=run)
+
+
+def build_probe_masks_parser() -> argparse.ArgumentParser:
+    """The parser of ``vlparse probe masks`` (the words ``probe masks`` already consumed)."""
+    pm = argparse.ArgumentParser(
+        prog="vlparse probe masks",
+        description="Draw attention-guided and random MFR masks of a pre-trained run (paper "
+        "Figure 2) into DIR/masks.png, with the masked token indices in DIR/masks.json.",
+        epilog=MASKS_EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    pm.add_argument("--checkpoint", required=True, help="run folder or checkpoints/step_XXXXXXXX")
+    add_manifest(pm)
+    pm.add_argument("--out", required=True, help="folder for masks.png and masks.json")
+    pm.add_argument("--images", type=int, default=8, help="rows of the figure")
+    pm.add_argument("--dataset", default="coco", help="data set of the images")
+    pm.add_argument("--split", default="val", help="split of the images")
+    pm.add_argument("--seed", type=int, default=0, help="picks images, captions and anchors")
+    pm.add_argument("--no-attention-map", action="store_true",
+                    help="leave out the anchor's attention column")
+    pm.set_defaults(run=run_masks, version=False)
+    return pm
+
+
+def run(args: argparse.Namespace) -> None:
+    from vlparse.probing.run import run_probe
+
+    run_probe(args.checkpoint, args.label, args.data, args.out, num_samples=args.num_samples,
+              batch_size=args.batch_size, dataset=args.dataset, split=args.split,
+              num_workers=args.workers)
+    print(f"wrote {args.out}/imf.json, nmi.json and figures")
+
+
+def run_masks(args: argparse.Namespace) -> None:
+    from pathlib import Path
+
+    from vlparse.probing.masks import mask_figure
+
+    png = mask_figure(args.checkpoint, args.data, Path(args.out) / "masks.png",
+                      num_images=args.images, dataset=args.dataset, split=args.split,
+                      seed=args.seed, attention_map=not args.no_attention_map)
+    print(f"wrote {png} and {png.with_suffix('.json')}")
