@@ -6,7 +6,8 @@ ITM head. (The MLM head is transformers' own, built by the text adapter.)
   the fused feature is both, concatenated (``2 D``), as in the released model and BridgeTower's
   ``pooler_output``.
 - :class:`ITCProjection`: the dual encoder's L2-normalised embeddings: text ``Linear(Dt -> E)``
-  of the first token, image ``Linear(C -> E)`` of the mean token.
+  of the first token, image ``Linear(C -> E)`` of the mean token; and the learnable ITC
+  temperature (a scalar, as released; the loss clamps what it divides by).
 - :class:`ITMHead`: ``Linear(2 D -> 2)`` on the fused feature (class 1 = matched).
 """
 
@@ -67,12 +68,15 @@ class ITCProjection(nn.Module):
 
     Args:
         text_dim: ``Dt``. image_dim: ``C``. dim: ``E``.
+        temperature: initial value of :attr:`temperature` (FIBER: 0.07).
     """
 
-    def __init__(self, text_dim: int, image_dim: int, dim: int, init_std: float = 0.02):
+    def __init__(self, text_dim: int, image_dim: int, dim: int, init_std: float = 0.02,
+                 temperature: float = 0.07):
         super().__init__()
         self.text_proj = _init_linear(nn.Linear(text_dim, dim), init_std)
         self.image_proj = _init_linear(nn.Linear(image_dim, dim), init_std)
+        self.temperature = nn.Parameter(torch.tensor(float(temperature)))
 
     def embed_text(self, states: Tensor) -> Tensor:
         """``(B, L, Dt)`` unimodal text states -> ``(B, E)`` unit vectors (first token)."""

@@ -24,7 +24,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from vlparse.config.fiber import FiberModelConfig
+from vlparse.config.fiber import FiberModelConfig, FiberObjectiveConfig
 from vlparse.config.training import OptimConfig
 from vlparse.models.fiber.cross_attention import GatedCrossAttention
 from vlparse.models.fiber.fusion import run_fused
@@ -47,6 +47,11 @@ class FiberModel(nn.Module):
 
     Args:
         cfg: the model config. No weights are read here; call :meth:`load_pretrained`.
+        objectives: the pre-training settings the model's passes use (kept as
+            ``self.objectives``; default :class:`~vlparse.config.fiber.FiberObjectiveConfig`'s):
+            here the initial ITC temperature ``itc_temperature``, a learnable parameter of the
+            ``head`` role (``itc.temperature``) saved with the weights, so a loaded model keeps
+            its trained value whatever this says.
 
     Attributes:
         image: :class:`~vlparse.models.fiber.image_tower.SwinTower` (timm model in ``image.model``).
@@ -56,13 +61,16 @@ class FiberModel(nn.Module):
         i2t: image-to-text cross-attention of each pair (in the image block).
         t2i: text-to-image cross-attention of each pair (in the text layer).
         cross_modal: the transforms and poolers of the fused feature.
-        itc: the dual encoder's projections. itm_head: ``Linear(2 D -> 2)``.
+        itc: the dual encoder's projections and the ITC temperature. itm_head:
+            ``Linear(2 D -> 2)``.
         mlm_head: transformers' MLM head, decoder tied to the word embeddings.
     """
 
-    def __init__(self, cfg: FiberModelConfig) -> None:
+    def __init__(self, cfg: FiberModelConfig,
+                 objectives: FiberObjectiveConfig | None = None) -> None:
         super().__init__()
         self.cfg = cfg
+        self.objectives = objectives if objectives is not None else FiberObjectiveConfig()
         t = cfg.text
         self.image = SwinTower(cfg.visual)
         self.text = TextTower(t)
@@ -86,7 +94,8 @@ class FiberModel(nn.Module):
         )
         c = self.image.out_dim
         self.cross_modal = CrossModalPooler(t.hidden_size, c, cfg.hidden_size)
-        self.itc = ITCProjection(t.hidden_size, c, cfg.itc_dim)
+        self.itc = ITCProjection(t.hidden_size, c, cfg.itc_dim,
+                                 temperature=self.objectives.itc_temperature)
         self.itm_head = ITMHead(cfg.hidden_size)
         self.mlm_head = self.text.build_mlm_head()
 
