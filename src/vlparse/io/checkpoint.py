@@ -359,15 +359,18 @@ def read_checkpoint(folder: str | Path) -> Checkpoint:
 # --------------------------------------------------------------------------- export
 
 
-def export_pretrained(model: nn.Module, run_dir: Path) -> Path | None:
-    """``model.save_pretrained(run_dir / "model")`` when the model has it, written to a
-    temporary folder first and swapped in; ``None`` when it has not."""
+def export_pretrained(model: nn.Module, run_dir: Path, processor: Any = None) -> Path | None:
+    """``model.save_pretrained(run_dir / "model", processor=processor)`` when the model has it,
+    written to a temporary folder first and swapped in; ``None`` when it has not."""
     bare = unwrap_model(model)
     if not hasattr(bare, "save_pretrained"):
         return None
     final, tmp = run_dir / "model", run_dir / f".tmp-model-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
-    bare.save_pretrained(tmp)
+    if processor is None:
+        bare.save_pretrained(tmp)
+    else:
+        bare.save_pretrained(tmp, processor=processor)
     for f in tmp.rglob("*"):
         if f.is_file():
             apply_umask(f)  # safetensors writes its files 0o600

@@ -13,8 +13,6 @@ waits with MLM, and the step costs about a quarter less).
 
 from __future__ import annotations
 
-import json
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -188,6 +186,12 @@ class PretrainTask:
                                  batch_size=max(1, min(64, tr.batch_size)),
                                  autocast_dtype=amp, progress=tr.progress)
 
+    def summary(self, result: Any) -> dict[str, Any]:
+        """``summary.json`` entries beside the trainer's: the held-out metrics and the data."""
+        return {"train_images": len(self.records), "model": self.cfg.model.name,
+                "negatives_verified": self.negatives_verified,
+                "held_out": result.final_metrics}
+
     def curve_keys(self) -> list[str]:
         o = self.cfg.objectives
         keys = ["loss", "mlm", "itm", "vla", "mfr", "itm_acc", "mlm_acc", "visual_spread", "lr"]
@@ -203,8 +207,10 @@ def run_pretrain(
     out_dir: str | Path,
     resume: bool = False,
     evaluate: bool = True,
+    overwrite: bool = False,
 ) -> dict:
-    """Pre-train a Visual Parsing model on the caption data sets of a manifest.
+    """Pre-train on the caption data sets of a manifest with the trainer
+    (:func:`vlparse.train.trainer.train`).
 
     Writes checkpoints, ``log.jsonl``, TensorBoard events, ``config.yaml``, ``run_info.json``,
     ``loss_curves.png``, ``summary.json`` (held-out metrics beside chance) and the final model
@@ -214,49 +220,13 @@ def run_pretrain(
     Returns:
         the summary dict (also written to ``summary.json`` by the main process).
     """
-    from vlparse.config import to_dict
     from vlparse.train.distributed import cleanup, init_distributed
-    from vlparse.train.logging import plot_curves
-    from vlparse.train.loop import fit
+    from vlparse.train.trainer import train
 
-    out_dir = Path(out_dir)
     dist = init_distributed()
-    t0 = time.perf_counter()
     task = PretrainTask(cfg, manifest_path, world_size=dist.world_size, evaluate=evaluate,
                         init_weights=not resume, log=print if dist.is_main else None)
-    torch.manual_seed(cfg.train.seed)
-    model = task.build_model()
-    # the loop of today asks for param_groups(lr, visual_lr, weight_decay); the model's take
-    # the OptimConfig (the trainer will call them so)
-    model.param_groups = lambda *_: VisualParsingModel.param_groups(model, cfg.optim)
-    dataset = task.train_dataset()
-    result = fit(
-        model=model, dataset=dataset, collate_fn=task.collate,
-        step_fn=lambda m, batch, reduce_count, step: task.step(
-            m, batch, StepContext(step, reduce_count)),
-        optim_cfg=cfg.optim, train_cfg=cfg.train, data_cfg=cfg.data, run_dir=out_dir,
-        dist=dist, config_dict=to_dict(cfg), resume=resume,
-        eval_fn=(lambda m: task.evaluate(m, dist.device)) if evaluate else None,
-        find_unused_parameters=task.find_unused_parameters, desc="pretrain",
-    )
-    del model.param_groups
-    summary = {
-        "steps": result.step,
-        "epochs_completed": result.epoch,
-        "images_seen": result.images_seen,
-        "bad_images": result.bad_images,
-        "train_images": len(dataset),
-        "checkpoint": str(result.last_checkpoint) if result.last_checkpoint else None,
-        "wall_s": time.perf_counter() - t0,
-        "world_size": dist.world_size,
-        "model": cfg.model.name,
-        "negatives_verified": task.negatives_verified,
-        "held_out": result.final_metrics,
-    }
-    if dist.is_main:
-        model.save_pretrained(out_dir / "model", processor=task.processor)
-        (out_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
-        plot_curves(out_dir / "log.jsonl", out_dir / "loss_curves.png", keys=task.curve_keys(),
-                    title=f"vlparse pre-training ({cfg.model.name})")
+    result = train(task, cfg, out_dir, resume=resume, overwrite=overwrite, evaluate=evaluate,
+                   dist=dist)
     cleanup()
-    return summary
+    return result.summary

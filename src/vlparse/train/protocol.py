@@ -54,6 +54,9 @@ class TrainTask(Protocol):
         name: ``"pretrain"``, ``"retrieval"``, ``"vqa"``, ...
         find_unused_parameters: parameters may get no gradient in a step (DDP must look for
             them).
+
+    A task may also have a ``processor`` attribute (its image transform and tokenizer): the
+    trainer saves it beside the model it exports at the end of a run (``run/model``).
     """
 
     name: str

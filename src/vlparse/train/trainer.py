@@ -455,7 +455,8 @@ class Trainer:
                              run.last_ckpt, run.final_metrics,
                              wall_s=time.perf_counter() - t0)
         if self.dist.is_main:
-            result.model_dir = export_pretrained(run.model, self.run_dir)
+            result.model_dir = export_pretrained(run.model, self.run_dir,
+                                                 getattr(run.task, "processor", None))
             self._plot(run)
         elif hasattr(unwrap_model(run.model), "save_pretrained"):
             result.model_dir = self.run_dir / "model"
