@@ -123,6 +123,18 @@ def test_fuse_rejects_text_that_starts_with_cls(model) -> None:
     model.fuse(torch.randn(2, 36, 128), ids, mask)
 
 
+def test_masked_pass_accepts_a_first_word_piece_masked_into_cls(model) -> None:
+    """BERT's masking replaces a tenth of the chosen word pieces by a random token, [CLS]
+    included: with a pruned vocabulary that happens at position 0 within a few hundred steps
+    (a run stopped there with the [CLS] check on every pass)."""
+    ids, mask = _text()
+    ids[0, 0] = model.cls_token_id
+    labels = torch.full_like(ids, -100)
+    labels[0, 0] = 5
+    logits, targets, _ = model.masked_lm(torch.randn(2, 36, 128), ids, mask, labels)
+    assert logits.shape[0] == 1 and targets.tolist() == [5]
+
+
 def test_param_groups_cover_every_parameter_once(model) -> None:
     groups = model.param_groups(OptimConfig(lr=1e-4, visual_lr=1e-5, weight_decay=0.01))
     seen = [id(p) for g in groups for p in g["params"]]

@@ -128,8 +128,10 @@ class VisualParsingModel(PretrainedMixin, nn.Module):
         ``(B, m, m)`` when asked)."""
         return self.visual(images, output_attentions=output_attentions)
 
-    def _check_text(self, b: int, input_ids: Tensor, attention_mask: Tensor) -> None:
-        """Raise ``ValueError`` unless ``input_ids`` is a ``(b, L)`` text part ``W``."""
+    def _check_text(self, b: int, input_ids: Tensor, attention_mask: Tensor,
+                    cls_check: bool = True) -> None:
+        """Raise ``ValueError`` unless ``input_ids`` is a ``(b, L)`` text part ``W`` (and, with
+        ``cls_check``, none starts with ``[CLS]``)."""
         if input_ids.dim() != 2 or input_ids.shape[0] != b:
             raise ValueError(
                 f"fuse: input_ids must be (B, L) with B={b} (the visual batch), "
@@ -143,7 +145,7 @@ class VisualParsingModel(PretrainedMixin, nn.Module):
         if input_ids.shape[1] > self.max_text_len:
             raise ValueError(f"fuse: text length {input_ids.shape[1]} exceeds "
                              f"text.max_text_len={self.max_text_len}")
-        if input_ids.shape[1] and bool((input_ids[:, 0] == self.cls_token_id).any()):
+        if cls_check and input_ids.shape[1] and bool((input_ids[:, 0] == self.cls_token_id).any()):
             raise ValueError(
                 "fuse: input_ids start with [CLS], but the model puts [CLS] before the visual "
                 "tokens itself; give the text part W only (word pieces, [SEP], padding), as "
@@ -158,6 +160,7 @@ class VisualParsingModel(PretrainedMixin, nn.Module):
         visual_mask: Tensor | None = None,
         output_attentions: bool = False,
         output_hidden_states: bool = False,
+        check_text: bool = True,
     ) -> FusionOutput:
         """Run the multi-modal Transformer over ``[CLS] V [SEP] W``.
 
@@ -170,12 +173,15 @@ class VisualParsingModel(PretrainedMixin, nn.Module):
                 ``visual_mask_token`` (in ``D`` space, before position and type embeddings).
             output_attentions: return ``(B, H, N, N)`` per layer.
             output_hidden_states: return ``(B, N, D)`` per layer plus the embeddings.
+            check_text: refuse texts that start with ``[CLS]`` (a host synchronisation). The
+                pre-training passes turn it off: their texts come from the collator, and BERT's
+                masking may replace a first word piece by any token, ``[CLS]`` included.
 
         Returns:
             :class:`FusionOutput` with ``N = 2 + m + L``.
         """
         b, m = visual_tokens.shape[:2]
-        self._check_text(b, input_ids, attention_mask)
+        self._check_text(b, input_ids, attention_mask, check_text)
         length = input_ids.shape[1]
         device = input_ids.device
         special = torch.tensor([self.cls_token_id, self.sep_token_id], device=device)
@@ -243,7 +249,8 @@ class VisualParsingModel(PretrainedMixin, nn.Module):
         Returns:
             ``(logits (K, V), targets (K,), the fused output)`` over the ``K`` masked positions.
         """
-        out = self.fuse(visual_tokens, input_ids, attention_mask, visual_mask=visual_mask)
+        out = self.fuse(visual_tokens, input_ids, attention_mask, visual_mask=visual_mask,
+                        check_text=False)
         selected = labels != IGNORE_INDEX
         return self.mlm_head(out.text[selected]), labels[selected], out
 
@@ -274,7 +281,7 @@ class VisualParsingModel(PretrainedMixin, nn.Module):
         tokens = vis.tokens
         labels = itm_labels(bsz, o.num_pos, o.num_neg, device=images.device)
         out = self.fuse(tokens.repeat_interleave(n_txt, 0), batch["input_ids"].reshape(-1, seq),
-                        batch["attention_mask"].reshape(-1, seq))
+                        batch["attention_mask"].reshape(-1, seq), check_text=False)
         result = PretrainOutput(itm_logits=self.itm_head(out.cls), itm_labels=labels)
         if o.vla_weight > 0:
             text_mask = batch["attention_mask"].reshape(-1, seq).bool()
