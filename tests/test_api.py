@@ -20,24 +20,24 @@ FAST = ["model.visual.image_size=64", "model.visual.window_size=4", "train.max_s
 
 def _finetuned(task: str, recipe: str, scene_world: Path, small_overrides, out: Path) -> Path:
     """A fine-tuning run folder as ``vlparse finetune`` writes it (config, task state,
-    checkpoint) of a freshly built model: what ``load_finetuned`` reads, without training."""
-    import json
-
+    checkpoint, no exported model) of a freshly built model: what the loader rebuilds from a
+    checkpoint, without training."""
     import yaml
 
     from vlparse.config import to_dict
-    from vlparse.tasks.finetune import TASK_STATE_NAME, build_finetune_model, get_task
+    from vlparse.tasks.base import get_task
+    from vlparse.tasks.finetune import FinetuneTask
     from vlparse.train.checkpoint import save_checkpoint
 
     overrides = [o for o in small_overrides if not o.startswith("objectives.")] + FAST
     cfg = load_config(recipe, overrides, cls=FinetuneConfig)
-    t = get_task(task)
-    model, cfg, tokenizer = build_finetune_model(t, cfg, {})
-    state = t.prepare(load_manifest(scene_world), cfg, tokenizer)
-    model.head = t.build_head(cfg.model, cfg, state)
+    ft = FinetuneTask(get_task(task), cfg, load_manifest(scene_world), log=None)
+    torch.manual_seed(0)
+    model = ft.build_model()
     out.mkdir(parents=True)
     (out / "config.yaml").write_text(yaml.safe_dump(to_dict(cfg)))
-    (out / TASK_STATE_NAME).write_text(json.dumps(state))
+    for name, text in ft.run_files().items():
+        (out / name).write_text(text)
     save_checkpoint(out, 1, model, None, None, {"step": 1})
     return out
 
@@ -66,7 +66,7 @@ def test_answer_entail_reason_types(runs, examples):
     assert isinstance(vqa, VLModel) and vqa.task == "vqa" and not vqa.model.training
     top = vqa.answer(q.image_path, q.question, topk=3)
     assert len(top) == 3 and all(isinstance(a, str) and isinstance(p, float) for a, p in top)
-    assert all(a in vqa.state["answers"] for a, _ in top)
+    assert all(a in vqa.labels for a, _ in top) and len(vqa.labels) > 3
     assert [p for _, p in top] == sorted((p for _, p in top), reverse=True)
     assert all(0.0 <= p <= 1.0 for _, p in top)
     # a PIL image gives the same answer as its path
@@ -86,8 +86,8 @@ def test_answer_entail_reason_types(runs, examples):
     assert swapped != p  # both images reach the classifier, in order
 
     # a wrong task is named with what to load instead
-    with pytest.raises(WrongTaskError, match=r"answer\(\) needs a run fine-tuned with "
-                       r"'vlparse finetune vqa'.*is a nlvr2 run"):
+    with pytest.raises(WrongTaskError, match=r"answer\(\) needs a model fine-tuned with "
+                       r"'vlparse finetune vqa'.*is a nlvr2 model"):
         nlvr2.answer(n.left_image, "what?")
     with pytest.raises(WrongTaskError, match="reason"):
         vqa.reason(n.left_image, n.right_image, n.sentence)
@@ -151,5 +151,5 @@ def test_pretraining_run_scores_with_its_itm_head(small_overrides, examples, tmp
     torch.testing.assert_close(got, logits[:, 1] - logits[:, 0], atol=1e-4, rtol=1e-4)
     assert [t for t, _ in model.rank(image, texts)] == sorted(texts, key=lambda t: -float(
         got[texts.index(t)]))
-    with pytest.raises(WrongTaskError, match="snli-ve.*is a pretrain run"):
+    with pytest.raises(WrongTaskError, match="snli-ve.*is a pretrain model"):
         model.entail(image, "a star")

@@ -12,7 +12,8 @@ from vlparse.cli import main
 from vlparse.data.finetune import finetune_records
 from vlparse.data.manifest import load_manifest
 from vlparse.eval.vqa import build_answer_vocab, vqa_accuracy
-from vlparse.tasks.vqa import answer_vocab_state, top_answers, vqa_loss
+from vlparse.objectives.tasks import soft_target_bce as vqa_loss
+from vlparse.tasks.vqa import answer_vocab_state, top_answers
 
 FAST = ["model.visual.image_size=64", "model.visual.window_size=4", "train.max_steps=2",
         "task.eval_max_images=8"]

@@ -39,7 +39,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> None:
-    from vlparse.tasks.finetune import get_task, run_finetune
+    from vlparse.tasks.base import get_task
+    from vlparse.tasks.finetune import run_finetune
 
     task = get_task(args.task)  # fails early for tasks not implemented yet
     cfg = load_cli_config(args.config or task.recipe, args.overrides, finetune=True)

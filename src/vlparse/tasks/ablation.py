@@ -255,7 +255,7 @@ def run_ablation(
         the contents of ``table5.json``.
     """
     from vlparse.models.flops import describe_visual
-    from vlparse.tasks.finetune import get_task
+    from vlparse.tasks.base import get_task
 
     if seeds < 1 or pretrain_steps < 1 or finetune_steps < 1 or probe_samples < 1:
         raise ConfigError("ablate: --seeds, --pretrain-steps, --finetune-steps and "
