@@ -153,3 +153,50 @@ def test_pretraining_run_scores_with_its_itm_head(small_overrides, examples, tmp
         got[texts.index(t)]))
     with pytest.raises(WrongTaskError, match="snli-ve.*is a pretrain model"):
         model.entail(image, "a star")
+
+
+def test_batches_and_single_items_agree(runs, examples):
+    vqa = vlparse.load(runs["vqa"], device="cpu")
+    a, b = examples["vqa"], examples["snli"]
+    images, questions = [a.image_path, b.image_path], [a.question, "what shape is it?"]
+    batch = vqa.answer(images, questions, topk=2)
+    assert len(batch) == 2
+    for got, image, question in zip(batch, images, questions, strict=True):
+        one = vqa.answer(image, question, topk=2)
+        assert [x for x, _ in got] == [x for x, _ in one]
+        assert [p for _, p in got] == pytest.approx([p for _, p in one], abs=1e-5)
+
+    snli = vlparse.load(runs["snli-ve"], device="cpu")
+    probs = snli.entail([b.image_path] * 2, [b.hypothesis, "a dog"])
+    assert len(probs) == 2 and all(sum(p.values()) == pytest.approx(1.0) for p in probs)
+    assert probs[0] == pytest.approx(snli.entail(b.image_path, b.hypothesis), abs=1e-5)
+
+    n = examples["nlvr2"]
+    nlvr2 = vlparse.load(runs["nlvr2"], device="cpu")
+    both = nlvr2.reason([n.left_image, n.right_image], [n.right_image, n.left_image],
+                        n.sentence)
+    assert both == pytest.approx([nlvr2.reason(n.left_image, n.right_image, n.sentence),
+                                  nlvr2.reason(n.right_image, n.left_image, n.sentence)],
+                                 abs=1e-5)
+
+    ret = vlparse.load(runs["retrieval"], device="cpu")
+    texts = ["a green star", "two red circles"]
+    ranked = ret.rank([a.image_path, b.image_path], texts)
+    assert len(ranked) == 2 and ranked[1] == ret.rank(b.image_path, texts)
+
+
+def test_sixteen_bit_images_are_scaled_not_clipped(runs):
+    """A 16-bit grey image answers as its 8-bit version (v * 257 -> v), not as the white image
+    that clipping its values to 255 would make."""
+    import numpy as np
+
+    vqa = vlparse.load(runs["vqa"], device="cpu")
+    grey = np.random.default_rng(0).integers(0, 256, (64, 64)).astype(np.uint16)
+    eight = Image.fromarray(grey.astype(np.uint8), mode="L")
+    sixteen = Image.fromarray(grey * 257)
+    assert sixteen.mode == "I;16"
+    white = Image.new("L", (64, 64), 255)
+    question = "what color is the circle?"
+    got = vqa.answer(sixteen, question, topk=3)
+    assert got == vqa.answer(eight, question, topk=3)
+    assert got != vqa.answer(white, question, topk=3)
