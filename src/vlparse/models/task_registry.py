@@ -51,9 +51,12 @@ VQA's ``labels`` for the loss are soft scores ``(B, A)``; the others take class 
 
 **A processor** (``processor_for(model_cfg)``; :class:`~vlparse.models.processor.
 VisualParsingProcessor`): ``tokenizer``, ``image_size``, ``max_text_len``, ``special_ids``;
-``image(PIL image or path) -> (3, S, S)``; ``encode_text(texts, padding) -> (input_ids,
-attention_mask)`` the text part the family's model expects; ``__call__(images=, text=)``;
-``save_pretrained`` / ``from_pretrained``; ``from_config(model_cfg)``.
+``image_transform`` (an 8-bit RGB PIL image -> ``(3, S, S)``, picklable for data-loading
+workers) and ``image(PIL image of any mode, or path) -> (3, S, S)``; ``encode_text(texts,
+padding) -> (input_ids, attention_mask)``, the text part the family's model expects;
+``__call__(images=, text=)``; ``save_pretrained`` / ``from_pretrained``;
+``from_config(model_cfg)``. The fine-tuning data sets transform and tokenise through these, so a
+family with another text convention (FIBER's ``[CLS] W [SEP]``) only brings its processor.
 
 **The family's model** (``base_model_class(family)``): ``cfg`` (its model config),
 ``save_pretrained`` / ``from_pretrained``.

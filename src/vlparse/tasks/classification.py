@@ -123,7 +123,7 @@ class ClassificationTask(Task):
 
     A subclass sets ``name``, ``recipe``, ``default_split``, ``kind`` (the manifest data set and
     its format), ``dataset_class`` (called as ``(records, tokenizer, image_size, max_text_len,
-    on_error, transform)``), ``image_key`` (the batch's images, given to the task model),
+    on_error, transform, encode=)``), ``image_key`` (the batch's images, given to the task model),
     ``text_field`` (the records' text) and ``labels_required_in_eval``.
     """
 
@@ -141,7 +141,8 @@ class ClassificationTask(Task):
             records = records[: cfg.task.eval_max_images]
         on_error = cfg.data.on_error if train else "raise"  # a score needs every example
         return self.dataset_class(records, processor.tokenizer, processor.image_size,
-                                  processor.max_text_len, on_error, processor.image_transform)
+                                  processor.max_text_len, on_error, processor.image_transform,
+                                  encode=processor.encode_text)
 
     def texts(self, dataset) -> list[str]:
         return [getattr(r, self.text_field) for r in dataset.records]
