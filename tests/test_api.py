@@ -200,3 +200,30 @@ def test_sixteen_bit_images_are_scaled_not_clipped(runs):
     got = vqa.answer(sixteen, question, topk=3)
     assert got == vqa.answer(eight, question, topk=3)
     assert got != vqa.answer(white, question, topk=3)
+
+
+def test_a_damaged_saved_model_is_a_user_error(runs, tmp_path, capsys):
+    """A truncated weights file or a broken config.json in a saved model folder is a
+    CheckpointError naming the folder; the command line reports it in one line."""
+    import shutil
+
+    from vlparse.cli import main
+    from vlparse.errors import CheckpointError
+
+    folder = tmp_path / "model"
+    vlparse.load(runs["vqa"], device="cpu").model.save_pretrained(folder)
+    assert vlparse.load(folder, device="cpu").task == "vqa"
+    broken = tmp_path / "truncated"
+    shutil.copytree(folder, broken)
+    weights = broken / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:1000])
+    with pytest.raises(CheckpointError, match="truncated: cannot be loaded as a saved model"):
+        vlparse.load(broken, device="cpu")
+    (folder / "config.json").write_text("{not json")
+    with pytest.raises(CheckpointError, match="not valid JSON"):
+        vlparse.load(folder, device="cpu")
+    argv = ["evaluate", "vqa", "--checkpoint", str(folder), "--data", "m.json", "--split", "val",
+            "--out", str(tmp_path / "x.json")]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("vlparse: error: ") and "config.json" in err[0]

@@ -68,7 +68,13 @@ class LoadedModel:
 
 
 def _from_folder(folder: Path, config: Any = None) -> LoadedModel:
-    model = load_pretrained_model(folder)
+    from safetensors import SafetensorError
+
+    try:
+        model = load_pretrained_model(folder)
+    except (ValueError, KeyError, TypeError, RuntimeError, SafetensorError) as e:
+        # a damaged or foreign folder: the user's file, named, not a traceback
+        raise CheckpointError(folder, f"cannot be loaded as a saved model: {e}") from None
     task = getattr(model, "task", None) or PRETRAIN
     return LoadedModel(model, load_processor(folder, model), task, folder, config)
 
@@ -108,7 +114,8 @@ def load_model(path: str | Path) -> LoadedModel:
 
     Raises:
         FileNotFoundError: nothing vlparse wrote is at ``path``.
-        CheckpointError: the weights cannot be read or do not match.
+        CheckpointError: a damaged or foreign ``config.json``, weights that cannot be read or
+            do not match.
     """
     path = Path(path)
     if is_pretrained_folder(path):
