@@ -333,8 +333,9 @@ def _run_unit(row: AblationRow, seed: int, a: dict[str, Any], manifest_path: str
     layers = pcfg.model.text.num_layers
     say(f"probe F^{{1,{layers}}} ({a['probe_samples']} held-out pairs)")
     d = pcfg.data
+    held_out = f"{d.val_set}/{d.val_split}"
     probe = probe_checkpoint(pre_dir, load_manifest(manifest_path), num_samples=a["probe_samples"],
-                             dataset=d.val_set, split=d.val_split, progress=progress)
+                             imf_data=held_out, nmi_data=held_out, progress=progress)
     flow = probe["F"]
     metric, score = _headline(task, ft["val"] or {}, ft_dir)
     summary = {
