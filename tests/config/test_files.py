@@ -181,7 +181,7 @@ def test_recipe_errors_name_the_recipe_or_the_model_file(tmp_path):
     assert str(e.value) == (
         f"{recipe}:3: task.num_neg: a key of task.name='retrieval', not of task.name='vqa'; "
         "valid keys of 'task' for task.name='vqa': name, head_lr_mult, eval_batch_pairs, "
-        "eval_max_images, num_answers"
+        "eval_max_images, num_answers, soft_targets"
     )
     model = _write(tmp_path / "m.yaml", "model:\n  text:\n    hidden_size: 30\n    num_heads: 4\n")
     _write(recipe, "base: finetune/vqa_world\nmodel_from: m.yaml\n")

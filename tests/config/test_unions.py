@@ -52,7 +52,7 @@ def test_a_key_of_another_task_says_which_task_has_it():
     assert str(e.value) == (
         "override 'task.rerank_k=8': task.rerank_k: a key of task.name='retrieval', not of "
         "task.name='vqa'; valid keys of 'task' for task.name='vqa': name, head_lr_mult, "
-        "eval_batch_pairs, eval_max_images, num_answers"
+        "eval_batch_pairs, eval_max_images, num_answers, soft_targets"
     )
     with pytest.raises(FieldError, match=r"task\.num_answers: a key of task\.name='vqa', not of "
                                          r"task\.name='nlvr2'"):

@@ -53,8 +53,11 @@ def test_vqa_dataset(manifest, tok):
     assert item["targets"].max() == 1.0  # the consensus answer is in the vocabulary
     assert int(item["question_id"]) == recs[2].question_id
     assert item["answer_type"] == recs[2].answer_type and item["skipped"] == []
-    loo = VQADataset(recs, tok, vocab, S, L, score_variant="leave_one_out")[2]["targets"]
-    assert torch.equal(loo, soft_scores(recs[2].answers, vocab, "leave_one_out"))
+    for variant in ("leave_one_out", "paper_0_3"):
+        got = VQADataset(recs, tok, vocab, S, L, score_variant=variant)[2]["targets"]
+        assert torch.equal(got, soft_scores(recs[2].answers, vocab, variant))
+    with pytest.raises(ValueError, match="score_variant"):
+        VQADataset(recs, tok, vocab, S, L, score_variant="count")
     expected = image_transform(S)(load_image(recs[2].image_path))
     assert torch.equal(item["image"], expected)
 

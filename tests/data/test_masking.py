@@ -58,15 +58,14 @@ def test_min_masked_on_one_token_sequence():
     maskable = torch.tensor([[True, False, False], [True, True, False], [False, False, False]])
     for seed in range(10):
         g = torch.Generator().manual_seed(seed)
-        _, labels = mask_tokens(ids, maskable, MASK_ID, VOCAB, prob=0.0, generator=g)
+        _, labels = mask_tokens(ids, maskable, MASK_ID, VOCAB, prob=0.0, generator=g,
+                                min_masked=1)
         chosen = labels != -100
         assert chosen.sum(-1).tolist() == [1, 1, 0]  # one per row that has a maskable token
         assert labels[0, 0] == 2000 and not chosen[~maskable].any()
         g = torch.Generator().manual_seed(seed)
-        _, labels = mask_tokens(
-            ids, maskable, MASK_ID, VOCAB, prob=0.0, generator=g, min_masked=0
-        )
-        assert (labels == -100).all()
+        _, labels = mask_tokens(ids, maskable, MASK_ID, VOCAB, prob=0.0, generator=g)
+        assert (labels == -100).all()  # BERT's masking, the default: no floor
     # min_masked larger than the maskable count takes all of them, no more.
     _, labels = mask_tokens(ids, maskable, MASK_ID, VOCAB, prob=0.0, min_masked=5)
     assert torch.equal(labels != -100, maskable)
@@ -78,3 +77,22 @@ def test_leading_dims_and_errors():
     assert masked.shape == labels.shape == (3, 4, 10)
     with pytest.raises(ValueError, match="same shape"):
         mask_tokens(ids, maskable[:, :5], MASK_ID, VOCAB)
+
+
+def test_the_floor_against_berts_rate_on_five_token_phrases():
+    """On 5-word-piece captions BERT's masking (no floor, the default) leaves 0.85^5 = 0.444 of
+    them without a target and masks 0.75 tokens a caption; a floor of one adds the 0.444, i.e.
+    59 % more masked tokens."""
+    ids = torch.full((40000, 5), 2000)
+    maskable = torch.ones(40000, 5, dtype=torch.bool)
+    chosen = {}
+    for floor in (0, 1):
+        g = torch.Generator().manual_seed(0)
+        chosen[floor] = mask_tokens(ids, maskable, MASK_ID, VOCAB, generator=g,
+                                    min_masked=floor)[1] != -100
+    none = (~chosen[0].any(-1)).float().mean().item()
+    assert none == pytest.approx(0.85**5, abs=0.01)
+    assert chosen[0].sum(-1).float().mean().item() == pytest.approx(0.75, abs=0.01)
+    assert chosen[1].any(-1).all()
+    more = chosen[1].sum().item() / chosen[0].sum().item() - 1
+    assert more == pytest.approx(0.85**5 / 0.75, abs=0.02)  # 0.59

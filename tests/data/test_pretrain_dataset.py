@@ -74,7 +74,7 @@ def _same(a: dict, b: dict) -> bool:
 
 
 def test_item_shapes_and_mlm(tmp_path, tok):
-    ds = _dataset(_records(tmp_path), tok)
+    ds = _dataset(_records(tmp_path), tok, mlm_min_masked=1)
     item = ds[3]
     assert item["image"].shape == (3, S, S) and item["image"].dtype == torch.float32
     assert item["input_ids"].shape == item["attention_mask"].shape == (P + N, L)
@@ -277,3 +277,53 @@ def test_collate_with_batch_negatives(tmp_path, tok):
 
 def _own(record: ImageCaptions) -> set[str]:
     return {normalize_caption(c) for c in record.captions}
+
+
+def _varied_records(root) -> list[ImageCaptions]:
+    """Five images with 1, 2, 3, 4 and 7 captions."""
+    recs = []
+    for i, k in enumerate((1, 2, 3, 4, 7)):
+        path = root / f"v{i}.png"
+        Image.new("RGB", (12, 12), RGB[i]).save(path)
+        recs.append(ImageCaptions(str(path), [f"{COLORS[i]} caption {j}" for j in range(k)], i,
+                                  "test"))
+    return recs
+
+
+def test_an_epoch_of_pairs_visits_each_image_once_per_num_pos_captions(tmp_path, tok):
+    recs = _varied_records(tmp_path)
+    assert len(PretrainDataset(recs)) == 5  # images: one item an image
+    pairs = PretrainDataset(recs, epoch_unit="pairs", num_pos=P)
+    # ceil(n / 2) visits for n = 1, 2, 3, 4, 7 captions
+    assert len(pairs) == 1 + 1 + 2 + 2 + 4
+    assert [pairs[i]["record"] for i in range(len(pairs))] == [0, 1, 2, 2, 3, 3, 4, 4, 4, 4]
+    assert [pairs[i]["visit"] for i in range(len(pairs))] == [0, 0, 0, 1, 0, 1, 0, 1, 2, 3]
+    assert "visit" not in PretrainDataset(recs)[0]
+    assert len(PretrainDataset(recs, epoch_unit="pairs", num_pos=3)) == 1 + 1 + 1 + 2 + 3
+    with pytest.raises(IndexError):
+        pairs[10]
+    with pytest.raises(ValueError, match="epoch_unit"):
+        PretrainDataset(recs, epoch_unit="captions")
+
+
+def test_the_visits_of_an_epoch_share_out_the_captions(tmp_path, tok):
+    recs = _varied_records(tmp_path)
+    data = PretrainDataset(recs, epoch_unit="pairs", num_pos=P)
+    collator = PretrainCollator(recs, VisualParsingProcessor(tok, S, L), M, num_pos=P,
+                                num_neg=N, seed=3)
+    for epoch in (0, 1):
+        data.set_epoch(epoch)
+        seen: dict[int, list[str]] = {}
+        for i in range(len(data)):
+            item = data[i]
+            seen.setdefault(item["record"], []).extend(collator._texts(
+                item["record"], i, epoch, torch.Generator().manual_seed(i), item["visit"])[:P])
+        for j, texts in seen.items():
+            captions = recs[j].captions
+            # every caption of the image is matched once an epoch; an odd count adds one repeat
+            assert sorted(set(texts)) == sorted(captions), j
+            assert len(texts) == P * -(-len(captions) // P)
+    # the batch items of a pairs epoch: each visit its own seed, the same record
+    items = [collator.draw(data[i]) for i in (6, 7)]
+    assert items[0]["record"] == items[1]["record"] == 4
+    assert not set(items[0]["texts"][:P]) & set(items[1]["texts"][:P])

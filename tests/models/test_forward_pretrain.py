@@ -159,3 +159,18 @@ def test_batch_checks():
     batch = _batch(2, 3, 12, model.num_visual_tokens)
     with pytest.raises(ValueError, match="3 texts per image, config expects 2\\+2"):
         model.forward_pretrain(batch)
+
+
+@pytest.mark.parametrize("reduction", ["sum", "mean_channel"])
+def test_mfr_normalisation(reduction):
+    """Eq. 9 summed over the k masked tokens and their channels, then averaged over the matched
+    pairs ("sum", the paper's) or also over the c channels ("mean_channel")."""
+    cfg, model = _model(f"objectives.mfr_reduction={reduction}")
+    out = model.forward_pretrain(_batch(3, 4, 12, model.num_visual_tokens))
+    pairs, c = 3 * cfg.objectives.num_pos, model.visual_dim
+    assert out.mfr_pred.shape == (pairs * cfg.objectives.mfr_k, c)
+    squared = sum(float(((p - t) ** 2).sum()) for p, t in zip(
+        out.mfr_pred.detach().double(), out.mfr_target.double(), strict=True))
+    expected = squared / pairs / (c if reduction == "mean_channel" else 1)
+    mfr = pretrain_loss(out, loss_weights(cfg, 1.0)).parts["mfr"]
+    assert float(mfr.detach()) == pytest.approx(expected, rel=1e-5)

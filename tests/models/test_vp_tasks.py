@@ -104,17 +104,40 @@ def test_nlvr2_pair_method():
         model(images[:, 0], ids, mask)
 
 
-def test_visual_entailment_labels_and_loss():
+@pytest.mark.parametrize("head", ["linear", "mlp"])
+def test_visual_entailment_labels_and_loss(head):
     assert ENTAILMENT_LABELS == SNLI_VE_LABELS  # the data reader's label ids
-    model = VisualParsingForVisualEntailment(_backbone())
+    model = VisualParsingForVisualEntailment(_backbone(), head=head)
     images, ids, mask = _inputs()
     out = model(images, ids, mask)
     assert out.logits.shape == (3, 3) and out.loss is None
     loss = model(images, ids, mask, labels=torch.tensor([2, 0, 1])).loss
     assert float(loss.detach()) == pytest.approx(_ce(out.logits.detach(), [2, 0, 1]), rel=1e-5)
     loss.backward()
-    assert model.head.fc1.weight.grad is not None
+    first = model.head if head == "linear" else model.head.fc1
+    assert first.weight.grad is not None
     assert model.backbone.visual.model.patch_embed.proj.weight.grad is not None
+
+
+def test_visual_entailment_head_is_the_papers_linear_layer(tmp_path):
+    """The paper's SNLI-VE head (4.2) is one Linear layer on [CLS]: the logits are W cls + b
+    (computed here by hand); the MLP is the alternative, and a saved model keeps its head."""
+    linear = VisualParsingForVisualEntailment(_backbone()).eval()
+    assert isinstance(linear.head, torch.nn.Linear)
+    d = linear.backbone.cfg.text.hidden_size
+    assert tuple(linear.head.weight.shape) == (3, d)
+    images, ids, mask = _inputs()
+    with torch.no_grad():
+        cls = linear.backbone(images, ids, mask).cls
+        expected = cls @ linear.head.weight.T + linear.head.bias
+        torch.testing.assert_close(linear(images, ids, mask).logits, expected)
+    mlp = VisualParsingForVisualEntailment(_backbone(), head="mlp")
+    assert sum(p.numel() for p in mlp.head.parameters()) == d * 2 * d + 2 * d * 3 + 2 * d * 3 + 3
+    for model in (linear, mlp):
+        model.save_pretrained(tmp_path / model.head_kind)
+        assert type(load_pretrained_model(tmp_path / model.head_kind).head) is type(model.head)
+    with pytest.raises(ValueError, match="'linear' or 'mlp'"):
+        VisualParsingForVisualEntailment(_backbone(), head="conv")
 
 
 def test_param_groups_give_the_head_its_rate():

@@ -97,3 +97,26 @@ def test_batch_negatives_groups_must_not_be_split(scene_world, small_overrides):
                                "objectives.itm_negative_group=2"])
     with pytest.raises(ValueError, match="multiple of objectives.itm_negative_group"):
         PretrainTask(cfg, scene_world, world_size=4, log=None)
+
+
+def test_the_recipe_reaches_the_data_path(scene_world, small_overrides):
+    """``data.epoch_unit`` sets the epoch's length and ``objectives.mlm_min_masked`` the MLM
+    floor of the batches the task makes."""
+    base = load_config("tiny", small_overrides)
+    images = PretrainTask(base, scene_world, evaluate=False, log=None)
+    pairs = PretrainTask(load_config("tiny", [*small_overrides, "data.epoch_unit=pairs"]),
+                         scene_world, evaluate=False, log=None)
+    counts = [len(r.captions) for r in images.records]
+    assert len(images.train_dataset()) == len(counts)
+    assert len(pairs.train_dataset()) == sum(-(-n // 2) for n in counts) > 2 * len(counts)
+    data = images.train_dataset()
+    items = [data[i] for i in range(16)]
+    floors = {}
+    for floor in (0, 1):
+        cfg = load_config("tiny", [*small_overrides, f"objectives.mlm_min_masked={floor}"])
+        labels = PretrainTask(cfg, scene_world, evaluate=False, log=None).collate(items)[
+            "mlm_labels"]
+        floors[floor] = labels != -100
+    assert floors[1].any(-1).all()  # a target in every matched caption
+    assert not floors[0].any(-1).all()  # BERT's masking leaves some caption without one
+    assert (floors[1] | ~floors[0]).all()  # the floor only adds tokens to the same draw

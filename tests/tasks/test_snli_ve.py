@@ -42,7 +42,7 @@ def test_snli_ve_finetune_and_evaluate_end_to_end(scene_world, finetune_and_eval
     # the accuracy is that of per-example predictions of the saved model
     loaded = load_model(out)
     model, processor = loaded.model, loaded.processor
-    assert loaded.task == "snli-ve" and model.head.out_dim == len(SNLI_VE_LABELS)
+    assert loaded.task == "snli-ve" and model.head.out_features == len(SNLI_VE_LABELS)
     from vlparse.data.finetune import SNLIVEDataset
 
     ds = SNLIVEDataset(records, processor.tokenizer, processor.image_size,
@@ -55,3 +55,18 @@ def test_snli_ve_finetune_and_evaluate_end_to_end(scene_world, finetune_and_eval
                                  item["attention_mask"][None]).cls
             correct += int(model.head(cls).argmax(-1)) == int(item["label"])
     assert result["accuracy"] == pytest.approx(correct / len(records))
+
+
+@pytest.mark.parametrize("head, kind", [("linear", torch.nn.Linear), ("mlp", MLPHead)])
+def test_the_recipe_head_reaches_the_task_model(head, kind, small_overrides):
+    """``task.head`` of the recipe builds the head it names (the paper's Linear by default);
+    a head chosen in the recipe but not in the model would train another architecture."""
+    from vlparse.config import FinetuneConfig, load_config
+    from vlparse.models.task_registry import processor_for, task_model_class
+
+    cfg = load_config("snli_ve_world", [f"task.head={head}"], cls=FinetuneConfig)
+    model_cfg = load_config("tiny", small_overrides).model
+    cls = task_model_class(model_cfg.family, "snli-ve")
+    model = cls.from_config(model_cfg, processor_for(model_cfg), cfg.task)
+    assert type(model.head) is kind
+    assert load_config("snli_ve_world", cls=FinetuneConfig).task.head == "linear"

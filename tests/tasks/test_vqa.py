@@ -138,3 +138,18 @@ def test_finetuning_reports_unknown_tokens(scene_world, small_overrides, tmp_pat
         warnings.simplefilter("error")
         FinetuneTask(get_task("vqa"), cfg, manifest, log=lines.append).train_dataset()
     assert lines and lines[0].startswith("unknown tokens: 0.00%")
+
+
+@pytest.mark.parametrize("variant", ["paper_0_3", "min_n_over_3"])
+def test_the_recipe_soft_targets_reach_the_data(variant, scene_world, small_overrides):
+    """``task.soft_targets`` of the recipe is the scheme the training targets follow."""
+    from vlparse.config import FinetuneConfig, load_config
+    from vlparse.models.task_registry import processor_for
+    from vlparse.tasks.vqa import VQATask
+
+    cfg = load_config("vqa_world", [f"task.soft_targets={variant}"], cls=FinetuneConfig)
+    processor = processor_for(load_config("tiny", small_overrides).model)
+    manifest = load_manifest(scene_world)
+    answers = build_answer_vocab(finetune_records(manifest, "vqa", "train"), 50)
+    data = VQATask().dataset(manifest, ["vqa"], ["train"], cfg, processor, answers, True)
+    assert data.score_variant == variant

@@ -7,11 +7,16 @@ import argparse
 
 from vlparse.commands._common import add_command, add_manifest
 
+# the paper's probe data, without importing the probing package (torch) to build the parser
+IMF_DATA, NMI_DATA = "pretrain", "vg/train"
+
 EXAMPLES = """examples:
   vlparse probe --checkpoint runs/tiny --data world/manifest.json --out probe/tiny
   vlparse probe --checkpoint runs/a --label MFR --checkpoint runs/b --label no-MFR \\
       --data world/manifest.json --out probe/ablation --num-samples 500
   vlparse probe --checkpoint runs/a/checkpoints/step_00001000 --data m.json --out probe/s1000
+  vlparse probe --checkpoint runs/tiny --data world/manifest.json --out probe/held_out \
+      --imf-data coco/val --nmi-data coco/val
   vlparse probe masks --checkpoint runs/tiny --data world/manifest.json --out probe/tiny --images 8
   (vlparse probe masks --help: the attention-guided MFR mask figure, paper Figure 2)"""
 
@@ -31,10 +36,15 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                     help="legend name, one per --checkpoint")
     add_manifest(pr)
     pr.add_argument("--out", required=True, help="folder for imf.json, nmi.json and figures")
-    pr.add_argument("--num-samples", type=int, default=1000, help="image-caption pairs per model")
+    pr.add_argument("--num-samples", type=int, default=1000,
+                    help="image-caption pairs per model and probe")
     pr.add_argument("--batch-size", type=int, default=32)
-    pr.add_argument("--dataset", default="coco", help="data set of the pairs")
-    pr.add_argument("--split", default="val", help="split of the pairs")
+    pr.add_argument("--imf-data", default=IMF_DATA, metavar="SOURCE",
+                    help="pairs of the IMF probe: 'pretrain' (the run's pre-training sets, as "
+                    "the paper's section 3.2; default) or DATASET/SPLIT, e.g. coco/val")
+    pr.add_argument("--nmi-data", default=NMI_DATA, metavar="SOURCE",
+                    help=f"pairs of the NMI probe (default {NMI_DATA}: Visual Genome, as the "
+                    "paper's section 4.4), 'pretrain' or DATASET/SPLIT")
     pr.add_argument("--workers", type=int, default=None,
                     help="data-loading processes (default: the run's)")
     pr.set_defaults(run=run)
@@ -66,7 +76,7 @@ def run(args: argparse.Namespace) -> None:
     from vlparse.probing.run import run_probe
 
     run_probe(args.checkpoint, args.label, args.data, args.out, num_samples=args.num_samples,
-              batch_size=args.batch_size, dataset=args.dataset, split=args.split,
+              batch_size=args.batch_size, imf_data=args.imf_data, nmi_data=args.nmi_data,
               num_workers=args.workers)
     print(f"wrote {args.out}/imf.json, nmi.json and figures")
 

@@ -60,10 +60,17 @@ class RetrievalTaskConfig(BaseTaskConfig):
 @dataclass
 class VQATaskConfig(BaseTaskConfig):
     """Visual question answering. ``num_answers``: size of the answer vocabulary (the most
-    frequent training answers)."""
+    frequent training answers; 3,129 is the standard VQA v2 vocabulary of [24], which the paper
+    follows; its text says "3,192-way", which we read as a typo of 3,129).
+    ``soft_targets``: the binary cross-entropy targets
+    (:func:`vlparse.processing.answers.soft_score`): ``"paper_0_3"`` (default; the scheme of
+    [24], which the paper follows: 0 / 0.3 / 0.6 / 0.9 / 1 for 0 / 1 / 2 / 3 / 4+ humans),
+    ``"min_n_over_3"`` (``min(1, n / 3)``) or ``"leave_one_out"`` (the metric's own score).
+    The metric is the official accuracy whatever the targets."""
 
     name: Literal["vqa"] = "vqa"
     num_answers: int = ranged(3129, ge=1)
+    soft_targets: Literal["paper_0_3", "min_n_over_3", "leave_one_out"] = "paper_0_3"
 
 
 @dataclass
@@ -75,9 +82,13 @@ class NLVR2TaskConfig(BaseTaskConfig):
 
 @dataclass
 class SNLIVETaskConfig(BaseTaskConfig):
-    """SNLI-VE: does the image entail, contradict or leave open the hypothesis."""
+    """SNLI-VE: does the image entail, contradict or leave open the hypothesis. ``head``: the
+    classifier on ``[CLS]``: ``"linear"`` (default; the paper's "Linear layer", 4.2) or
+    ``"mlp"`` (``D -> 2D -> 3``, as for VQA and NLVR2;
+    :class:`~vlparse.models.vp_tasks.VisualParsingForVisualEntailment`)."""
 
     name: Literal["snli-ve"] = "snli-ve"
+    head: Literal["linear", "mlp"] = "linear"
 
 
 TaskConfig = RetrievalTaskConfig | VQATaskConfig | NLVR2TaskConfig | SNLIVETaskConfig

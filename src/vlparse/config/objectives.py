@@ -19,9 +19,12 @@ class ObjectiveConfig(Config):
     second pass with masked text and masked visual tokens on the two matched pairs for MLM and MFR;
     ``"shared"`` runs one pass over all four pairs with masking applied to all of them and computes
     MLM and MFR on the matched pairs only (cheaper, one pass; masks then appear in both matched and
-    unmatched pairs, so they carry no label information).
-    ``mfr_k``: tokens masked by MFR (the picked token plus its top attended ones); if ``mfr_ratio``
-    is set, ``k = round(m * mfr_ratio)`` instead (the ablation's ``k = m * p``).
+    unmatched pairs, so they carry no label information). The paper states only that MLM and MFR
+    are computed on the matched pairs (4.1); whether ITM sees clean or masked inputs, in one pass
+    or two, is our reading.
+    ``mfr_k``: tokens masked by MFR (the picked token plus its top attended ones; 7 in the paper,
+    4.1); if ``mfr_ratio`` is set, ``k = round(m * mfr_ratio)`` instead (the ablation's
+    ``k = m * p``, 4.3, whose ``p`` the paper does not give).
     ``lambda_itc``: weight of an image-text contrastive term added to the total (0 = the paper's
     objectives only; see :mod:`vlparse.objectives.itc`); needs ``model.itc_dim > 0``.
     ``mlm_delay`` / ``mlm_ramp``: a schedule of the MLM weight, beyond the paper (which weights
@@ -41,9 +44,21 @@ class ObjectiveConfig(Config):
     always, against random captions of the data set) is learnt in fewer steps (see
     ``reports/2026-11-23-itm-negatives/``). With DDP or gradient accumulation the
     per-process micro-batch must be a multiple of the group, so that no group is split.
+
+    ``mfr_reduction``: how Eq. 9's squared error is normalised (:func:`vlparse.objectives.mfr.
+    mfr_loss`). ``"sum"`` (default, the paper's Eq. 9): summed over the ``k`` masked tokens and
+    their ``c`` feature channels, then averaged over the matched pairs. ``"mean_channel"``: the
+    same divided by ``c`` as well (a mean over channels; at ``paper`` size ``c = 1024``, so MFR
+    then weighs about 1,000 times less than ``lambda_mfr`` says).
+    ``mlm_min_masked``: at least this many word pieces of each caption are masked for MLM
+    (:func:`vlparse.data.masking.mask_tokens`). ``0`` (default) is BERT's masking, which the
+    paper follows (3.3): each word piece with probability ``mlm_prob`` and no floor, so a short
+    caption may have no MLM target. ``1`` keeps one target per caption (on 5-token Visual Genome
+    phrases about 60 % more masked tokens than BERT's rate).
     """
 
     mlm_prob: float = ranged(0.15, gt=0, lt=1)
+    mlm_min_masked: int = ranged(0, ge=0)
     mlm_delay: int = ranged(0, ge=0)
     mlm_ramp: int = ranged(0, ge=0)
     itm_pass: Literal["separate", "shared"] = "separate"
@@ -57,7 +72,7 @@ class ObjectiveConfig(Config):
     mfr_mode: Literal["attention", "random", "off"] = "attention"
     mfr_k: int = ranged(7, ge=1)
     mfr_ratio: float | None = ranged(None, gt=0, le=1)
-    mfr_reduction: Literal["mean_channel", "sum"] = "mean_channel"
+    mfr_reduction: Literal["sum", "mean_channel"] = "sum"
     lambda_itm: float = ranged(1.0, ge=0)
     lambda_mfr: float = ranged(0.01, ge=0)
     lambda_itc: float = ranged(0.0, ge=0)

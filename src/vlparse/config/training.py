@@ -26,6 +26,14 @@ class DataConfig(Config):
     (:mod:`vlparse.data.synthetic.truth`: about 7 % of random draws); ``"off"`` draws them at
     random as the paper does. Real data sets have no ground truth, so ``"auto"`` is ``"off"``
     there.
+
+    ``epoch_unit``: what one epoch of pre-training passes over (the paper's "40 epochs", 4.1,
+    does not say). ``"images"`` (default, our reading): every image once, drawing
+    ``objectives.num_pos`` of its captions. ``"pairs"``: every matched image-caption pair once,
+    so an image with ``n`` captions comes ``ceil(n / num_pos)`` times an epoch, each time with
+    ``num_pos`` captions it has not had yet that epoch; with Visual Genome (about 50 region
+    descriptions an image) an epoch is then about 25 times longer
+    (:class:`vlparse.data.pretrain.PretrainDataset`). Fine-tuning data sets ignore it.
     """
 
     train_sets: list[str] = field(default_factory=lambda: ["coco", "vg"])
@@ -36,6 +44,7 @@ class DataConfig(Config):
     on_error: Literal["skip", "raise"] = "skip"
     max_bad_fraction: float = ranged(0.01, ge=0, le=1)
     verify_negatives: Literal["auto", "off"] = "auto"
+    epoch_unit: Literal["images", "pairs"] = "images"
 
 
 @dataclass

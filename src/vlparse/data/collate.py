@@ -71,6 +71,8 @@ class PretrainCollator:
         num_visual_tokens: ``m``, the length of the MFR noise.
         num_pos, num_neg: ``P`` matched and ``N`` unmatched captions per image.
         mlm_prob: BERT masking probability (80 % ``[MASK]``, 10 % random, 10 % kept).
+        mlm_min_masked: word pieces masked at least per caption (0: BERT's masking, no floor;
+            :func:`~vlparse.data.masking.mask_tokens`).
         seed: base seed; an item depends on ``(seed, epoch, index)`` only.
         negatives: ``"dataset"`` draws each unmatched caption from a random other image of the
             data set; ``"batch"`` then lends matched captions of the other images of the item's
@@ -79,6 +81,12 @@ class PretrainCollator:
         negative_filter: :data:`NegativeFilter`, or ``None`` (real data: the dataset strategy
             draws at random as the paper does, the batch strategy only leaves out the image's
             own captions).
+
+    An item with a ``visit`` (a data set whose epoch counts pairs,
+    :class:`~vlparse.data.pretrain.PretrainDataset`) takes matched captions ``visit * P`` to
+    ``visit * P + P - 1`` of one order of the record's captions drawn per ``(seed, epoch,
+    record)``, so that the visits of an epoch share out the captions; an item without one draws
+    its ``P`` captions on its own.
 
     A batch: ``image (B, 3, S, S)``; ``input_ids``, ``attention_mask`` ``(B, P+N, L)`` (matched
     captions first); ``mlm_input_ids``, ``mlm_labels`` ``(B, P, L)`` (labels -100 where not
@@ -95,6 +103,7 @@ class PretrainCollator:
         num_pos: int = 2,
         num_neg: int = 2,
         mlm_prob: float = 0.15,
+        mlm_min_masked: int = 0,
         seed: int = 0,
         negatives: str = "dataset",
         group: int = 8,
@@ -117,6 +126,7 @@ class PretrainCollator:
         self.processor = processor
         self.num_visual_tokens = num_visual_tokens
         self.num_pos, self.num_neg, self.mlm_prob = num_pos, num_neg, mlm_prob
+        self.mlm_min_masked = mlm_min_masked
         self.seed, self.negatives, self.group = seed, negatives, group
         self.negative_filter = negative_filter
 
@@ -127,11 +137,18 @@ class PretrainCollator:
             return True
         return self.negative_filter is not None and self.negative_filter(record, text)
 
-    def _texts(self, j: int, index: int, epoch: int, gen: torch.Generator) -> list[str]:
-        """``P`` matched captions of record ``j``, then ``N`` drawn from other records."""
+    def _texts(self, j: int, index: int, epoch: int, gen: torch.Generator,
+               visit: int | None = None) -> list[str]:
+        """``P`` matched captions of record ``j`` (those of ``visit``, when given), then ``N``
+        drawn from other records."""
         captions = self.captions[j]
         order = torch.randperm(len(captions), generator=gen).tolist()
-        texts = [captions[order[i % len(order)]] for i in range(self.num_pos)]
+        start = 0
+        if visit is not None:  # one order per record and epoch, shared by its visits
+            shared = torch.Generator().manual_seed(stable_seed(self.seed, epoch, j, 2))
+            order = torch.randperm(len(captions), generator=shared).tolist()
+            start = visit * self.num_pos
+        texts = [captions[order[(start + i) % len(order)]] for i in range(self.num_pos)]
         if self.num_neg:
             redraw, rejects = gen, None
             if self.negative_filter is not None:  # redraws have their own generator
@@ -145,13 +162,14 @@ class PretrainCollator:
         """One item's tensors: every draw from the generator of ``(seed, epoch, index)``."""
         index, j, epoch = int(item["index"]), int(item["record"]), int(item["epoch"])
         gen = torch.Generator().manual_seed(stable_seed(self.seed, epoch, index))
-        texts = self._texts(j, index, epoch, gen)
+        texts = self._texts(j, index, epoch, gen, item.get("visit"))
         input_ids, attention_mask = self.processor.encode_text(texts)
         ids, sid, p = input_ids[: self.num_pos], self.processor.special_ids, self.num_pos
         maskable = attention_mask[:p].bool() & (ids != sid["sep"])
         maskable &= (ids != sid["pad"]) & (ids != sid["cls"])
         mlm_input_ids, mlm_labels = mask_tokens(
-            ids, maskable, sid["mask"], sid["vocab_size"], self.mlm_prob, gen
+            ids, maskable, sid["mask"], sid["vocab_size"], self.mlm_prob, gen,
+            min_masked=self.mlm_min_masked,
         )
         mfr_noise = torch.rand(self.num_visual_tokens, generator=gen)
         batch_key = float(torch.rand((), generator=gen))  # drawn last: earlier draws unchanged

@@ -32,7 +32,7 @@ from vlparse.data.formats.snli_ve import SNLIVEExample, read_snli_ve
 from vlparse.data.formats.vqa import VQAQuestion, read_vqa
 from vlparse.data.manifest import manifest_entry, manifest_role
 from vlparse.errors import BadImageError, ManifestError
-from vlparse.processing.answers import soft_scores
+from vlparse.processing.answers import SOFT_TARGETS, soft_scores
 from vlparse.processing.images import load_image
 from vlparse.processing.tokenization import encode_texts
 from vlparse.processing.transforms import image_transform
@@ -169,8 +169,10 @@ class VQADataset(_ImageTextDataset):
         encode: texts -> ``input_ids``, ``attention_mask`` ``(T, L)``, e.g. a processor's
             ``encode_text`` (a model family's text convention); default
             :func:`~vlparse.processing.tokenization.encode_texts` of ``tokenizer`` and ``L``.
-        score_variant: ``"count"`` (``min(1, count / 3)``, default) or ``"leave_one_out"``; see
-            :func:`vlparse.processing.answers.soft_scores`.
+        score_variant: the soft targets, one of
+            :data:`~vlparse.processing.answers.SOFT_TARGETS` (default ``"min_n_over_3"``,
+            ``min(1, count / 3)``; the VQA recipe's ``task.soft_targets``); see
+            :func:`vlparse.processing.answers.soft_score`.
 
     An item: ``image (3, S, S)`` float; ``input_ids``, ``attention_mask`` ``(L,)`` long;
     ``targets (V,)`` float in ``[0, 1]``; ``question_id ()`` long; ``answer_type`` str (``""``
@@ -186,7 +188,7 @@ class VQADataset(_ImageTextDataset):
         max_text_len: int,
         on_error: str = "skip",
         transform: Callable | None = None,
-        score_variant: str = "count",
+        score_variant: str = "min_n_over_3",
         encode: Callable[[list[str]], tuple[Tensor, Tensor]] | None = None,
     ) -> None:
         super().__init__(records, tokenizer, image_size, max_text_len, on_error, transform,
@@ -197,10 +199,9 @@ class VQADataset(_ImageTextDataset):
         self.answer_index = {a: i for i, a in enumerate(self.answer_vocab)}
         if len(self.answer_index) != len(self.answer_vocab):
             raise ValueError("VQADataset: the answer vocabulary has repeated answers")
-        if score_variant not in ("count", "leave_one_out"):
-            raise ValueError(
-                f"score_variant must be 'count' or 'leave_one_out', got {score_variant!r}"
-            )
+        if score_variant not in SOFT_TARGETS:
+            raise ValueError(f"score_variant must be one of {', '.join(SOFT_TARGETS)}, got "
+                             f"{score_variant!r}")
         self.score_variant = score_variant
 
     def _paths(self, record: VQAQuestion) -> list[str]:

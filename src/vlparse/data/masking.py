@@ -26,7 +26,7 @@ def mask_tokens(
     vocab_size: int,
     prob: float = 0.15,
     generator: torch.Generator | None = None,
-    min_masked: int = 1,
+    min_masked: int = 0,
 ) -> tuple[Tensor, Tensor]:
     """BERT masking of a batch of token ids.
 
@@ -36,7 +36,9 @@ def mask_tokens(
 
     ``min_masked``: a sequence (last dimension) with maskable tokens but fewer than ``min_masked``
     chosen gets extra tokens chosen at random among its maskable ones (up to the number it has),
-    so that short captions still give an MLM target. ``0`` turns this off.
+    so that short captions still give an MLM target. ``0`` (default) is BERT's masking, with no
+    floor (``objectives.mlm_min_masked``). The random draws do not depend on it: the same
+    generator state chooses the same tokens with and without the floor, plus the extra ones.
 
     Args:
         input_ids: ``(..., L)`` long token ids.

@@ -6,7 +6,10 @@ The data set yields each image with its record; the collator
 
 from __future__ import annotations
 
+import bisect
+import itertools
 import logging
+import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -93,24 +96,47 @@ class PretrainDataset(Dataset):
         on_error: ``"skip"`` replaces a bad image by the next good one (index+1, +2, ...,
             wrapping around) and names it in ``"skipped"``; ``"raise"`` raises
             :class:`~vlparse.errors.BadImageError`.
+        epoch_unit: ``"images"``: an epoch is every image once (``len`` = the number of
+            records). ``"pairs"``: every matched image-caption pair once: record ``j`` with
+            ``n_j`` captions comes ``ceil(n_j / num_pos)`` times (its visits, consecutive
+            indices), and ``len`` is the sum of the visits (``data.epoch_unit``).
+        num_pos: matched captions an item draws (``objectives.num_pos``); used by ``"pairs"``.
 
     An item is a dict: ``image`` (an RGB PIL image, fully decoded); ``index`` (the index asked
-    for); ``record`` (the index of the record used: ``index`` unless its image was bad);
-    ``epoch`` (set by :meth:`set_epoch`: the collator's draws depend on it); ``skipped``:
-    ``(path, reason)`` of the bad images met for this item.
+    for); ``record`` (the index of the record used: the index's record unless its image was
+    bad); ``epoch`` (set by :meth:`set_epoch`: the collator's draws depend on it); ``skipped``:
+    ``(path, reason)`` of the bad images met for this item; with ``"pairs"`` also ``visit``
+    (which visit of its record the index is, from 0), with which the collator shares out the
+    record's captions among its visits.
     """
 
-    def __init__(self, records: Sequence[ImageCaptions], on_error: str = "skip") -> None:
+    def __init__(self, records: Sequence[ImageCaptions], on_error: str = "skip",
+                 epoch_unit: str = "images", num_pos: int = 2) -> None:
         if on_error not in ("skip", "raise"):
             raise ValueError(f"on_error must be 'skip' or 'raise', got {on_error!r}")
+        if epoch_unit not in ("images", "pairs"):
+            raise ValueError(f"epoch_unit must be 'images' or 'pairs', got {epoch_unit!r}")
+        if num_pos < 1:
+            raise ValueError(f"num_pos must be >= 1, got {num_pos}")
         if not records:
             raise ValueError("PretrainDataset: no records")
         self.records = list(records)
         self.on_error = on_error
         self.epoch = 0
+        self._starts: list[int] | None = None  # first index of each record's visits
+        if epoch_unit == "pairs":
+            visits = (max(1, math.ceil(len(r.captions) / num_pos)) for r in self.records)
+            self._starts = [0, *itertools.accumulate(visits)]
 
     def __len__(self) -> int:
-        return len(self.records)
+        return len(self.records) if self._starts is None else self._starts[-1]
+
+    def _record_of(self, index: int) -> tuple[int, int | None]:
+        """``(record, visit)`` of an index in ``[0, len)`` (visit ``None`` by images)."""
+        if self._starts is None:
+            return index, None
+        record = bisect.bisect_right(self._starts, index) - 1
+        return record, index - self._starts[record]
 
     def set_epoch(self, epoch: int) -> None:
         """Items carry ``epoch`` from now on."""
@@ -133,10 +159,14 @@ class PretrainDataset(Dataset):
         )
 
     def __getitem__(self, index: int) -> dict[str, Any]:
-        n = len(self.records)
+        n = len(self)
         if not -n <= index < n:
-            raise IndexError(f"PretrainDataset index {index} out of range for {n} images")
+            raise IndexError(f"PretrainDataset index {index} out of range for {n} items")
         index = index % n
-        j, image, skipped = self._load(index)
-        return {"image": image, "index": index, "record": j, "epoch": self.epoch,
+        record, visit = self._record_of(index)
+        j, image, skipped = self._load(record)
+        item = {"image": image, "index": index, "record": j, "epoch": self.epoch,
                 "skipped": skipped}
+        if visit is not None:
+            item["visit"] = visit
+        return item

@@ -2,7 +2,9 @@
 
 **Normalisation** (:func:`~vlparse.processing.answers.normalize_answer`) follows the rules of the
 official evaluation; it and the soft targets live in :mod:`vlparse.processing.answers`, below the
-data that trains against them.
+data that trains against them. The soft targets are a training choice (``task.soft_targets``:
+the paper's ``paper_0_3``, 0 / 0.3 / 0.6 / 0.9 / 1 for 0 / 1 / 2 / 3 / 4+ humans, after its
+reference [24]; ``min_n_over_3``; ``leave_one_out``); the metric below does not depend on it.
 
 **Accuracy** of a predicted answer against ``n`` human answers (10 in VQA v2): the mean, over the
 ``n`` subsets that leave one human out, of ``min(1, #humans of the subset who gave it / 3)``. So 3

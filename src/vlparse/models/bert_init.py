@@ -99,8 +99,10 @@ def read_bert(source: str) -> tuple[dict[str, Tensor], int | None]:
         hf = AutoModel.from_pretrained(source)
     except Exception as e:  # hub and cache errors come in many types
         raise PretrainedUnavailableError(
-            f"text.pretrained '{source}' is not a local path and transformers could not load "
-            f"it ({type(e).__name__}: {e}). Offline, the model must be in the Hugging Face "
-            "cache; otherwise point text.pretrained to a local folder or checkpoint file"
+            f"model.text.pretrained '{source}' is not a local path and transformers could not "
+            f"load it ({type(e).__name__}: {e}). Offline, the model must be in the Hugging Face "
+            "cache; otherwise point to a local copy (model.text.pretrained=/path/to/bert, a "
+            "folder with config.json and model.safetensors, or a checkpoint file), or set "
+            "model.text.pretrained=null to start from random weights"
         ) from e
     return hf.state_dict(), getattr(hf.config, "num_attention_heads", None)

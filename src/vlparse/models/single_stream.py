@@ -314,6 +314,8 @@ class VisualParsingModel(PretrainedMixin, nn.Module):
         if vmask_m is not None:
             result.mfr_pred = self.mfr_head(out.visual[vmask_m])
             result.mfr_target = tokens.detach().repeat_interleave(p, 0)[vmask_m]
+            # Eq. 9 per matched pair ("sum"), or also per channel ("mean_channel"):
+            # vlparse.objectives.mfr
             per = tokens.shape[-1] if self.objectives.mfr_reduction == "mean_channel" else 1
             result.mfr_num_samples = tokens.shape[0] * p * per
 

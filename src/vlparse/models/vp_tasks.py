@@ -290,19 +290,42 @@ class VisualParsingForNLVR2(_TaskModel):
 
 
 class VisualParsingForVisualEntailment(_TaskModel):
-    """SNLI-VE: :class:`~vlparse.models.heads.MLPHead` ``D -> 2D -> 3`` on ``[CLS]`` of the
-    image premise and the hypothesis (:data:`ENTAILMENT_LABELS`); cross-entropy."""
+    """SNLI-VE: a classifier on ``[CLS]`` of the image premise and the hypothesis
+    (:data:`ENTAILMENT_LABELS`); cross-entropy.
+
+    Args:
+        head: ``"linear"``: one ``Linear(D, 3)``, the paper's head (4.2); ``"mlp"``:
+            :class:`~vlparse.models.heads.MLPHead` ``D -> 2D -> 3``. Saved in ``config.json``
+            (a saved model without the key has the MLP, the only head it could have).
+    """
 
     task = "snli-ve"
 
-    def __init__(self, backbone: VisualParsingModel, head_lr_mult: float = 1.0) -> None:
-        d = backbone.cfg.text.hidden_size
-        super().__init__(backbone, MLPHead(d, 2 * d, len(ENTAILMENT_LABELS)), ENTAILMENT_LABELS,
-                         head_lr_mult)
+    def __init__(self, backbone: VisualParsingModel, head_lr_mult: float = 1.0,
+                 head: str = "linear") -> None:
+        d, n = backbone.cfg.text.hidden_size, len(ENTAILMENT_LABELS)
+        if head not in ("linear", "mlp"):
+            raise ValueError(f"SNLI-VE head must be 'linear' or 'mlp', got {head!r}")
+        module = MLPHead(d, 2 * d, n) if head == "mlp" else nn.Linear(d, n)
+        if head == "linear":  # as the MLP's layers: N(0, 0.02), zero bias
+            nn.init.normal_(module.weight, std=0.02)
+            nn.init.zeros_(module.bias)
+        super().__init__(backbone, module, ENTAILMENT_LABELS, head_lr_mult)
+        self.head_kind = head
 
     @classmethod
-    def _build(cls, backbone, labels, head_lr_mult):
-        return cls(backbone, head_lr_mult)
+    def from_backbone(cls, backbone, task_cfg, labels=None, pretrained=False):
+        """The head the recipe names (``task.head``: ``linear``, as the paper, or ``mlp``)."""
+        return cls(backbone, task_cfg.head_lr_mult, head=getattr(task_cfg, "head", "linear"))
+
+    def pretrained_config(self, processor: Any = None) -> dict[str, Any]:
+        return {**super().pretrained_config(processor), "head": self.head_kind}
+
+    @classmethod
+    def from_pretrained_config(cls, config: dict[str, Any], directory: Path
+                               ) -> VisualParsingForVisualEntailment:
+        backbone = VisualParsingModel.from_pretrained_config(config, directory)
+        return cls(backbone, float(config.get("head_lr_mult", 1.0)), config.get("head", "mlp"))
 
     def forward(self, images: Tensor, input_ids: Tensor, attention_mask: Tensor,
                 labels: Tensor | None = None,

@@ -82,7 +82,8 @@ def timm_pretrained_state(arch: str, hint: str, **kwargs: Any) -> dict[str, Tens
     """The state dict of timm's pretrained ``arch`` (``model.visual.pretrained='timm'``).
 
     Offline, the weights must already be in the local Hugging Face cache; any failure becomes a
-    RuntimeError that says so and ends with ``hint`` (what else the user can do).
+    :class:`~vlparse.errors.PretrainedUnavailableError` that says so, then ``hint`` (how to point
+    to a local copy) and the override that turns the initialisation off.
     """
     import timm
 
@@ -92,7 +93,8 @@ def timm_pretrained_state(arch: str, hint: str, **kwargs: Any) -> dict[str, Tens
         raise PretrainedUnavailableError(
             f"model.visual.pretrained='timm': could not get timm's pretrained weights for "
             f"'{arch}' ({type(e).__name__}: {e}). Without internet they must already be in the "
-            f"Hugging Face cache. {hint}"
+            f"Hugging Face cache. {hint} (a local copy), or set model.visual.pretrained=null to "
+            "start from random weights"
         ) from e
 
 

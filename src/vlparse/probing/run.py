@@ -2,6 +2,13 @@
 
 Writes ``imf.json``, ``nmi.json`` and the figures ``imf_from_input.png``,
 ``imf_within_layer.png`` and ``nmi.png`` into an output folder.
+
+Where the pairs come from follows the paper: IMF on pre-training data (section 3.2:
+:data:`IMF_DATA`, the run's own ``data.train_sets`` x ``data.train_splits``) and NMI on Visual
+Genome samples (section 4.4: :data:`NMI_DATA`). A source is ``"pretrain"`` or
+``"DATASET/SPLIT"`` of the manifest (e.g. ``"coco/val"`` for held-out pairs); each probe takes
+``num_samples`` images of its source, a seeded random choice, each with one of its captions.
+When both probes read the same source, one pass serves both.
 """
 
 from __future__ import annotations
@@ -21,7 +28,13 @@ from vlparse.probing.imf import IMFAccumulator
 from vlparse.probing.nmi import NMIAccumulator
 from vlparse.utils import autocast_dtype
 
-__all__ = ["probe_batches", "probe_checkpoint", "run_probe"]
+__all__ = ["IMF_DATA", "NMI_DATA", "probe_batches", "probe_checkpoint", "run_probe"]
+
+IMF_DATA = "pretrain"
+"""Default source of the IMF pairs: the run's pre-training sets (paper section 3.2)."""
+
+NMI_DATA = "vg/train"
+"""Default source of the NMI pairs: Visual Genome (paper section 4.4)."""
 
 
 def _nan_to_none(values: Sequence[Any]) -> list[Any]:
@@ -101,31 +114,69 @@ def probe_batches(
     return imf, nmi
 
 
-def _pairs_loader(model, cfg, tokenizer, manifest: dict, dataset: str, split: str,
-                  num_samples: int, batch_size: int, workers: int, pin_memory: bool
-                  ) -> tuple[Any, int]:
-    """A loader of the first ``num_samples`` images of ``dataset``/``split`` with one caption
-    each (drawn by the seeded generator of the image's index), and the number of images."""
+def _source_records(manifest: dict, cfg: Any, source: str) -> list[Any]:
+    """The records of a probe source: ``"pretrain"`` (the run's training sets and splits) or
+    ``"DATASET/SPLIT"``."""
+    from vlparse.data import read_pretrain_records
+
+    if source == "pretrain":
+        return read_pretrain_records(manifest, cfg.data.train_sets, cfg.data.train_splits)
+    name, _, split = source.partition("/")
+    if not name or not split or "/" in split:
+        raise ValueError(f"probe: data source {source!r} is neither 'pretrain' nor "
+                         "'DATASET/SPLIT' (e.g. 'vg/train', 'coco/val')")
+    if not isinstance(manifest.get(name), dict) or split not in manifest[name]:
+        listed = [f"{k}/{s}" for k, v in manifest.items() if isinstance(v, dict) for s in v]
+        raise FileNotFoundError(f"probe: the manifest has no {source}; pick a data set and "
+                                f"split it lists ({', '.join(listed)})")
+    return read_pretrain_records(manifest, [name], [split])
+
+
+def _pairs_loader(model, cfg, tokenizer, manifest: dict, source: str, num_samples: int,
+                  batch_size: int, workers: int, pin_memory: bool) -> tuple[Any, int]:
+    """A loader of ``num_samples`` images of ``source`` (a random choice seeded by 0, in the
+    source's order) with one caption each (drawn by the seeded generator of the image's
+    index), and the number of images."""
     from torch.utils.data import DataLoader, Subset
 
-    from vlparse.data import PretrainCollator, PretrainDataset, read_pretrain_records
+    from vlparse.data import PretrainCollator, PretrainDataset
     from vlparse.models.processor import VisualParsingProcessor
 
-    records = read_pretrain_records(manifest, [dataset], [split])
-    if not records:
-        raise FileNotFoundError(
-            f"probe: the manifest has no captioned images for {dataset}/{split}; pick a data set "
-            "and split it lists."
-        )
+    records = _source_records(manifest, cfg, source)
     data = PretrainDataset(records, on_error=cfg.data.on_error)
     processor = VisualParsingProcessor(tokenizer, cfg.model.visual.image_size,
                                        cfg.model.text.max_text_len)
     collate = PretrainCollator(records, processor, model.num_visual_tokens, num_pos=1,
                                num_neg=0, mlm_prob=0.0, seed=0)
     n = min(num_samples, len(data))
-    loader = DataLoader(Subset(data, range(n)), batch_size=batch_size, shuffle=False,
-                        collate_fn=collate, num_workers=workers, pin_memory=pin_memory)
+    chosen = torch.randperm(len(data), generator=torch.Generator().manual_seed(0))[:n]
+    loader = DataLoader(Subset(data, sorted(chosen.tolist())), batch_size=batch_size,
+                        shuffle=False, collate_fn=collate, num_workers=workers,
+                        pin_memory=pin_memory)
     return loader, n
+
+
+def _probe_pass(model: nn.Module, loader: Iterable[dict], n: int, dev: torch.device,
+                autocast: bool, nmi_backend: str, desc: str, progress: bool,
+                nmi_samples: int | None = None) -> tuple[Any, Any]:
+    """:func:`probe_batches` over a pairs loader moved to ``dev``, with a progress bar."""
+    from tqdm.auto import tqdm
+
+    def on_device(loader: Iterable[dict]) -> Iterator[tuple[Tensor, Tensor, Tensor]]:
+        for batch in loader:
+            yield (
+                batch["image"].to(dev, non_blocking=True),
+                batch["input_ids"].to(dev, non_blocking=True)[:, 0],  # (B, L) matched caption
+                batch["attention_mask"].to(dev, non_blocking=True)[:, 0],
+            )
+
+    bar = tqdm(total=n, desc=desc, disable=not progress, leave=False)
+    try:
+        return probe_batches(model, on_device(loader), autocast=autocast,
+                             nmi_backend=nmi_backend, nmi_samples=nmi_samples,
+                             on_batch=bar.update)
+    finally:
+        bar.close()
 
 
 def probe_checkpoint(
@@ -133,15 +184,15 @@ def probe_checkpoint(
     manifest: dict,
     num_samples: int = 1000,
     batch_size: int = 32,
-    dataset: str = "coco",
-    split: str = "val",
+    imf_data: str = IMF_DATA,
+    nmi_data: str = NMI_DATA,
     progress: bool = True,
     device: torch.device | str | None = None,
     num_workers: int | None = None,
     autocast: bool | None = None,
     nmi_backend: str = "torch",
 ) -> dict[str, Any]:
-    """IMF and NMI of one checkpoint over the matched image-caption pairs of a split.
+    """IMF and NMI of one checkpoint over matched image-caption pairs.
 
     Everything stays on ``device``: the forward runs under bf16 autocast on CUDA (as the
     evaluation does; the probes compute in float32 with autocast off), the IMF and
@@ -149,6 +200,9 @@ def probe_checkpoint(
     loop never waits for the device.
 
     Args:
+        num_samples: images (each with one caption) per probe.
+        imf_data, nmi_data: where each probe's pairs come from (see the module docstring);
+            one pass when they are the same.
         num_workers: DataLoader workers (default: the run's ``data.num_workers``); pinned
             memory on CUDA.
         autocast: bf16 autocast of the forward; default as the run's ``train.precision``
@@ -158,10 +212,9 @@ def probe_checkpoint(
 
     Returns:
         ``{"F": (L, L) tensor (NaN below the diagonal), "nmi": (L + 1,) tensor,
-        "num_samples": int, "model": str}``.
+        "num_samples": int (IMF pairs), "nmi_samples": int, "imf_data": str,
+        "nmi_data": str, "model": str}``.
     """
-    from tqdm.auto import tqdm
-
     from vlparse.models.loading import load_run
 
     if num_samples < 1 or batch_size < 1:
@@ -174,31 +227,27 @@ def probe_checkpoint(
     workers = cfg.data.num_workers if num_workers is None else num_workers
     if workers < 0:
         raise ValueError(f"probe: num_workers must be >= 0, got {workers}")
-    loader, n = _pairs_loader(model, cfg, tokenizer, manifest, dataset, split, num_samples,
-                              batch_size, workers, pin_memory=dev.type == "cuda")
     if autocast is None:
         autocast = autocast_dtype(cfg.train.precision, dev) is not None
 
-    def on_device(loader: Iterable[dict]) -> Iterator[tuple[Tensor, Tensor, Tensor]]:
-        for batch in loader:
-            yield (
-                batch["image"].to(dev, non_blocking=True),
-                batch["input_ids"].to(dev, non_blocking=True)[:, 0],  # (B, L) matched caption
-                batch["attention_mask"].to(dev, non_blocking=True)[:, 0],
-            )
+    def run_on(source: str, nmi_samples: int | None = None) -> tuple[Any, Any]:
+        loader, n = _pairs_loader(model, cfg, tokenizer, manifest, source, num_samples,
+                                  batch_size, workers, pin_memory=dev.type == "cuda")
+        return _probe_pass(model, loader, n, dev, autocast, nmi_backend,
+                           f"probe {Path(checkpoint).name} {source}", progress, nmi_samples)
 
-    bar = tqdm(total=n, desc=f"probe {Path(checkpoint).name}", disable=not progress, leave=False)
-    try:
-        imf, nmi = probe_batches(
-            model, on_device(loader), autocast=autocast, nmi_backend=nmi_backend,
-            on_batch=bar.update,
-        )
-    finally:
-        bar.close()
+    if imf_data == nmi_data:
+        imf, nmi = run_on(imf_data)
+    else:
+        imf = run_on(imf_data, nmi_samples=0)[0]
+        nmi = run_on(nmi_data)[1]
     return {
         "F": imf.compute(),
         "nmi": nmi.compute(),
         "num_samples": imf.num_samples,
+        "nmi_samples": nmi.num_samples,
+        "imf_data": imf_data,
+        "nmi_data": nmi_data,
         "model": cfg.model.name,
     }
 
@@ -210,8 +259,8 @@ def run_probe(
     out_dir: str | Path,
     num_samples: int = 1000,
     batch_size: int = 32,
-    dataset: str = "coco",
-    split: str = "val",
+    imf_data: str = IMF_DATA,
+    nmi_data: str = NMI_DATA,
     progress: bool = True,
     num_workers: int | None = None,
 ) -> dict[str, Any]:
@@ -222,15 +271,18 @@ def run_probe(
         labels: one name per checkpoint for the JSON keys and legends (default: folder names).
         manifest: a manifest dict or the path of ``manifest.json``.
         out_dir: output folder (created).
-        num_samples: at most this many matched image-caption pairs per checkpoint.
-        dataset, split: where the pairs come from.
+        num_samples: at most this many matched image-caption pairs per checkpoint and probe.
+        imf_data, nmi_data: where the pairs of each probe come from: ``"pretrain"`` (the
+            run's pre-training sets) or ``"DATASET/SPLIT"``; by default the paper's, the
+            pre-training data for IMF and Visual Genome for NMI.
         num_workers: DataLoader workers per checkpoint (default: each run's
             ``data.num_workers``).
 
     Returns:
         ``{"imf": {label: {...}}, "nmi": {label: {...}}}``, the contents of the two JSON files.
         ``imf[label]`` holds ``F`` (``L x L`` lists, ``null`` below the diagonal), ``F_1j``,
-        ``F_ii``, ``num_samples`` and ``model``; ``nmi[label]`` holds ``nmi`` (``L + 1``).
+        ``F_ii``, ``num_samples``, ``data`` (the source) and ``model``; ``nmi[label]`` holds
+        ``nmi`` (``L + 1``), ``num_samples`` and ``data``.
     """
     from vlparse.data.manifest import load_manifest
     from vlparse.probing.plots import plot_imf_from_input, plot_imf_within_layer, plot_nmi
@@ -255,7 +307,7 @@ def run_probe(
     nmi_json: dict[str, Any] = {}
     for label, ckpt in zip(labels, checkpoints, strict=True):
         res = probe_checkpoint(
-            ckpt, manifest, num_samples, batch_size, dataset, split, progress,
+            ckpt, manifest, num_samples, batch_size, imf_data, nmi_data, progress,
             num_workers=num_workers,
         )
         flow = res["F"]
@@ -264,9 +316,11 @@ def run_probe(
             "F_1j": _nan_to_none(flow[0].tolist()),
             "F_ii": _nan_to_none(torch.diagonal(flow).tolist()),
             "num_samples": res["num_samples"],
+            "data": res["imf_data"],
             "model": res["model"],
         }
-        nmi_json[label] = {"nmi": _nan_to_none(res["nmi"].tolist())}
+        nmi_json[label] = {"nmi": _nan_to_none(res["nmi"].tolist()),
+                           "num_samples": res["nmi_samples"], "data": res["nmi_data"]}
 
     (out / "imf.json").write_text(json.dumps(imf_json, indent=2))
     (out / "nmi.json").write_text(json.dumps(nmi_json, indent=2))

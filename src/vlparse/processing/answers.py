@@ -23,7 +23,8 @@ from itertools import product
 import torch
 from torch import Tensor
 
-__all__ = ["PUNCTUATION", "leave_one_out_score", "normalize_answer", "soft_scores"]
+__all__ = ["PUNCTUATION", "SOFT_TARGETS", "leave_one_out_score", "normalize_answer",
+           "soft_score", "soft_scores"]
 
 PUNCTUATION = (";", "/", "[", "]", '"', "{", "}", "(", ")", "=", "+", "\\", "_", "-", ">", "<",
                "@", "`", ",", "?", "!")
@@ -100,10 +101,38 @@ def leave_one_out_score(matches: int, total: int) -> float:
     return (with_match + without) / total
 
 
+SOFT_TARGETS = ("paper_0_3", "min_n_over_3", "leave_one_out")
+"""The soft-target schemes of :func:`soft_score` (``task.soft_targets`` of the VQA recipe)."""
+
+
+def soft_score(matches: int, total: int, variant: str) -> float:
+    """The soft target of an answer that ``matches`` of ``total`` humans gave.
+
+    ``variant``:
+
+    - ``"paper_0_3"``: the scheme of the paper's reference [24] (Bilinear Attention Networks,
+      which takes it from the bottom-up attention VQA code), 0, 0.3, 0.6, 0.9 and 1 for 0, 1,
+      2, 3 and 4 or more humans: ``min(1, 0.3 * matches)``;
+    - ``"min_n_over_3"``: ``min(1, matches / 3)``, so 3 humans give 1.0;
+    - ``"leave_one_out"``: the accuracy the metric would give that answer
+      (:func:`leave_one_out_score`), so 3 of 10 give 0.9.
+
+    Only the training target changes; the metric is always the official accuracy.
+    """
+    if variant == "paper_0_3":
+        return min(1.0, 0.3 * matches)
+    if variant == "min_n_over_3":
+        return min(1.0, matches / 3.0)
+    if variant == "leave_one_out":
+        return leave_one_out_score(matches, total)
+    raise ValueError(f"soft targets: variant must be one of {', '.join(SOFT_TARGETS)}, "
+                     f"got {variant!r}")
+
+
 def soft_scores(
     answers: Sequence[str],
     vocab: Sequence[str] | Mapping[str, int],
-    variant: str = "count",
+    variant: str = "min_n_over_3",
 ) -> Tensor:
     """Soft target of every vocabulary answer for one question.
 
@@ -111,26 +140,19 @@ def soft_scores(
         answers: the humans' raw answers (normalised here).
         vocab: normalised answers (a list from :func:`build_answer_vocab`, or a prebuilt
             ``{answer: index}`` map, faster when called per item).
-        variant: ``"count"`` (the common form): ``min(1, count / 3)``, so 3 of 10 humans give
-            1.0; ``"leave_one_out"``: the accuracy the metric would give that answer
-            (:func:`vlparse.eval.vqa.vqa_score`), so 3 of 10 give 0.9.
+        variant: one of :data:`SOFT_TARGETS` (see :func:`soft_score`).
 
     Returns:
         ``(V,)`` float; zero for answers outside the vocabulary and for an empty ``answers``.
     """
     index = vocab if isinstance(vocab, Mapping) else {a: i for i, a in enumerate(vocab)}
-    if variant not in ("count", "leave_one_out"):
-        raise ValueError(
-            f"soft_scores: variant must be 'count' or 'leave_one_out', got {variant!r}"
-        )
+    if variant not in SOFT_TARGETS:
+        raise ValueError(f"soft_scores: variant must be one of {', '.join(SOFT_TARGETS)}, "
+                         f"got {variant!r}")
     target = torch.zeros(len(index), dtype=torch.float32)
     counts = Counter(normalize_answer(a) for a in answers)
     for answer, n in counts.items():
         i = index.get(answer)
-        if i is None:
-            continue
-        if variant == "count":
-            target[i] = min(1.0, n / 3.0)
-        else:
-            target[i] = leave_one_out_score(n, len(answers))
+        if i is not None:
+            target[i] = soft_score(n, len(answers), variant)
     return target

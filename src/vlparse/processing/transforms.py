@@ -1,10 +1,12 @@
 """Image transforms: resize to ``S x S``, to tensor, ImageNet normalisation.
 
-The pre-training transform is deterministic: the paper resizes images and applies no random
-augmentation, and a deterministic transform keeps every item a pure function of
-``(seed, epoch, index)``. :class:`ImageTransform` takes an optional ``augment`` callable
-(PIL -> PIL) that runs before the resize when ``train=True``, for experiments that want one (it
-should then draw its randomness from its own arguments, not global state).
+The pre-training transform is deterministic: a square resize to the input resolution (384 x 384 in
+the paper, 224 x 224 in its ablation) and ImageNet normalisation, our reading of a paper that states
+the resolution and neither augmentation nor an aspect-preserving resize; a deterministic transform
+also keeps every item a pure function of ``(seed, epoch, index)``. :class:`ImageTransform` takes an
+optional ``augment`` callable (PIL -> PIL) that runs before the resize when ``train=True``, for
+experiments that want one (it should then draw its randomness from its own arguments, not global
+state).
 """
 
 from __future__ import annotations

@@ -1,14 +1,15 @@
 """``vlparse ablate``: the paper's Table 5 (section 4.3) on the user's data.
 
-Each row of :data:`ROWS` is a visual embedder plus pre-training objectives, written as
-``key=value`` overrides of one base config (``ablation``: 224x224 images, a 3-layer multi-modal
-Transformer). Every row gets the same data, seeds and step budgets. For each row and seed the
-runner pre-trains (``train.seed`` = the seed) into ``OUT/runs/<row>/seed<k>/pretrain``,
-fine-tunes the task (VQA by default) from it into ``.../<task>``, probes the pre-trained model's
-Inter-Modality Flow ``F^{1,L}`` (``L`` = the multi-modal layers: the paper's ``F^{1,3}``) on
-held-out pairs, and writes the unit's ``summary.json``. The report (``table5.md``,
-``table5.json``, ``table5.png``; written by :mod:`vlparse.tasks.ablation_report`) gives mean +-
-sample std (``ddof=1``) over the seeds.
+Each row of :data:`ROWS` is a visual embedder plus pre-training objectives, written as ``key=value``
+overrides of one base config (``ablation``: the paper's setting, 224x224 images, a 3-layer multi-
+modal Transformer, ImageNet and BERT initialisation; ``ablation_world_gpu``: the same model from
+random weights at one GPU's batch, for a scene world). Every row gets the same data, seeds and step
+budgets. For each row and seed the runner pre-trains (``train.seed`` = the seed) into
+``OUT/runs/<row>/seed<k>/pretrain``, fine-tunes the task (VQA by default) from it into
+``.../<task>``, probes the pre-trained model's Inter-Modality Flow ``F^{1,L}`` (``L`` = the multi-
+modal layers: the paper's ``F^{1,3}``) on held-out pairs, and writes the unit's ``summary.json``.
+The report (``table5.md``, ``table5.json``, ``table5.png``; written by
+:mod:`vlparse.tasks.ablation_report`) gives mean +- sample std (``ddof=1``) over the seeds.
 
 Resume: a unit with ``summary.json`` is skipped; a stage with a checkpoint resumes from it (the
 newest intact one; an old-format pickle checkpoint is refused, never loaded); a stage folder
@@ -95,7 +96,7 @@ ROWS: tuple[AblationRow, ...] = (
     AblationRow("patch", "Patch proj.", "MLM+ITM",
                 ("model.visual.kind=patch", "model.visual.patch_size=32",
                  "model.visual.embed_dim=768", "model.visual.drop_path_rate=0.0",
-                 "objectives.mfr_mode=off"),
+                 "model.visual.pretrained=null", "objectives.mfr_mode=off"),
                 ("model.visual.patch_size=16", "model.visual.embed_dim=128")),
 )
 """Table 5's five rows plus the ViLT-style patch projection (not in the paper)."""
@@ -348,8 +349,9 @@ def _run_unit(row: AblationRow, seed: int, a: dict[str, Any], manifest_path: str
     layers = pcfg.model.text.num_layers
     say(f"probe F^{{1,{layers}}} ({a['probe_samples']} held-out pairs)")
     d = pcfg.data
+    held_out = f"{d.val_set}/{d.val_split}"
     probe = probe_checkpoint(pre_dir, load_manifest(manifest_path), num_samples=a["probe_samples"],
-                             dataset=d.val_set, split=d.val_split, progress=progress)
+                             imf_data=held_out, nmi_data=held_out, progress=progress)
     flow = probe["F"]
     metric, score = _headline(task, ft["val"] or {}, ft_dir)
     summary = {

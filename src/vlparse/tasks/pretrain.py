@@ -109,7 +109,8 @@ class PretrainTask:
         o = self.cfg.objectives
         return PretrainCollator(
             records, self.processor, self._visual_tokens(), num_pos=o.num_pos,
-            num_neg=o.num_neg, mlm_prob=o.mlm_prob, seed=seed, negatives=negatives,
+            num_neg=o.num_neg, mlm_prob=o.mlm_prob, mlm_min_masked=o.mlm_min_masked,
+            seed=seed, negatives=negatives,
             group=o.itm_negative_group,
             negative_filter=truth.negative_filter(records) if truth is not None else None,
         )
@@ -146,7 +147,10 @@ class PretrainTask:
         return model
 
     def train_dataset(self) -> PretrainDataset:
-        return PretrainDataset(self.records, on_error=self.cfg.data.on_error)
+        """The training images; an epoch passes over images or pairs (``data.epoch_unit``)."""
+        d = self.cfg.data
+        return PretrainDataset(self.records, on_error=d.on_error, epoch_unit=d.epoch_unit,
+                               num_pos=self.cfg.objectives.num_pos)
 
     def eval_dataset(self) -> PretrainDataset | None:
         if self.val_records is None:

@@ -3,9 +3,10 @@
 The premise is a Flickr30K image, the hypothesis a sentence; the classes are entailment (0),
 neutral (1) and contradiction (2), the order of
 :data:`~vlparse.data.formats.snli_ve.SNLI_VE_LABELS`. The family's entailment task model
-(Visual Parsing: :class:`~vlparse.models.vp_tasks.VisualParsingForVisualEntailment`, an MLP on
-the ``[CLS]`` state) is trained with cross-entropy (mean over the examples of the global batch);
-the metric is accuracy (:class:`~vlparse.tasks.classification.ClassificationTask`).
+(Visual Parsing: :class:`~vlparse.models.vp_tasks.VisualParsingForVisualEntailment`, a Linear
+layer on the ``[CLS]`` state as the paper states, or an MLP: ``task.head``) is trained with
+cross-entropy (mean over the examples of the global batch); the metric is accuracy
+(:class:`~vlparse.tasks.classification.ClassificationTask`).
 """
 
 from __future__ import annotations

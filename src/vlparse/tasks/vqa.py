@@ -181,7 +181,7 @@ class VQATask(Task):
         on_error = cfg.data.on_error if train else "raise"  # every question gets an answer
         return VQADataset(records, processor.tokenizer, labels, processor.image_size,
                           processor.max_text_len, on_error, processor.image_transform,
-                          encode=processor.encode_text)
+                          score_variant=cfg.task.soft_targets, encode=processor.encode_text)
 
     def texts(self, dataset) -> list[str]:
         return [r.question for r in dataset.records]
