@@ -41,7 +41,7 @@ def compute_dtype(x: Tensor) -> torch.dtype:
     """The dtype matrix products on ``x`` run in: the autocast dtype when autocast is on for its
     device, else ``x.dtype``."""
     kind = x.device.type
-    if torch.is_autocast_enabled(kind):
+    if torch.amp.is_autocast_available(kind) and torch.is_autocast_enabled(kind):
         return torch.get_autocast_dtype(kind)
     return x.dtype
 
@@ -107,7 +107,12 @@ class EncoderLayer(nn.Module):
         return x.view(b, n, self.num_heads, self.head_dim).transpose(1, 2)  # (B, H, N, d)
 
     def _qkv(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        """Queries, keys and values ``(B, H, N, d)`` from one matrix product."""
+        """Queries, keys and values ``(B, H, N, d)`` from one matrix product (three when the
+        projections are not plain ``nn.Linear``, e.g. FP8 layers of
+        :func:`vlparse.models.float8.convert_to_float8`)."""
+        projections = (self.query, self.key, self.value)
+        if any(type(p) is not nn.Linear for p in projections):
+            return tuple(self._heads(p(x)) for p in projections)
         weight = torch.cat([self.query.weight, self.key.weight, self.value.weight])
         bias = torch.cat([self.query.bias, self.key.bias, self.value.bias])
         q, k, v = F.linear(x, weight, bias).chunk(3, dim=-1)
