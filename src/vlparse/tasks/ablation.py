@@ -38,6 +38,7 @@ from vlparse.errors import AblationMismatchError, ConfigError
 from vlparse.io.files import atomic_write_json
 from vlparse.io.runs import RunLock, replace_run_folder
 from vlparse.tasks.ablation_report import summarize, write_report
+from vlparse.tasks.ablation_units import read_unit, write_unit
 
 __all__ = [
     "ROWS",
@@ -233,6 +234,9 @@ def run_ablation(
     progress: bool = True,
     log: Callable[[str], None] = print,
     overwrite: bool = False,
+    units: str | Path | None = None,
+    units_out: str | Path | None = None,
+    max_units: int | None = None,
 ) -> dict[str, Any]:
     """Run (or finish) the ablation and write ``table5.{md,json,png}`` under ``out_dir``.
 
@@ -250,6 +254,11 @@ def run_ablation(
         log: receives one line per stage, e.g. ``[7/18] swin_mfr seed 1: fine-tune vqa``.
         overwrite: move an earlier ablation in ``out_dir`` aside (``<out>.replaced-<time>``)
             and start anew, instead of finishing it.
+        units: a folder of unit files (:mod:`vlparse.tasks.ablation_units`), e.g. committed
+            ones: their units are taken from there, not run, and new units are written there.
+        units_out: where new unit files go instead (e.g. a folder that comes back from a GPU
+            machine); units found there count as done too.
+        max_units: run at most this many missing units (``0``: none, only the table).
 
     Returns:
         the contents of ``table5.json``.
@@ -260,6 +269,8 @@ def run_ablation(
     if seeds < 1 or pretrain_steps < 1 or finetune_steps < 1 or probe_samples < 1:
         raise ConfigError("ablate: --seeds, --pretrain-steps, --finetune-steps and "
                           "--probe-samples must be >= 1")
+    if max_units is not None and max_units < 0:
+        raise ConfigError(f"ablate: --max-units must be >= 0, got {max_units}")
     out = Path(out_dir)
     chosen = get_rows(rows)
     base_config = base_config or ("tiny" if tiny else "ablation")
@@ -288,12 +299,26 @@ def run_ablation(
 
         total = len(chosen) * seeds
         results: dict[str, dict[int, dict]] = {r.name: {} for r in chosen}
+        writes = Path(units_out) if units_out is not None else units
+        folders = [Path(f) for f in (units_out, units) if f is not None]
+        ran = 0
         for i, (row, seed) in enumerate(((r, s) for r in chosen for s in range(seeds)), start=1):
             def say(msg: str, row=row, seed=seed, i=i) -> None:
                 log(f"[{i}/{total}] {row.name} seed {seed}: {msg}")
 
-            results[row.name][seed] = _run_unit(row, seed, args, manifest_path, out, ft_cfg,
-                                                pre_ov, ft_ov, progress, say)
+            unit = read_unit(folders, row.name, seed, args)
+            if unit is not None:
+                say("unit file found, not run")
+            elif max_units is not None and ran >= max_units:
+                say(f"missing, left for a later run (--max-units {max_units})")
+                continue
+            else:
+                unit = _run_unit(row, seed, args, manifest_path, out, ft_cfg, pre_ov, ft_ov,
+                                 progress, say)
+                ran += 1
+                if writes is not None:
+                    say(f"unit file {write_unit(writes, unit, args)}")
+            results[row.name][seed] = unit
             write_report(out, table(), plot=False)
         final = table()
         write_report(out, final)
