@@ -30,6 +30,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import subprocess
 import sys
 import tempfile
@@ -118,14 +119,28 @@ def _call(run: Run, cmd: list[str], timeout: float, env: dict | None) -> str:
         log.write(f"\n$ {' '.join(cmd)}\n")
         log.flush()
         proc = subprocess.Popen(cmd, cwd=REPO, stdout=log, stderr=subprocess.STDOUT, env=full_env,
-                                start_new_session=True)
+                                process_group=0)  # its own group: killed whole
         try:
             rc = proc.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, 9)  # the part and every process it started
-            proc.wait()
+            _stop(proc)
             return "timed out"
     return "ok" if rc == 0 else f"failed (exit {rc})"
+
+
+def _stop(proc: subprocess.Popen) -> None:
+    """End a part that ran out of time: SIGTERM to its process group first (torchrun passes it on
+    to the workers it started), SIGKILL after 10 s."""
+    for sig, wait in ((signal.SIGTERM, 10.0), (signal.SIGKILL, None)):
+        try:
+            os.killpg(proc.pid, sig)
+        except ProcessLookupError:
+            return
+        try:
+            proc.wait(timeout=wait)
+            return
+        except subprocess.TimeoutExpired:
+            continue
 
 
 def _redact(run: Run, cmd: list[str]) -> str:
