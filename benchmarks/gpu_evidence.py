@@ -264,6 +264,23 @@ def _embed(run: Run, part: str, name: str) -> None:
         run.record["parts"][part]["result"] = json.loads(path.read_text())
 
 
+def _final_record(run: Run, argv: list[str] | None) -> None:
+    """``evidence.json`` in the shape of ``reports/results.schema.json`` (commit, hardware, date,
+    the command; the parts under ``results``), written once every part is done."""
+    import torch
+
+    sys.path.insert(0, str(BENCH))
+    from results_file import write_results
+
+    device = "cuda" if torch.cuda.is_available() and not run.smoke else "cpu"
+    record = write_results(None, script=__file__, topic="gpu-evidence", device=device,
+                           results=run.record, argv=sys.argv[1:] if argv is None else argv,
+                           question="Where do the speed goals stand on this GPU, measured in one "
+                           "short window, and what is the next Table 5 unit?")
+    text = _redact_text(run, json.dumps(record, indent=1))
+    (run.out / "evidence.json").write_text(text + "\n")
+
+
 def _tail_log(path: Path) -> None:
     data = path.read_bytes()
     if len(data) > LOG_TAIL_BYTES:
@@ -301,7 +318,7 @@ def main(argv: list[str] | None = None) -> dict:
         if part in chosen:
             _embed(run, part, name)
     run.record["seconds"] = round(args.budget_s - run.left(), 1)
-    run.save()
+    _final_record(run, argv)
     _tail_log(run.log)
     files = sorted(p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file())
     print(json.dumps({k: v.get("status") for k, v in run.record["parts"].items()}, indent=1))

@@ -32,7 +32,11 @@ def test_a_part_that_does_not_fit_is_skipped_and_recorded(tmp_path):
     assert probe["status"] == "skipped" and "needs about 20 s" in probe["reason"]
     assert record["parts"]["fiber"]["status"] in ("not available", "skipped")
     saved = json.loads((tmp_path / "out" / "evidence.json").read_text())
-    assert saved["parts"] == record["parts"] and saved["environment"]["mode"] == "cpu smoke"
+    assert schema_errors(saved, _schema()) == [] and saved["topic"] == "gpu-evidence"
+    assert saved["results"]["parts"] == record["parts"]
+    assert saved["results"]["environment"]["mode"] == "cpu smoke"
+    assert saved["commands"] == ["python benchmarks/gpu_evidence.py OUTDIR --cpu-smoke --parts "
+                                 "probe,fiber --budget-s 1 --scratch SCRATCH"]
 
 
 @pytest.mark.slow
@@ -49,7 +53,8 @@ def test_cpu_smoke_runs_every_part(tmp_path):
         "evidence.json", "evidence.log", "gpu_smoke.json", "pretrain_throughput.json",
         "probe_overhead.json", "retrieval_speed.json", "units/patch-seed0.json"]
     schema = _schema()
-    for name in ("pretrain_throughput.json", "retrieval_speed.json", "units/patch-seed0.json"):
+    for name in ("evidence.json", "pretrain_throughput.json", "retrieval_speed.json",
+                 "probe_overhead.json", "units/patch-seed0.json"):
         assert schema_errors(json.loads((out / name).read_text()), schema) == [], name
     for path in out.glob("**/*.json"):  # committable: no path of this machine
         assert str(tmp_path) not in path.read_text(), path
