@@ -213,7 +213,8 @@ def parts(run: Run, wheels: str | None) -> dict[str, tuple[list[list[str]], floa
         "probe": ([_python("probe_overhead.py", *probe, "--out",
                            str(out / "probe_overhead.json"))], 20, 45, {}),
         "smoke": ([["bash", str(BENCH / "gpu_smoke.sh")]], 60, 120,
-                  {"OUT": str(out), "WORK": str(tmp / "smoke"), **smoke_env}),
+                  {"OUT": str(out), "WORK": str(tmp / "smoke"), "PYTHON": sys.executable,
+                   **smoke_env}),
         "fiber": ([_python("fiber_speed.py", *cpu, "--out", str(out / "fiber.json"))], 60, 90,
                   {}),
         "ablation": (_ablation_commands(run), unit_estimate_s(

@@ -10,4 +10,4 @@ if [ $# -lt 1 ]; then
   exit 2
 fi
 export PYTHONPATH="$PWD/src${PYTHONPATH:+:$PYTHONPATH}"
-exec python benchmarks/gpu_evidence.py "$@"
+exec "${PYTHON:-python3}" benchmarks/gpu_evidence.py "$@"

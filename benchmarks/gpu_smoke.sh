@@ -10,7 +10,7 @@
 #   bash benchmarks/gpu_smoke.sh 2>&1 | tee $OUT/gpu_smoke.log
 # Extra arguments are key=value overrides of the pre-training config.
 #
-# Environment (defaults in brackets): OUT, where gpu_smoke.json goes [gpu_smoke];
+# Environment (defaults in brackets): PYTHON [python3]; OUT, where gpu_smoke.json goes [gpu_smoke];
 # WORK, the world and the runs [a new temporary folder]; IMAGES [400]; WORKERS [8];
 # STEPS, the first run's steps [20]; MORE, the steps the resumed run adds [5];
 # SMOKE_DEVICE=cpu runs the same on the CPU (no CUDA group check), as a test of this script.
@@ -26,10 +26,11 @@ WORKERS=${WORKERS:-8}
 STEPS=${STEPS:-20}
 MORE=${MORE:-5}
 SMOKE_DEVICE=${SMOKE_DEVICE:-cuda}
+PY=${PYTHON:-python3}  # the interpreter that holds torch (GPU images may have no plain python)
 mkdir -p "$OUT" "$WORK"
 
 if [ "$SMOKE_DEVICE" = cuda ]; then
-python - <<'PY'
+"$PY" - <<'PY'
 """A 1-rank group of the kind init_distributed makes on CUDA: collectives on CPU and CUDA."""
 import os
 
@@ -55,26 +56,27 @@ PY
 fi
 
 if [ ! -f "$WORK/world/manifest.json" ]; then
-  python -m vlparse data synth --out "$WORK/world" --images "$IMAGES" --image-size 96 \
+  "$PY" -m vlparse data synth --out "$WORK/world" --images "$IMAGES" --image-size 96 \
     --workers "$WORKERS" | tail -1
 fi
 DATA=(--config tiny --data "$WORK/world/manifest.json")
 # key=value overrides go last, after every option
+RUN=("$PY" -m torch.distributed.run)  # torchrun, from the interpreter that holds torch
 SETS=(train.batch_size=16 train.log_every=5 train.ckpt_every=10 train.progress=false
       train.eval_images=64 data.num_workers=4)
 
-torchrun --nproc_per_node 1 -m vlparse pretrain "${DATA[@]}" --out "$WORK/run1" --overwrite \
+"${RUN[@]}" --nproc_per_node 1 -m vlparse pretrain "${DATA[@]}" --out "$WORK/run1" --overwrite \
   "${SETS[@]}" train.max_steps="$STEPS" "$@"
-torchrun --nproc_per_node 1 -m vlparse pretrain "${DATA[@]}" --out "$WORK/run1" --resume \
+"${RUN[@]}" --nproc_per_node 1 -m vlparse pretrain "${DATA[@]}" --out "$WORK/run1" --resume \
   "${SETS[@]}" train.max_steps=$((STEPS + MORE)) "$@"
-NGPU=$(python -c "import torch; print(torch.cuda.device_count())")
+NGPU=$("$PY" -c "import torch; print(torch.cuda.device_count())")
 if [ "$NGPU" -ge 2 ]; then
-  torchrun --nproc_per_node 2 -m vlparse pretrain "${DATA[@]}" --out "$WORK/run2" --overwrite \
+  "${RUN[@]}" --nproc_per_node 2 -m vlparse pretrain "${DATA[@]}" --out "$WORK/run2" --overwrite \
     "${SETS[@]}" train.max_steps=20 "$@"
 fi
 
 export WORK OUT NGPU STEPS MORE SMOKE_DEVICE
-python - <<'PY'
+"$PY" - <<'PY'
 """Collect what the runs wrote into $OUT/gpu_smoke.json, checking it on the way."""
 import json
 import os
