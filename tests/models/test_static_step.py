@@ -60,3 +60,18 @@ def test_the_static_step_runs_on_the_meta_device(mode):
     model.set_static_shapes(False)
     with pytest.raises((RuntimeError, NotImplementedError)):
         _step(model, batch, cfg)
+
+
+def test_the_static_step_traces_as_one_graph():
+    """torch.compile(fullgraph=True) of passes and loss (traced only, no code generated): no
+    graph break with random MFR. (Attention-guided MFR still breaks it where the Swin parser
+    registers the hook that captures its attention.)"""
+    cfg = load_config("tiny", [*SMALL, "objectives.mfr_mode=random"])
+    torch.manual_seed(0)
+    model = VisualParsingModel(cfg.model, 2048, objectives=cfg.objectives)
+    model.set_static_shapes(True)
+    batch = _batch(2, 4, 12, model.num_visual_tokens)
+    compiled = torch.compile(lambda b: _step(model, b, cfg), backend="eager", fullgraph=True)
+    loss = compiled(batch)
+    loss.backward()
+    torch.testing.assert_close(loss.detach(), _step(model, batch, cfg).detach())
