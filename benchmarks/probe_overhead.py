@@ -28,18 +28,21 @@ Smoke test on the CPU:
 from __future__ import annotations
 
 import argparse
-import json
 import platform
 import sys
 import time
 from collections.abc import Iterator
 from contextlib import nullcontext
+from pathlib import Path
 
 import torch
 from torch import Tensor
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from results_file import write_results  # noqa: E402
+
 from vlparse.config import load_config
-from vlparse.io.files import atomic_write_text
 from vlparse.models.single_stream import VisualParsingModel
 from vlparse.probing import IMFAccumulator, NMIAccumulator, probe_vlparse
 from vlparse.probing.run import probe_batches
@@ -224,7 +227,10 @@ def main(argv: list[str] | None = None) -> dict:
     for key, val in parts.items():
         print(f"  part {key:24s} {val:9.2f} s")
     if args.out:
-        atomic_write_text(args.out, json.dumps(result, indent=2) + "\n")
+        write_results(args.out, script=__file__, topic="probe-overhead",
+                      device=result["device"], results=result, argv=argv,
+                      question="How much longer than a plain evaluation pass does the probe "
+                      "pass take over the same samples?")
         print(f"wrote {args.out}")
     return result
 

@@ -28,6 +28,8 @@ class StockVisualParsing(nn.Module):
     forward_pretrain = VisualParsingModel.forward_pretrain
     masked_lm = VisualParsingModel.masked_lm
     _masked_pass = VisualParsingModel._masked_pass
+    static_shapes = False
+    set_static_shapes = VisualParsingModel.set_static_shapes
 
     def __init__(
         self,
@@ -95,8 +97,8 @@ class StockVisualParsing(nn.Module):
         if visual_mask is not None:
             v = torch.where(visual_mask[..., None], self.mask_token.to(v.dtype), v)
         v = v + self.visual_pos.to(v.dtype)
-        cls = emb(torch.full((b, 1), self.cls_id, device=input_ids.device))
-        sep = emb(torch.full((b, 1), self.sep_id, device=input_ids.device))
+        cls = emb(input_ids.new_full((b, 1), self.cls_id))
+        sep = emb(input_ids.new_full((b, 1), self.sep_id))
         x = torch.cat([cls, v, sep, emb(input_ids)], dim=1)
         types = torch.zeros(x.shape[:2], dtype=torch.long, device=x.device)
         types[:, 1 : 1 + m] = 1

@@ -115,6 +115,8 @@ def report_errors(folder: str, files: dict[str, int], record: Any) -> list[str]:
         suffix = Path(f).suffix.lower()
         if f in ("README.md", "results.json") or suffix in FIGURES:
             continue
+        if f.startswith("units/") and f.count("/") == 1 and suffix == ".json":
+            continue  # the unit files of an experiment that grows run by run (schema-checked)
         if suffix not in SCRIPTS:
             errors.append(f"{folder}/{f}: neither README, results, figure nor script (raw logs "
                           "are summarised in the README, not kept)")
@@ -151,10 +153,14 @@ def test_report_folder_rules_catch_planted_faults():
     assert report_errors("2026-11-22-ipot-speed", {**files, "step.log": 10}, GOOD)
     assert report_errors("2026-11-22-ipot-speed", {**files, "a.png": 1, "b.png": 1}, GOOD)
     assert report_errors("2026-11-22-ipot-speed", {**files, "run.py": 20_000}, GOOD)
+    assert report_errors("2026-11-22-ipot-speed", {**files, "units/r50-seed0.json": 900},
+                         GOOD) == []
+    assert report_errors("2026-11-22-ipot-speed", {**files, "units/r50.log": 900}, GOOD)
 
 
 def _results_files() -> list[Path]:
-    return sorted([*ROOT.glob("reports/**/results.json"), *ROOT.glob("benchmarks/**/results.json")])
+    return sorted([*ROOT.glob("reports/**/results.json"), *ROOT.glob("reports/*/units/*.json"),
+                   *ROOT.glob("benchmarks/**/results.json")])
 
 
 def test_every_results_json_follows_the_schema():

@@ -26,6 +26,7 @@ __all__ = [
     "PretrainedUnavailableError",
     "TaskNotImplementedError",
     "AblationMismatchError",
+    "OptionalDependencyError",
 ]
 
 
@@ -115,3 +116,7 @@ class TaskNotImplementedError(VlparseError, NotImplementedError):
 
 class AblationMismatchError(ConfigError):
     """An ablation folder's ``ablation.json`` was written with other experiment arguments."""
+
+
+class OptionalDependencyError(VlparseError, ImportError):
+    """An option needs a package that is not installed (e.g. FP8 training needs torchao)."""

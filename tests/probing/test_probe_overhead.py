@@ -25,7 +25,9 @@ def test_probe_overhead_runs_tiny_on_cpu(tmp_path, small_overrides):
     argv = ["--config", "tiny", "--num-samples", "32", "--batch-size", "16", "--device", "cpu"]
     argv += ["--warmup", "0", "--pool", "2", "--out", str(out)]
     result = bench.main([*argv, *model_overrides])
-    saved = json.loads(out.read_text())
+    record = json.loads(out.read_text())  # results.json-shaped: the numbers under "results"
+    assert record["topic"] == "probe-overhead" and record["commands"][0].startswith("python ")
+    saved = record["results"]
     assert saved["num_samples"] == 32 and saved["batch_size"] == 16
     # by default every sample goes through the NMI probe: nothing extrapolated
     assert saved["nmi_samples"] == 32 and saved["nmi_extrapolated"] is False

@@ -180,3 +180,60 @@ def test_ablate_end_to_end_resume_and_mismatch(scene_world, small_overrides, tmp
     assert main(changed) == 2
     err = capsys.readouterr().err
     assert "pretrain_steps: stored 2, now 3" in err and "new --out folder" in err
+
+
+def test_units_accumulate_across_fresh_runs(scene_world, small_overrides, tmp_path, capsys,
+                                            monkeypatch, one_thread):
+    """One unit per call into a units folder; each call starts in a fresh --out (a fresh
+    machine), takes the units of the folder without running them and runs the next missing one;
+    --max-units 0 only rebuilds the table; a unit of another experiment is refused."""
+    import vlparse.probing.run as probe_run
+    import vlparse.tasks.finetune as finetune
+    import vlparse.tasks.pretrain as pretrain
+    import vlparse.train.logging as train_logging
+    from vlparse.tasks.ablation_units import UNIT_TOPIC
+
+    monkeypatch.setattr(train_logging, "plot_curves", lambda *a, **k: None)
+    units = tmp_path / "units"
+
+    def argv(out: str, max_units: int, steps: str = "2") -> list[str]:
+        return ["ablate", "--data", str(scene_world), "--out", str(tmp_path / out), "--tiny",
+                "--seeds", "2", "--rows", "patch", "--pretrain-steps", steps,
+                "--finetune-steps", "1", "--probe-samples", "6", "--no-progress",
+                "--units", str(units), "--max-units", str(max_units), *small_overrides,
+                "train.eval_images=2", "model.visual.image_size=64",
+                "model.visual.window_size=4", "finetune.train.batch_size=4",
+                "finetune.task.eval_max_images=4"]
+
+    assert main(argv("a", 1)) == 0
+    assert sorted(p.name for p in units.iterdir()) == ["patch-seed0.json"]
+    first = json.loads((units / "patch-seed0.json").read_text())
+    assert first["topic"] == UNIT_TOPIC and first["results"]["experiment"]["pretrain_steps"] == 2
+    assert json.loads((tmp_path / "a" / "table5.json").read_text())["rows"]["patch"][
+        "f1L"]["n"] == 1
+    assert "patch seed 1: missing, left for a later run" in capsys.readouterr().out
+
+    assert main(argv("b", 1)) == 0  # a fresh folder: seed 0 from its file, seed 1 run
+    log = capsys.readouterr().out
+    assert "[1/2] patch seed 0: unit file found, not run" in log
+    assert "[2/2] patch seed 1: pre-train (2 steps)" in log
+    assert not (tmp_path / "b" / "runs" / "patch" / "seed0").exists()
+    assert sorted(p.name for p in units.iterdir()) == ["patch-seed0.json", "patch-seed1.json"]
+
+    with monkeypatch.context() as m:
+        def fail(*a, **k):
+            raise AssertionError("a unit was run with --max-units 0")
+
+        for mod, name in ((pretrain, "run_pretrain"), (finetune, "run_finetune"),
+                          (probe_run, "probe_checkpoint")):
+            m.setattr(mod, name, fail)
+        assert main(argv("c", 0)) == 0
+    table = json.loads((tmp_path / "c" / "table5.json").read_text())
+    stored = [json.loads((units / f"patch-seed{s}.json").read_text())["results"]["unit"]
+              for s in (0, 1)]
+    assert table["rows"]["patch"]["f1L"]["values"] == [u["f1L"] for u in stored]
+    assert table["rows"]["patch"]["score"]["n"] == 2
+    assert (tmp_path / "c" / "table5.png").is_file()
+
+    assert main(argv("d", 0, steps="3")) == 2  # the units are of a 2-step experiment
+    assert "belongs to another experiment" in capsys.readouterr().err

@@ -18,7 +18,12 @@ rows: r50, r101, swin_nomfr, swin_randmfr, swin_mfr (the paper's Table 5) and pa
 32x32 patch projection). key=value overrides change the pre-training config of every row;
 finetune.key=value the fine-tuning recipe. --tiny: the tiny base config with CPU-sized rows
 (resnet10t / resnet18 for R50 / R101, 16-px patches). Run the same command again to resume; the
-experiment's arguments are stored in OUT/ablation.json and a re-run with others fails."""
+experiment's arguments are stored in OUT/ablation.json and a re-run with others fails.
+--units DIR keeps one file per finished (row, seed) unit in DIR (e.g. a committed folder): units
+found there are not run again, even in a fresh OUT, and --max-units N runs at most N missing
+ones, so that the table grows over several short runs:
+  vlparse ablate --data world/manifest.json --out abl --units reports/DATE-table5-ablation/units \
+      --max-units 1"""
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -41,6 +46,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     ab.add_argument("--no-progress", action="store_true", help="no per-step progress bars")
     ab.add_argument("--overwrite", action="store_true", help="OUT holds an ablation with other "
                     "arguments: move it aside to OUT.replaced-<time> and start anew")
+    ab.add_argument("--units", default=None, help="folder of unit files (<row>-seed<k>.json): "
+                    "units there are taken, not run; new ones are written there")
+    ab.add_argument("--units-out", default=None, help="write new unit files here instead of "
+                    "--units (units there count as done too)")
+    ab.add_argument("--max-units", type=int, default=None, help="run at most N missing units "
+                    "(0: only rebuild the table from the unit files)")
     add_overrides(ab)
     ab.set_defaults(run=run)
 
@@ -53,6 +64,7 @@ def run(args: argparse.Namespace) -> None:
         pretrain_steps=args.pretrain_steps, finetune_steps=args.finetune_steps,
         base_config=args.base_config, finetune_config=args.finetune_config, task=args.task,
         overrides=args.overrides, tiny=args.tiny, probe_samples=args.probe_samples,
-        progress=not args.no_progress, overwrite=args.overwrite,
+        progress=not args.no_progress, overwrite=args.overwrite, units=args.units,
+        units_out=args.units_out, max_units=args.max_units,
     )
     print(f"wrote {args.out}/table5.md, table5.json and table5.png")

@@ -28,7 +28,7 @@ from vlparse.models.heads import MatchHead, MFRHead, MLMHead
 from vlparse.models.outputs import FusionOutput, PretrainOutput, VisualOutput
 from vlparse.models.transformer import MultiModalEncoder
 from vlparse.models.visual import build_visual_embedder
-from vlparse.models.visual_masking import mfr_visual_mask
+from vlparse.models.visual_masking import mfr_visual_mask, num_mfr_tokens
 from vlparse.models.weights import LoadReport
 from vlparse.objectives.itm import itm_labels
 from vlparse.objectives.ot import ot_distance
@@ -63,6 +63,8 @@ class VisualParsingModel(PretrainedMixin, nn.Module):
     """
 
     family = FAMILY
+    static_shapes: bool = False
+    """Set by :meth:`set_static_shapes`."""
 
     def __init__(
         self,
@@ -120,6 +122,15 @@ class VisualParsingModel(PretrainedMixin, nn.Module):
         """Gradient checkpointing in the visual parser and the multi-modal Transformer."""
         self.visual.set_grad_checkpointing(enable)
         self.encoder.set_grad_checkpointing(enable)
+
+    def set_static_shapes(self, enable: bool = True) -> None:
+        """Make the pre-training passes free of data-dependent shapes: the MLM logits come at
+        every text position of the masked pass, labelled -100 where nothing was masked, instead
+        of at the masked positions only. The loss is the same; the step then never reads a mask
+        back to the host, so ``torch.compile`` can take the whole step as one graph and CUDA
+        graphs can replay it, at the price of the MLM head on every text position (about 1 % of
+        a ``paper`` step's FLOPs)."""
+        self.static_shapes = enable
 
     # ------------------------------------------------------------------ forward
 
@@ -184,8 +195,9 @@ class VisualParsingModel(PretrainedMixin, nn.Module):
         self._check_text(b, input_ids, attention_mask, check_text)
         length = input_ids.shape[1]
         device = input_ids.device
-        special = torch.tensor([self.cls_token_id, self.sep_token_id], device=device)
-        ids = torch.cat([special.expand(b, 2), input_ids], dim=1)  # (B, 2 + L)
+        # filled on the device (a tensor built from a list would be a copy from the host)
+        ids = torch.cat([input_ids.new_full((b, 1), self.cls_token_id),
+                         input_ids.new_full((b, 1), self.sep_token_id), input_ids], dim=1)
         text = self.text_embed(ids, position_ids=torch.arange(2 + length, device=device))
         vis = self.visual_embed(
             visual_tokens,
@@ -247,10 +259,14 @@ class VisualParsingModel(PretrainedMixin, nn.Module):
             visual_mask: ``(T, m)`` MFR mask, or ``None``.
 
         Returns:
-            ``(logits (K, V), targets (K,), the fused output)`` over the ``K`` masked positions.
+            ``(logits (K, V), targets (K,), the fused output)`` over the ``K`` masked positions
+            (with :meth:`set_static_shapes`: over all ``T * L`` positions, -100 where not
+            masked).
         """
         out = self.fuse(visual_tokens, input_ids, attention_mask, visual_mask=visual_mask,
                         check_text=False)
+        if self.static_shapes:  # every position, -100 where not masked: no data-dependent size
+            return self.mlm_head(out.text.flatten(0, 1)), labels.flatten(), out
         selected = labels != IGNORE_INDEX
         return self.mlm_head(out.text[selected]), labels[selected], out
 
@@ -312,8 +328,13 @@ class VisualParsingModel(PretrainedMixin, nn.Module):
             visual_mask=vmask_m,
         )
         if vmask_m is not None:
-            result.mfr_pred = self.mfr_head(out.visual[vmask_m])
-            result.mfr_target = tokens.detach().repeat_interleave(p, 0)[vmask_m]
+            # every row masks the same number of tokens, so a gather of fixed size picks them in
+            # the order a boolean index would, without reading the mask back to the host
+            o = self.objectives
+            k = num_mfr_tokens(tokens.shape[1], o.mfr_k, o.mfr_ratio)
+            where = vmask_m.float().argsort(dim=1, descending=True, stable=True)[:, :k]
+            result.mfr_pred = self.mfr_head(_gather_tokens(out.visual, where))
+            result.mfr_target = _gather_tokens(tokens.detach().repeat_interleave(p, 0), where)
             # Eq. 9 per matched pair ("sum"), or also per channel ("mean_channel"):
             # vlparse.objectives.mfr
             per = tokens.shape[-1] if self.objectives.mfr_reduction == "mean_channel" else 1
@@ -386,3 +407,8 @@ class VisualParsingModel(PretrainedMixin, nn.Module):
         objectives = ObjectiveConfig(**config.get("objectives", {}))
         return cls(from_dict(ModelConfig, model), int(config["vocab_size"]), int(ids["cls"]),
                    int(ids["sep"]), objectives=objectives)
+
+
+def _gather_tokens(x: Tensor, index: Tensor) -> Tensor:
+    """``x (T, m, D)`` at ``index (T, k)`` -> ``(T * k, D)``, row-major."""
+    return x.gather(1, index[..., None].expand(-1, -1, x.shape[-1])).flatten(0, 1)

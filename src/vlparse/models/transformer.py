@@ -4,6 +4,20 @@ Attention runs through ``torch.nn.functional.scaled_dot_product_attention`` (fus
 attention weights are asked for; then it is computed explicitly as ``softmax(QK^T / sqrt(d))``
 with padded keys masked, and the weights are returned. Both paths give the same outputs.
 Sub-module names mirror BERT's so :func:`vlparse.models.weights.map_bert_state_dict` is a renaming.
+
+Padded keys are hidden by one additive float bias built once per forward
+(:func:`key_padding_bias`), not by a boolean mask in every layer. What the CUDA kernels of
+``scaled_dot_product_attention`` accept (torch 2.11): the flash kernel takes no mask at all (only
+``is_causal``), bf16/fp16, head size a multiple of 8 up to 256, dropout allowed; the
+memory-efficient kernel takes an additive bias (a boolean mask is first turned into a new float
+tensor, in every call), but wants every stride of the bias but the last to be a multiple of 8 and
+otherwise copies it into a padded tensor, again in every call; under autocast a bias of another
+dtype than the autocast dtype is cast, in every call. :func:`key_padding_bias` makes the bias once,
+in the dtype the kernel computes in, inside a buffer whose rows are padded to a multiple of 8, so
+each layer hands it to the kernel as it is. ``benchmarks/gpu_evidence.py`` records which kernel
+each kind of mask gets on the GPU at hand.
+The query, key and value projections run as one matrix product (their weights concatenated), one
+kernel instead of three.
 """
 
 from __future__ import annotations
@@ -16,7 +30,43 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
-__all__ = ["EncoderLayer", "MultiModalEncoder", "init_bert_weights"]
+__all__ = ["EncoderLayer", "MultiModalEncoder", "init_bert_weights", "key_padding_bias"]
+
+BIAS_ALIGN = 8
+"""Strides of the attention bias are kept multiples of this (the memory-efficient kernel's
+alignment)."""
+
+
+def compute_dtype(x: Tensor) -> torch.dtype:
+    """The dtype matrix products on ``x`` run in: the autocast dtype when autocast is on for its
+    device, else ``x.dtype``."""
+    kind = x.device.type
+    if torch.amp.is_autocast_available(kind) and torch.is_autocast_enabled(kind):
+        return torch.get_autocast_dtype(kind)
+    return x.dtype
+
+
+def key_padding_bias(key_mask: Tensor, dtype: torch.dtype, align: int = BIAS_ALIGN) -> Tensor:
+    """Additive attention bias of a key-padding mask.
+
+    Args:
+        key_mask: ``(B, N)``, true (non-zero) for keys that may be attended to.
+        dtype: the dtype of the bias (that of the attention scores, e.g. the autocast dtype).
+        align: the bias is a view of a ``(B, 1, 1, N')`` buffer with ``N'`` the next multiple of
+            ``align``, so that every stride but the last is a multiple of ``align``.
+
+    Returns:
+        ``(B, 1, 1, N)``: 0 on keys to attend to, the lowest finite value of ``dtype`` on the
+        others (their softmax weight underflows to exactly 0; a row with no key left stays finite).
+    """
+    if key_mask.dim() != 2:
+        raise ValueError(f"key_padding_bias: key_mask must be (B, N), got {tuple(key_mask.shape)}")
+    b, n = key_mask.shape
+    width = -(-n // align) * align
+    buf = torch.zeros(b, 1, 1, width, dtype=dtype, device=key_mask.device)
+    view = buf[..., :n]
+    view.masked_fill_(~key_mask.bool()[:, None, None, :], torch.finfo(dtype).min)
+    return view
 
 
 class EncoderLayer(nn.Module):
@@ -56,30 +106,40 @@ class EncoderLayer(nn.Module):
         b, n, _ = x.shape
         return x.view(b, n, self.num_heads, self.head_dim).transpose(1, 2)  # (B, H, N, d)
 
+    def _qkv(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """Queries, keys and values ``(B, H, N, d)`` from one matrix product (three when the
+        projections are not plain ``nn.Linear``, e.g. FP8 layers of
+        :func:`vlparse.models.float8.convert_to_float8`)."""
+        projections = (self.query, self.key, self.value)
+        if any(type(p) is not nn.Linear for p in projections):
+            return tuple(self._heads(p(x)) for p in projections)
+        weight = torch.cat([self.query.weight, self.key.weight, self.value.weight])
+        bias = torch.cat([self.query.bias, self.key.bias, self.value.bias])
+        q, k, v = F.linear(x, weight, bias).chunk(3, dim=-1)
+        return self._heads(q), self._heads(k), self._heads(v)
+
     def forward(
-        self, x: Tensor, key_mask: Tensor, output_attentions: bool = False
+        self, x: Tensor, attn_bias: Tensor, output_attentions: bool = False
     ) -> tuple[Tensor, Tensor | None]:
         """Args:
             x: ``(B, N, D)``.
-            key_mask: ``(B, N)`` bool, ``True`` for keys that may be attended to.
+            attn_bias: ``(B, 1, 1, N)`` additive key bias (:func:`key_padding_bias`): 0 on keys
+                that may be attended to, a large negative value on padding.
             output_attentions: compute and return the weights ``(B, H, N, N)``.
 
         Returns:
             ``(B, N, D)`` and the weights or ``None``.
         """
         b, n, d = x.shape
-        q, k, v = self._heads(self.query(x)), self._heads(self.key(x)), self._heads(self.value(x))
+        q, k, v = self._qkv(x)
         p_drop = self.attention_dropout if self.training else 0.0
         weights = None
         if output_attentions:
-            scores = (q @ k.transpose(-2, -1)) / math.sqrt(self.head_dim)
-            scores = scores.masked_fill(~key_mask[:, None, None, :], torch.finfo(scores.dtype).min)
+            scores = (q @ k.transpose(-2, -1)) / math.sqrt(self.head_dim) + attn_bias
             weights = scores.softmax(dim=-1)  # exactly 0 on masked keys
             ctx = F.dropout(weights, p_drop, self.training) @ v
         else:
-            ctx = F.scaled_dot_product_attention(
-                q, k, v, attn_mask=key_mask[:, None, None, :], dropout_p=p_drop
-            )
+            ctx = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_bias, dropout_p=p_drop)
         ctx = ctx.transpose(1, 2).reshape(b, n, d)
         x = self.attn_norm(x + self.dropout(self.attn_out(ctx)))
         h = self.ffn_out(F.gelu(self.ffn_in(x)))
@@ -147,15 +207,15 @@ class MultiModalEncoder(nn.Module):
                 f"attention_mask must be (B, N) = {tuple(x.shape[:2])}, "
                 f"got {tuple(attention_mask.shape)}"
             )
-        key_mask = attention_mask.bool()
+        bias = key_padding_bias(attention_mask, compute_dtype(x))
         hidden: list[Tensor] = [x] if output_hidden_states else []
         attns: list[Tensor] = []
         use_ckpt = self.grad_checkpointing and self.training and not output_attentions
         for layer in self.layers:
             if use_ckpt and torch.is_grad_enabled():
-                x, w = checkpoint(layer, x, key_mask, False, use_reentrant=False)
+                x, w = checkpoint(layer, x, bias, False, use_reentrant=False)
             else:
-                x, w = layer(x, key_mask, output_attentions)
+                x, w = layer(x, bias, output_attentions)
             if output_hidden_states:
                 hidden.append(x)
             if w is not None:

@@ -31,16 +31,19 @@ def num_mfr_tokens(m: int, k: int, ratio: float | None) -> int:
     return min(max(int(k), 1), m)
 
 
-def _checked_anchor(anchor: Tensor, b: int, m: int, device: torch.device, where: str) -> Tensor:
+def _checked_anchor(anchor: Tensor, b: int, m: int, device: torch.device, where: str,
+                    check_values: bool = True) -> Tensor:
     if anchor.shape != (b,):
         raise ValueError(f"{where}: anchor must be (B,) = ({b},), got {tuple(anchor.shape)}")
     anchor = anchor.to(device=device, dtype=torch.long)
-    if b and (anchor.min() < 0 or anchor.max() >= m):
+    # the range check reads the anchors back to the host; an argmax needs none
+    if check_values and b and (anchor.min() < 0 or anchor.max() >= m):
         raise ValueError(f"{where}: anchor indices must be in [0, {m}), got {anchor.tolist()}")
     return anchor
 
 
-def _anchor_plus_top(scores: Tensor, anchor: Tensor, k: int, where: str) -> Tensor:
+def _anchor_plus_top(scores: Tensor, anchor: Tensor, k: int, where: str,
+                     check_values: bool = True) -> Tensor:
     """Mask of the anchor and the ``k - 1`` other tokens of highest score (ties: lower index).
 
     scores ``(B, m)``, anchor ``(B,)`` -> ``(B, m)`` bool with exactly ``k`` True per row.
@@ -48,19 +51,23 @@ def _anchor_plus_top(scores: Tensor, anchor: Tensor, k: int, where: str) -> Tens
     b, m = scores.shape
     if not 1 <= k <= m:
         raise ValueError(f"{where}: k must be in [1, m={m}], got {k}; see num_mfr_tokens")
-    anchor = _checked_anchor(anchor, b, m, scores.device, where)
+    anchor = _checked_anchor(anchor, b, m, scores.device, where, check_values)
     # A stable descending sort keeps equal scores in index order; NaN scores sort first, so
     # they are replaced by -inf.
     scores = torch.nan_to_num(scores.float(), nan=float("-inf"))
     order = scores.argsort(dim=-1, descending=True, stable=True)  # (B, m)
-    others = order[order != anchor[:, None]].view(b, m - 1)  # the anchor removed from each row
+    # the anchor moved to the end of each row by a second stable sort (a boolean index would
+    # give the same rows, but its size is only known on the host)
+    last = (order == anchor[:, None]).to(torch.uint8).argsort(dim=-1, stable=True)
+    others = order.gather(1, last)[:, : m - 1]
     mask = torch.zeros(b, m, dtype=torch.bool, device=scores.device)
     mask.scatter_(1, others[:, : k - 1], True)
     mask[torch.arange(b, device=scores.device), anchor] = True
     return mask
 
 
-def attention_guided_mask(attention: Tensor, anchor: Tensor, k: int) -> Tensor:
+def attention_guided_mask(attention: Tensor, anchor: Tensor, k: int,
+                          check_values: bool = True) -> Tensor:
     """MFR mask: each anchor and the ``k - 1`` other tokens it attends to most.
 
     Args:
@@ -68,6 +75,7 @@ def attention_guided_mask(attention: Tensor, anchor: Tensor, k: int) -> Tensor:
             anchor[b]]`` ranks the candidates, ties broken by lower index.
         anchor: ``(B,)`` long, the randomly picked token of each sample.
         k: tokens to mask per sample, in ``[1, m]``.
+        check_values: check that every anchor is in ``[0, m)`` (a read-back to the host).
 
     Returns:
         ``(B, m)`` bool with exactly ``k`` True per row.
@@ -77,24 +85,26 @@ def attention_guided_mask(attention: Tensor, anchor: Tensor, k: int) -> Tensor:
             f"attention_guided_mask: attention must be (B, m, m), got {tuple(attention.shape)}"
         )
     b, m = attention.shape[:2]
-    anchor = _checked_anchor(anchor, b, m, attention.device, "attention_guided_mask")
+    anchor = _checked_anchor(anchor, b, m, attention.device, "attention_guided_mask",
+                             check_values)
     rows = attention[torch.arange(b, device=attention.device), anchor]
-    return _anchor_plus_top(rows, anchor, k, "attention_guided_mask")
+    return _anchor_plus_top(rows, anchor, k, "attention_guided_mask", check_values=False)
 
 
-def random_mask(noise: Tensor, anchor: Tensor, k: int) -> Tensor:
+def random_mask(noise: Tensor, anchor: Tensor, k: int, check_values: bool = True) -> Tensor:
     """Rand MFR mask: each anchor plus the ``k - 1`` other tokens of largest ``noise``.
 
     Args:
         noise: ``(B, m)`` float, e.g. uniform draws from a seeded generator.
         anchor: ``(B,)`` long; k: tokens to mask per sample, in ``[1, m]``.
+        check_values: check that every anchor is in ``[0, m)`` (a read-back to the host).
 
     Returns:
         ``(B, m)`` bool with exactly ``k`` True per row.
     """
     if noise.dim() != 2:
         raise ValueError(f"random_mask: noise must be (B, m), got {tuple(noise.shape)}")
-    return _anchor_plus_top(noise, anchor, k, "random_mask")
+    return _anchor_plus_top(noise, anchor, k, "random_mask", check_values)
 
 
 def mfr_visual_mask(
@@ -121,7 +131,7 @@ def mfr_visual_mask(
                 "objectives.mfr_mode='attention' needs the visual embedder's attention; this "
                 "embedder has none. Use objectives.mfr_mode=random or off."
             )
-        return attention_guided_mask(attention.float(), anchor, count)
+        return attention_guided_mask(attention.float(), anchor, count, check_values=False)
     if mode != "random":
         raise ValueError(f"mfr mode must be 'attention', 'random' or 'off', got {mode!r}")
-    return random_mask(noise, anchor, count)
+    return random_mask(noise, anchor, count, check_values=False)

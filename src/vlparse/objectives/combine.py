@@ -11,13 +11,12 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Protocol
 
-import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from vlparse.objectives.itm import itm_accuracy, itm_loss
+from vlparse.objectives.itm import itm_loss
 from vlparse.objectives.mfr import mfr_loss
-from vlparse.objectives.mlm import mlm_accuracy, mlm_loss
+from vlparse.objectives.mlm import IGNORE_INDEX, mlm_loss
 from vlparse.objectives.ot import vla_loss
 
 __all__ = ["LossOutput", "PretrainTargets", "TERMS", "pretrain_loss"]
@@ -46,12 +45,14 @@ class PretrainTargets(Protocol):
 
 @dataclass
 class LossOutput:
-    """The weighted total, every computed term (also those weighted 0) and integer counts
-    (``itm_correct`` / ``itm_total``, ``mlm_correct`` / ``mlm_total``)."""
+    """The weighted total, every computed term (also those weighted 0) and the accuracy counts
+    (``itm_correct`` / ``itm_total``, ``mlm_correct`` / ``mlm_total``): integers, or 0-dim
+    integer tensors on the device where the count depends on the data (read back by whoever
+    logs them, so that the step itself never waits for the device)."""
 
     total: Tensor
     parts: dict[str, Tensor] = field(default_factory=dict)
-    counts: dict[str, int] = field(default_factory=dict)
+    counts: dict[str, int | Tensor] = field(default_factory=dict)
 
 
 def _identity(x: Tensor) -> Tensor:
@@ -66,21 +67,25 @@ def _itc(i2t: Tensor, t2i: Tensor, targets: Tensor) -> Tensor:
 
 def _terms(
     out: PretrainTargets, reduce_count: Callable[[Tensor], Tensor]
-) -> tuple[dict[str, Tensor], dict[str, int]]:
+) -> tuple[dict[str, Tensor], dict[str, int | Tensor]]:
     """Each term the output has fields for, and the accuracy counts."""
     parts: dict[str, Tensor] = {}
-    counts: dict[str, int] = {}
+    counts: dict[str, int | Tensor] = {}
     if out.itm_logits is not None:
         parts["itm"] = itm_loss(out.itm_logits.float(), out.itm_labels)
-        counts["itm_correct"], counts["itm_total"] = itm_accuracy(out.itm_logits, out.itm_labels)
+        counts["itm_correct"] = (out.itm_logits.argmax(-1) == out.itm_labels).sum()
+        counts["itm_total"] = out.itm_labels.numel()
     if out.vla_distance is not None:
         parts["vla"] = vla_loss(out.vla_distance, out.itm_labels)
     if out.mlm_logits is not None:
-        # token-level: normalised by the masked tokens of all processes (DDP = one big batch)
-        count = torch.tensor(float(out.mlm_labels.numel()), device=out.mlm_labels.device)
+        # token-level: normalised by the masked tokens of all processes (DDP = one big batch);
+        # rows labelled -100 (a model's fixed-size gather) are not counted
+        valid = out.mlm_labels != IGNORE_INDEX
+        count = valid.sum().float()
         normalizer = reduce_count(count).clamp(min=1.0)
         parts["mlm"] = mlm_loss(out.mlm_logits.float(), out.mlm_labels, normalizer=normalizer)
-        counts["mlm_correct"], counts["mlm_total"] = mlm_accuracy(out.mlm_logits, out.mlm_labels)
+        counts["mlm_correct"] = ((out.mlm_logits.argmax(-1) == out.mlm_labels) & valid).sum()
+        counts["mlm_total"] = valid.sum()
     if out.mfr_pred is not None:
         parts["mfr"] = mfr_loss(out.mfr_pred.float(), out.mfr_target.float(),
                                 num_samples=out.mfr_num_samples)

@@ -29,10 +29,9 @@ def itm_labels(
             f"itm_labels: counts must be >= 0, got num_images={num_images}, "
             f"num_pos={num_pos}, num_neg={num_neg}"
         )
-    one = torch.cat(
-        [torch.ones(num_pos, dtype=torch.long), torch.zeros(num_neg, dtype=torch.long)]
-    )
-    return one.repeat(num_images).to(device)
+    # made on the device itself: no copy from the host inside a training step
+    one = (torch.arange(num_pos + num_neg, device=device) < num_pos).long()
+    return one.repeat(num_images)
 
 
 def itm_loss(logits: Tensor, labels: Tensor, normalizer: float | Tensor | None = None) -> Tensor:

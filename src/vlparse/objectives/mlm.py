@@ -52,7 +52,9 @@ def mlm_loss(logits: Tensor, labels: Tensor, normalizer: float | Tensor | None =
     total = F.cross_entropy(
         logits.float(), labels, ignore_index=IGNORE_INDEX, reduction="sum"
     )
-    return scale_sum(total, normalizer, int((labels != IGNORE_INDEX).sum()))
+    if normalizer is None:  # counting the labels reads them back to the host: only when asked
+        return scale_sum(total, None, int((labels != IGNORE_INDEX).sum()))
+    return scale_sum(total, normalizer, 0)
 
 
 def ramp_weight(step: int, delay: int = 0, ramp: int = 0) -> float:

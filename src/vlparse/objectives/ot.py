@@ -14,6 +14,8 @@ Shapes: ``T`` pairs, ``n`` tokens on one side (e.g. words), ``k`` on the other (
 
 from __future__ import annotations
 
+from contextlib import AbstractContextManager, nullcontext
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor
@@ -35,10 +37,19 @@ def cosine_cost(x: Tensor, y: Tensor, eps: float = 1e-8) -> Tensor:
             f"cosine_cost: expected x (T, n, D) and y (T, k, D), got {tuple(x.shape)} and "
             f"{tuple(y.shape)}"
         )
-    with torch.autocast(device_type=x.device.type, enabled=False):
+    with _full_precision(x):
         xn = F.normalize(x.float(), dim=-1, eps=eps)
         yn = F.normalize(y.float(), dim=-1, eps=eps)
         return 1.0 - torch.bmm(xn, yn.transpose(1, 2))
+
+
+def _full_precision(x: Tensor) -> AbstractContextManager:
+    """Autocast off on ``x``'s device (nothing to turn off where autocast does not exist, e.g.
+    the meta device)."""
+    kind = x.device.type
+    if torch.amp.is_autocast_available(kind):
+        return torch.autocast(device_type=kind, enabled=False)
+    return nullcontext()
 
 
 def _check_masks(cost: Tensor, x_mask: Tensor, y_mask: Tensor, where: str) -> None:
@@ -59,6 +70,7 @@ def ipot(
     iters: int = 50,
     inner_iters: int = 1,
     log_domain: bool = True,
+    matmul_dtype: torch.dtype = torch.float32,
 ) -> Tensor:
     """Transport plan of IPOT with uniform marginals over the unmasked tokens of each side.
 
@@ -76,6 +88,11 @@ def ipot(
             multiplies ``exp(-cost / beta)`` directly, about 3x cheaper (matrix products instead of
             log-sum-exps); it needs ``max(cost) / beta`` well under 80 so the kernel does not
             underflow in float32, e.g. cosine costs (at most 2) with ``beta >= 0.05``.
+        matmul_dtype: the dtype of the plain domain's matrix products (their operands; the
+            scalings stay float32). ``torch.bfloat16`` halves their bytes but moves the
+            distances by about 1e-3 relative, where float32 holds 1e-5; the VLA loss is a small
+            difference of such distances, so the model keeps float32
+            (``tests/objectives/test_ot.py``).
 
     Returns:
         ``(T, n, k)`` float32 plan, no gradient.
@@ -98,7 +115,8 @@ def ipot(
     if log_domain:
         plan = _ipot_log(cost, joint, row_ok, col_ok, x_mask, y_mask, beta, iters, inner_iters)
     else:
-        plan = _ipot_plain(cost, joint, row_ok, col_ok, x_mask, y_mask, beta, iters, inner_iters)
+        plan = _ipot_plain(cost, joint, row_ok, col_ok, x_mask, y_mask, beta, iters, inner_iters,
+                           matmul_dtype)
     return torch.where(joint & valid[:, :, None], plan, torch.zeros_like(cost))
 
 
@@ -122,7 +140,8 @@ def _ipot_log(cost, joint, row_ok, col_ok, x_mask, y_mask, beta, iters, inner_it
     return log_plan.exp()
 
 
-def _ipot_plain(cost, joint, row_ok, col_ok, x_mask, y_mask, beta, iters, inner_iters) -> Tensor:
+def _ipot_plain(cost, joint, row_ok, col_ok, x_mask, y_mask, beta, iters, inner_iters,
+                dtype=torch.float32) -> Tensor:
     zero = torch.zeros((), device=cost.device)
     mu = torch.where(row_ok, 1.0 / x_mask.sum(-1, keepdim=True).clamp_min(1).float(), zero)
     nu = torch.where(col_ok, 1.0 / y_mask.sum(-1, keepdim=True).clamp_min(1).float(), zero)
@@ -131,13 +150,13 @@ def _ipot_plain(cost, joint, row_ok, col_ok, x_mask, y_mask, beta, iters, inner_
     b = nu.clone()
     tiny = torch.finfo(torch.float32).tiny
     for _ in range(iters):
-        q = kernel * plan
+        q = (kernel * plan).to(dtype)
         for _ in range(inner_iters):
-            a = torch.where(row_ok, mu / torch.bmm(q, b[:, :, None])[..., 0].clamp_min(tiny), zero)
-            b = torch.where(
-                col_ok, nu / torch.bmm(a[:, None, :], q)[:, 0].clamp_min(tiny), zero
-            )
-        plan = a[:, :, None] * q * b[:, None, :]
+            qb = torch.bmm(q, b.to(dtype)[:, :, None])[..., 0].float()
+            a = torch.where(row_ok, mu / qb.clamp_min(tiny), zero)
+            aq = torch.bmm(a.to(dtype)[:, None, :], q)[:, 0].float()
+            b = torch.where(col_ok, nu / aq.clamp_min(tiny), zero)
+        plan = a[:, :, None] * q.float() * b[:, None, :]
     return plan
 
 

@@ -39,6 +39,7 @@ from vlparse.errors import AblationMismatchError, ConfigError
 from vlparse.io.files import atomic_write_json
 from vlparse.io.runs import RunLock, replace_run_folder
 from vlparse.tasks.ablation_report import summarize, write_report
+from vlparse.tasks.ablation_units import read_unit, write_unit
 
 __all__ = [
     "ROWS",
@@ -219,10 +220,12 @@ def _commands(row: AblationRow, a: dict[str, Any], data: str, unit: str, warmup:
 
 
 def _check_counts(seeds: int, pretrain_steps: int, finetune_steps: int,
-                  probe_samples: int) -> None:
+                  probe_samples: int, max_units: int | None = None) -> None:
     if seeds < 1 or pretrain_steps < 1 or finetune_steps < 1 or probe_samples < 1:
         raise ConfigError("ablate: --seeds, --pretrain-steps, --finetune-steps and "
                           "--probe-samples must be >= 1")
+    if max_units is not None and max_units < 0:
+        raise ConfigError(f"ablate: --max-units must be >= 0, got {max_units}")
 
 
 def _resolve_configs(chosen: list, args: dict[str, Any], pre_ov: list[str],
@@ -258,6 +261,9 @@ def run_ablation(
     progress: bool = True,
     log: Callable[[str], None] = print,
     overwrite: bool = False,
+    units: str | Path | None = None,
+    units_out: str | Path | None = None,
+    max_units: int | None = None,
 ) -> dict[str, Any]:
     """Run (or finish) the ablation and write ``table5.{md,json,png}`` under ``out_dir``.
 
@@ -275,6 +281,11 @@ def run_ablation(
         log: receives one line per stage, e.g. ``[7/18] swin_mfr seed 1: fine-tune vqa``.
         overwrite: move an earlier ablation in ``out_dir`` aside (``<out>.replaced-<time>``)
             and start anew, instead of finishing it.
+        units: a folder of unit files (:mod:`vlparse.tasks.ablation_units`), e.g. committed
+            ones: their units are taken from there, not run, and new units are written there.
+        units_out: where new unit files go instead (e.g. a folder that comes back from a GPU
+            machine); units found there count as done too.
+        max_units: run at most this many missing units (``0``: none, only the table).
 
     Returns:
         the contents of ``table5.json``.
@@ -288,7 +299,7 @@ def run_ablation(
     args = {"base_config": base_config, "finetune_config": finetune_config, "task": task,
             "pretrain_steps": pretrain_steps, "finetune_steps": finetune_steps,
             "overrides": list(overrides), "tiny": tiny, "probe_samples": probe_samples}
-    _check_counts(seeds, pretrain_steps, finetune_steps, probe_samples)
+    _check_counts(seeds, pretrain_steps, finetune_steps, probe_samples, max_units)
     pre_ov, ft_ov = _split_overrides(overrides)
     cfgs, ft_cfg = _resolve_configs(chosen, args, pre_ov, ft_ov)
     if overwrite and (moved := replace_run_folder(out)) is not None:
@@ -304,12 +315,26 @@ def run_ablation(
 
         total = len(chosen) * seeds
         results: dict[str, dict[int, dict]] = {r.name: {} for r in chosen}
+        writes = Path(units_out) if units_out is not None else units
+        folders = [Path(f) for f in (units_out, units) if f is not None]
+        ran = 0
         for i, (row, seed) in enumerate(((r, s) for r in chosen for s in range(seeds)), start=1):
             def say(msg: str, row=row, seed=seed, i=i) -> None:
                 log(f"[{i}/{total}] {row.name} seed {seed}: {msg}")
 
-            results[row.name][seed] = _run_unit(row, seed, args, manifest_path, out, ft_cfg,
-                                                pre_ov, ft_ov, progress, say)
+            unit = read_unit(folders, row.name, seed, args)
+            if unit is not None:
+                say("unit file found, not run")
+            elif max_units is not None and ran >= max_units:
+                say(f"missing, left for a later run (--max-units {max_units})")
+                continue
+            else:
+                unit = _run_unit(row, seed, args, manifest_path, out, ft_cfg, pre_ov, ft_ov,
+                                 progress, say)
+                ran += 1
+                if writes is not None:
+                    say(f"unit file {write_unit(writes, unit, args)}")
+            results[row.name][seed] = unit
             write_report(out, table(), plot=False)
         final = table()
         write_report(out, final)

@@ -162,18 +162,16 @@ class PretrainTask:
 
     def step(self, model: nn.Module, batch: dict[str, Any], ctx: StepContext) -> StepOutput:
         """The weighted loss of one micro-batch; logs its parts, ``visual_spread``, the
-        accuracies and (with a schedule) ``mlm_weight``."""
+        accuracy counts (the trainer turns them into ``itm_acc`` / ``mlm_acc``) and (with a
+        schedule) ``mlm_weight``."""
         o = self.cfg.objectives
         weight = ramp_weight(ctx.step, o.mlm_delay, o.mlm_ramp)
         output = model.forward_pretrain(batch, run_masked=weight > 0)
         losses = pretrain_loss(output, loss_weights(self.cfg, weight), ctx.reduce_count)
-        scalars = {"loss": float(losses.total.detach())}
-        scalars.update({k: float(v.detach()) for k, v in losses.parts.items()})
-        scalars.update({k: float(v) for k, v in output.diagnostics.items()})
-        for name in ("itm", "mlm"):
-            if losses.counts.get(f"{name}_total"):
-                scalars[f"{name}_acc"] = (losses.counts[f"{name}_correct"]
-                                          / losses.counts[f"{name}_total"])
+        # detached tensors, not floats: the trainer reads them back once per log window
+        scalars: dict[str, Any] = {"loss": losses.total.detach()}
+        scalars.update({k: v.detach() for k, v in losses.parts.items()})
+        scalars.update({k: torch.as_tensor(v).detach() for k, v in output.diagnostics.items()})
         if o.mlm_delay or o.mlm_ramp:
             scalars["mlm_weight"] = weight
         return StepOutput(losses.total, scalars, losses.counts)

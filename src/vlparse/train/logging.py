@@ -18,6 +18,8 @@ import warnings
 from pathlib import Path
 from typing import Any
 
+import torch
+from torch import Tensor
 from tqdm.auto import tqdm
 
 from vlparse.io.files import atomic_write_text
@@ -172,43 +174,73 @@ class RunLogger:
 class LogWindow:
     """What one log line says about the micro-batches since the last one: each scalar averaged
     over the micro-batches that reported it (a loss term that starts mid-window is not diluted),
-    ``*_correct`` / ``*_total`` counts summed into ``*_acc`` accuracies, and images per second."""
+    ``*_correct`` / ``*_total`` counts summed into ``*_acc`` accuracies, and images per second.
+
+    Scalars and counts may be Python numbers or 0-dim tensors on the device: tensors are summed
+    where they are and read back together once, when :meth:`metrics` is called, so that a
+    training step never waits for the device to report a number."""
 
     def __init__(self) -> None:
         self.reset()
 
     def reset(self) -> None:
         """Start a new window now."""
-        self._sums: dict[str, list[float]] = {}  # key -> [sum, micro-batches that reported it]
-        self._counts: dict[str, int] = {}
+        self._sums: dict[str, list] = {}  # key -> [sum, micro-batches that reported it]
+        self._counts: dict[str, Any] = {}
         self._images = 0
         self._t0 = time.perf_counter()
 
-    def add(self, scalars: dict[str, float], counts: dict[str, int], images: int) -> None:
-        """One micro-batch's scalars and counts, and the images it held (over all processes)."""
+    def add(self, scalars: dict[str, Any], counts: dict[str, Any], images: int) -> None:
+        """One micro-batch's scalars and counts (numbers or 0-dim tensors), and the images it
+        held (over all processes)."""
         for k, v in scalars.items():
-            acc = self._sums.setdefault(k, [0.0, 0])
-            acc[0] += float(v)
-            acc[1] += 1
+            v = v.detach() if isinstance(v, Tensor) else float(v)
+            acc = self._sums.get(k)
+            if acc is None:
+                self._sums[k] = [v, 1]
+            else:
+                acc[0] = acc[0] + v
+                acc[1] += 1
         for k, v in counts.items():
-            self._counts[k] = self._counts.get(k, 0) + int(v)
+            v = v.detach() if isinstance(v, Tensor) else int(v)
+            self._counts[k] = self._counts[k] + v if k in self._counts else v
         self._images += images
 
     def mean(self, key: str) -> float | None:
-        """The window's mean of ``key``, ``None`` when nothing reported it."""
+        """The window's mean of ``key``, ``None`` when nothing reported it (reads a tensor back:
+        a host synchronisation)."""
         acc = self._sums.get(key)
-        return acc[0] / acc[1] if acc else None
+        return _host([acc[0]])[0] / acc[1] if acc else None
 
     def metrics(self) -> dict[str, float]:
-        """The means, the accuracies and ``images_per_s``."""
-        out = {k: total / n for k, (total, n) in self._sums.items()}
-        for key in [k for k in self._counts if k.endswith("_total")]:
+        """The means, the accuracies and ``images_per_s`` (one read-back of every tensor)."""
+        keys = list(self._sums)
+        count_keys = list(self._counts)
+        values = _host([self._sums[k][0] for k in keys] + [self._counts[k] for k in count_keys])
+        out = {k: v / self._sums[k][1] for k, v in zip(keys, values, strict=False)}
+        counts = dict(zip(count_keys, values[len(keys):], strict=True))
+        for key in [k for k in counts if k.endswith("_total")]:
             name = key[: -len("_total")]
-            if self._counts[key]:
-                out[f"{name}_acc"] = self._counts.get(f"{name}_correct", 0) / self._counts[key]
+            if counts[key]:
+                out[f"{name}_acc"] = counts.get(f"{name}_correct", 0) / counts[key]
         elapsed = max(time.perf_counter() - self._t0, 1e-9)
         out["images_per_s"] = self._images / elapsed
         return out
+
+
+def _host(values: list) -> list[float]:
+    """Numbers and 0-dim tensors as Python floats, the tensors of each device read back in one
+    transfer."""
+    out = [v if not isinstance(v, Tensor) else None for v in values]
+    by_device: dict[Any, list[int]] = {}
+    for i, v in enumerate(values):
+        if isinstance(v, Tensor):
+            by_device.setdefault(v.device, []).append(i)
+    for idx in by_device.values():
+        read = torch.stack([values[i].double() for i in idx]).tolist()
+        for i, x in zip(idx, read, strict=True):
+            out[i] = x
+    return [float(v) for v in out]
 
 
 def truncate_jsonl(path: str | Path, last_step: int) -> int:

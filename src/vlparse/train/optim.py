@@ -135,10 +135,12 @@ def build_scheduler(
 
 
 def clip_grad_norm(
-    parameters: Iterable[nn.Parameter] | nn.Module, max_norm: float | None
-) -> float | None:
+    parameters: Iterable[nn.Parameter] | nn.Module, max_norm: float | None,
+    as_tensor: bool = False,
+) -> float | torch.Tensor | None:
     """Clip the global gradient norm to ``max_norm`` and return the norm before clipping as a
-    float; ``None`` (nothing done) when ``max_norm`` is ``None`` or ``<= 0``."""
+    float (``as_tensor``: as a 0-dim tensor on the gradients' device, not read back to the
+    host); ``None`` (nothing done) when ``max_norm`` is ``None`` or ``<= 0``."""
     if max_norm is None or max_norm <= 0:
         return None
     if isinstance(parameters, nn.Module):
@@ -146,4 +148,5 @@ def clip_grad_norm(
     params = [p for p in parameters if p.grad is not None]
     if not params:
         return 0.0
-    return float(torch.nn.utils.clip_grad_norm_(params, max_norm))
+    norm = torch.nn.utils.clip_grad_norm_(params, max_norm)
+    return norm if as_tensor else float(norm)

@@ -22,11 +22,13 @@ __all__ = ["StepOutput", "StepContext", "TrainTask", "WritesRunFiles", "Summariz
 @dataclass
 class StepOutput:
     """What a task's step returns: the loss to back-propagate, scalars to log and integer counts
-    (``*_correct`` / ``*_total`` pairs become accuracies in the log)."""
+    (``*_correct`` / ``*_total`` pairs become accuracies in the log). Scalars and counts may be
+    0-dim tensors on the device: the trainer reads them back once per log window, so a step
+    that hands tensors never waits for the device."""
 
     loss: Tensor
-    scalars: dict[str, float] = field(default_factory=dict)
-    counts: dict[str, int] = field(default_factory=dict)
+    scalars: dict[str, float | Tensor] = field(default_factory=dict)
+    counts: dict[str, int | Tensor] = field(default_factory=dict)
 
 
 @dataclass

@@ -105,7 +105,7 @@ class _Run:
     t_start: float = field(default_factory=time.perf_counter)
     bad_new: int = 0  # bad images of this process since the last agreement between processes
     out_of_time: bool = False
-    grad_norm: float | None = None
+    grad_norm: Tensor | float | None = None
     last_ckpt: Path | None = None
     last_ckpt_step: int = -1
     final_metrics: dict[str, float] = field(default_factory=dict)
@@ -346,14 +346,16 @@ class Trainer:
         run.window.add(out.scalars, out.counts, batch_images(batch) * world)
 
     def _optimizer_step(self, run: _Run) -> None:
-        run.grad_norm = clip_grad_norm(run.model.parameters(), self.optim.grad_clip)
+        # nothing here reads a number back from the device: the grad norm stays a tensor and the
+        # loss reaches the progress bar at the log window (_log)
+        run.grad_norm = clip_grad_norm(run.model.parameters(), self.optim.grad_clip,
+                                       as_tensor=True)
         run.optimizer.step()
         run.scheduler.step()
         run.optimizer.zero_grad(set_to_none=True)
         run.state.step += 1
         run.state.images_seen += self.train.batch_size
-        loss = run.window.mean("loss")
-        run.logger.progress(1, {"loss": f"{loss:.3f}"} if loss is not None else {})
+        run.logger.progress(1)
 
     def _after_step(self, run: _Run) -> bool:
         """Log window, stop rules, checkpoint and evaluation after a step; True: stop now."""
@@ -372,7 +374,7 @@ class Trainer:
         metrics = run.window.metrics()
         metrics.update(lr=run.optimizer.param_groups[-1]["lr"], epoch=run.state.epoch)
         if run.grad_norm is not None:
-            metrics["grad_norm"] = run.grad_norm
+            metrics["grad_norm"] = float(run.grad_norm)
         run.logger.log(run.state.step, metrics)
         run.logger.progress(0, {"loss": f"{metrics.get('loss', float('nan')):.3f}",
                                 "img/s": f"{metrics['images_per_s']:.0f}"})

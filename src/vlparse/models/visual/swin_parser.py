@@ -71,6 +71,17 @@ class SwinParser(GridEmbedder):
             raise ValueError(f"model.visual.arch '{cfg.arch}' is not a timm Swin Transformer")
         h, w = self.model.layers[-1].blocks[-1].input_resolution
         self._grid = (int(h), int(w))
+        # where each window entry of the last block's attention goes in the (m, m) map: a
+        # function of the sizes only, made once on the host so that a forward reads nothing back
+        idx = self.window_token_index(device=torch.device("cpu"))  # (nW, N_w)
+        valid = idx >= 0
+        pair = (valid[:, :, None] & valid[:, None, :]).flatten()
+        n = idx.shape[1]
+        self._window_padded = not bool(valid.all())
+        for name, value in (("_window_valid", valid), ("_pair_flat", pair.nonzero()[:, 0]),
+                            ("_pair_rows", idx[:, :, None].expand(-1, -1, n).flatten()[pair]),
+                            ("_pair_cols", idx[:, None, :].expand(-1, n, -1).flatten()[pair])):
+            self.register_buffer(name, value, persistent=False)
 
     # ------------------------------------------------------------------ properties
 
@@ -157,18 +168,13 @@ class SwinParser(GridEmbedder):
             logits = logits + mask.to(logits.dtype).view(1, num_win, 1, n, n)
         probs = logits.float().softmax(dim=-1).mean(dim=2)  # (B, nW, N_w, N_w)
 
-        idx = self.window_token_index(device=x.device)  # (nW, N_w)
-        valid = idx >= 0
-        if not bool(valid.all()):
+        if self._window_padded:
             # timm attends to zero padding; drop padded keys and renormalise the real ones
-            probs = probs * valid[None, :, None, :]
+            probs = probs * self._window_valid[None, :, None, :]
             probs = probs / probs.sum(dim=-1, keepdim=True).clamp_min(1e-12)
-        pair = valid[:, :, None] & valid[:, None, :]
-        rows = idx[:, :, None].expand(-1, -1, n)[pair]
-        cols = idx[:, None, :].expand(-1, n, -1)[pair]
         m = self.num_tokens
         full = probs.new_zeros(batch, m, m)
-        full[:, rows, cols] = probs[:, pair]
+        full[:, self._pair_rows, self._pair_cols] = probs.flatten(1)[:, self._pair_flat]
         return full.to(x.dtype)
 
     # ------------------------------------------------------------------ weights
