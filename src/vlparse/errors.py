@@ -26,6 +26,7 @@ __all__ = [
     "PretrainedUnavailableError",
     "TaskNotImplementedError",
     "AblationMismatchError",
+    "ShardError",
 ]
 
 
@@ -115,3 +116,9 @@ class TaskNotImplementedError(VlparseError, NotImplementedError):
 
 class AblationMismatchError(ConfigError):
     """An ablation folder's ``ablation.json`` was written with other experiment arguments."""
+
+
+class ShardError(VlparseError, ValueError):
+    """Tar shards cannot be used as asked: a shard is missing (named) or not in its folder's
+    index, the index is incomplete, the folder holds shards written with other arguments, or the
+    ``webdataset`` package that reads and writes them is not installed."""
