@@ -317,3 +317,22 @@ def test_writer_rewrites_a_damaged_listed_shard(scene_world, shards, tmp_path):
     write_shards(scene_world, copy, sets=SETS, splits=SPLITS, maxcount=MAXCOUNT, progress=False)
     assert (copy / "shard-000002.tar").read_bytes() == (shards / "shard-000002.tar").read_bytes()
     assert (copy / "shard-000001.tar").stat().st_mtime_ns == kept
+
+
+def test_data_shard_command_writes_and_records_itself(scene_world, shards, tmp_path, capsys):
+    from vlparse.cli import main
+
+    out = tmp_path / "cli"
+    argv = ["data", "shard", "--data", str(scene_world), "--out", str(out), "--maxcount", "16",
+            "--sets", "coco,vg", "--splits", "train,restval"]
+    assert main(argv) == 0
+    index = load_index(out)
+    assert index["command"].startswith("vlparse data shard --data ") and "--maxcount 16" in (
+        index["command"])
+    assert index["shards"] == load_index(shards)["shards"]  # what write_shards wrote
+    assert f"{out}: 105 images in 7 shard(s); 0 bad image(s)" in capsys.readouterr().out
+    assert main(["data", "shard", "--data", str(scene_world), "--out", str(out),
+                 "--maxcount", "8"]) == 2
+    assert "maxcount: 16 there, 8 now" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["data", "shard", "--data", str(scene_world), "--out", str(out), "--sets", ","])
