@@ -37,13 +37,10 @@ from results_file import write_results  # noqa: E402
 
 from vlparse.config import FinetuneConfig, load_config  # noqa: E402
 from vlparse.models.single_stream import VisualParsingModel  # noqa: E402
-from vlparse.tasks.finetune import FinetuneModel  # noqa: E402
-from vlparse.tasks.retrieval import (  # noqa: E402
-    MatchHead,
-    RetrievalTask,
-    match_scores,
-    score_matrix,
-)
+from vlparse.models.vp_tasks import VisualParsingForRetrieval  # noqa: E402
+from vlparse.tasks.retrieval import score_matrix  # noqa: E402
+from vlparse.utils import autocast as precision_autocast  # noqa: E402
+from vlparse.utils import autocast_dtype  # noqa: E402
 
 FULL_IMAGES, FULL_CAPTIONS = 1000, 5000
 GOAL_PAIRS_PER_S = 14000
@@ -57,8 +54,8 @@ def naive_scores(model, images, input_ids, attention_mask, image_index, text_ind
     for s in range(0, image_index.numel(), batch_pairs):
         ii, tt = image_index[s : s + batch_pairs], text_index[s : s + batch_pairs]
         with autocast or nullcontext():
-            tokens = model.encode_image(images[ii]).tokens
-            out.append(match_scores(model, tokens, input_ids[tt], attention_mask[tt]))
+            tokens = model.encode_images(images[ii])
+            out.append(model.match_scores(tokens, input_ids[tt], attention_mask[tt]))
     return torch.cat(out)
 
 
@@ -97,14 +94,11 @@ def main(argv: list[str] | None = None) -> dict:
     cfg = load_config(None, [f"model_from={args.config}"], cls=FinetuneConfig)
     torch.manual_seed(args.seed)
     backbone = VisualParsingModel(cfg.model, 30522)
-    head = MatchHead(cfg.model.text.hidden_size)
-    RetrievalTask().init_head(head, backbone)
-    model = FinetuneModel(backbone, head).to(device).eval()
+    model = VisualParsingForRetrieval(backbone, init_from_itm=True).to(device).eval()
     if args.compile:
-        backbone.visual.compile()
-        backbone.encoder.compile()
-    bf16 = args.precision == "bf16" or (args.precision == "auto" and device.type == "cuda")
-    autocast = (lambda: torch.autocast(device.type, dtype=torch.bfloat16)) if bf16 else nullcontext
+        model.compile_backbone()
+    bf16 = autocast_dtype(args.precision, device) is not None
+    autocast = lambda: precision_autocast(args.precision, device)
 
     g = torch.Generator().manual_seed(args.seed)
     size, max_len = cfg.model.visual.image_size, cfg.model.text.max_text_len
@@ -119,7 +113,7 @@ def main(argv: list[str] | None = None) -> dict:
 
     def parse() -> torch.Tensor:
         with torch.no_grad(), autocast():
-            return torch.cat([model.encode_image(images[s : s + args.image_batch]).tokens
+            return torch.cat([model.encode_images(images[s : s + args.image_batch])
                               for s in range(0, n_img, args.image_batch)])
 
     def rank(tokens: torch.Tensor) -> torch.Tensor:

@@ -20,24 +20,24 @@ FAST = ["model.visual.image_size=64", "model.visual.window_size=4", "train.max_s
 
 def _finetuned(task: str, recipe: str, scene_world: Path, small_overrides, out: Path) -> Path:
     """A fine-tuning run folder as ``vlparse finetune`` writes it (config, task state,
-    checkpoint) of a freshly built model: what ``load_finetuned`` reads, without training."""
-    import json
-
+    checkpoint, no exported model) of a freshly built model: what the loader rebuilds from a
+    checkpoint, without training."""
     import yaml
 
     from vlparse.config import to_dict
-    from vlparse.tasks.finetune import TASK_STATE_NAME, build_finetune_model, get_task
+    from vlparse.tasks.base import get_task
+    from vlparse.tasks.finetune import FinetuneTask
     from vlparse.train.checkpoint import save_checkpoint
 
     overrides = [o for o in small_overrides if not o.startswith("objectives.")] + FAST
     cfg = load_config(recipe, overrides, cls=FinetuneConfig)
-    t = get_task(task)
-    model, cfg, tokenizer = build_finetune_model(t, cfg, {})
-    state = t.prepare(load_manifest(scene_world), cfg, tokenizer)
-    model.head = t.build_head(cfg.model, cfg, state)
+    ft = FinetuneTask(get_task(task), cfg, load_manifest(scene_world), log=None)
+    torch.manual_seed(0)
+    model = ft.build_model()
     out.mkdir(parents=True)
     (out / "config.yaml").write_text(yaml.safe_dump(to_dict(cfg)))
-    (out / TASK_STATE_NAME).write_text(json.dumps(state))
+    for name, text in ft.run_files().items():
+        (out / name).write_text(text)
     save_checkpoint(out, 1, model, None, None, {"step": 1})
     return out
 
@@ -66,7 +66,7 @@ def test_answer_entail_reason_types(runs, examples):
     assert isinstance(vqa, VLModel) and vqa.task == "vqa" and not vqa.model.training
     top = vqa.answer(q.image_path, q.question, topk=3)
     assert len(top) == 3 and all(isinstance(a, str) and isinstance(p, float) for a, p in top)
-    assert all(a in vqa.state["answers"] for a, _ in top)
+    assert all(a in vqa.labels for a, _ in top) and len(vqa.labels) > 3
     assert [p for _, p in top] == sorted((p for _, p in top), reverse=True)
     assert all(0.0 <= p <= 1.0 for _, p in top)
     # a PIL image gives the same answer as its path
@@ -86,8 +86,8 @@ def test_answer_entail_reason_types(runs, examples):
     assert swapped != p  # both images reach the classifier, in order
 
     # a wrong task is named with what to load instead
-    with pytest.raises(WrongTaskError, match=r"answer\(\) needs a run fine-tuned with "
-                       r"'vlparse finetune vqa'.*is a nlvr2 run"):
+    with pytest.raises(WrongTaskError, match=r"answer\(\) needs a model fine-tuned with "
+                       r"'vlparse finetune vqa'.*is a nlvr2 model"):
         nlvr2.answer(n.left_image, "what?")
     with pytest.raises(WrongTaskError, match="reason"):
         vqa.reason(n.left_image, n.right_image, n.sentence)
@@ -151,5 +151,79 @@ def test_pretraining_run_scores_with_its_itm_head(small_overrides, examples, tmp
     torch.testing.assert_close(got, logits[:, 1] - logits[:, 0], atol=1e-4, rtol=1e-4)
     assert [t for t, _ in model.rank(image, texts)] == sorted(texts, key=lambda t: -float(
         got[texts.index(t)]))
-    with pytest.raises(WrongTaskError, match="snli-ve.*is a pretrain run"):
+    with pytest.raises(WrongTaskError, match="snli-ve.*is a pretrain model"):
         model.entail(image, "a star")
+
+
+def test_batches_and_single_items_agree(runs, examples):
+    vqa = vlparse.load(runs["vqa"], device="cpu")
+    a, b = examples["vqa"], examples["snli"]
+    images, questions = [a.image_path, b.image_path], [a.question, "what shape is it?"]
+    batch = vqa.answer(images, questions, topk=2)
+    assert len(batch) == 2
+    for got, image, question in zip(batch, images, questions, strict=True):
+        one = vqa.answer(image, question, topk=2)
+        assert [x for x, _ in got] == [x for x, _ in one]
+        assert [p for _, p in got] == pytest.approx([p for _, p in one], abs=1e-5)
+
+    snli = vlparse.load(runs["snli-ve"], device="cpu")
+    probs = snli.entail([b.image_path] * 2, [b.hypothesis, "a dog"])
+    assert len(probs) == 2 and all(sum(p.values()) == pytest.approx(1.0) for p in probs)
+    assert probs[0] == pytest.approx(snli.entail(b.image_path, b.hypothesis), abs=1e-5)
+
+    n = examples["nlvr2"]
+    nlvr2 = vlparse.load(runs["nlvr2"], device="cpu")
+    both = nlvr2.reason([n.left_image, n.right_image], [n.right_image, n.left_image],
+                        n.sentence)
+    assert both == pytest.approx([nlvr2.reason(n.left_image, n.right_image, n.sentence),
+                                  nlvr2.reason(n.right_image, n.left_image, n.sentence)],
+                                 abs=1e-5)
+
+    ret = vlparse.load(runs["retrieval"], device="cpu")
+    texts = ["a green star", "two red circles"]
+    ranked = ret.rank([a.image_path, b.image_path], texts)
+    assert len(ranked) == 2 and ranked[1] == ret.rank(b.image_path, texts)
+
+
+def test_sixteen_bit_images_are_scaled_not_clipped(runs):
+    """A 16-bit grey image answers as its 8-bit version (v * 257 -> v), not as the white image
+    that clipping its values to 255 would make."""
+    import numpy as np
+
+    vqa = vlparse.load(runs["vqa"], device="cpu")
+    grey = np.random.default_rng(0).integers(0, 256, (64, 64)).astype(np.uint16)
+    eight = Image.fromarray(grey.astype(np.uint8), mode="L")
+    sixteen = Image.fromarray(grey * 257)
+    assert sixteen.mode == "I;16"
+    white = Image.new("L", (64, 64), 255)
+    question = "what color is the circle?"
+    got = vqa.answer(sixteen, question, topk=3)
+    assert got == vqa.answer(eight, question, topk=3)
+    assert got != vqa.answer(white, question, topk=3)
+
+
+def test_a_damaged_saved_model_is_a_user_error(runs, tmp_path, capsys):
+    """A truncated weights file or a broken config.json in a saved model folder is a
+    CheckpointError naming the folder; the command line reports it in one line."""
+    import shutil
+
+    from vlparse.cli import main
+    from vlparse.errors import CheckpointError
+
+    folder = tmp_path / "model"
+    vlparse.load(runs["vqa"], device="cpu").model.save_pretrained(folder)
+    assert vlparse.load(folder, device="cpu").task == "vqa"
+    broken = tmp_path / "truncated"
+    shutil.copytree(folder, broken)
+    weights = broken / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:1000])
+    with pytest.raises(CheckpointError, match="truncated: cannot be loaded as a saved model"):
+        vlparse.load(broken, device="cpu")
+    (folder / "config.json").write_text("{not json")
+    with pytest.raises(CheckpointError, match="not valid JSON"):
+        vlparse.load(folder, device="cpu")
+    argv = ["evaluate", "vqa", "--checkpoint", str(folder), "--data", "m.json", "--split", "val",
+            "--out", str(tmp_path / "x.json")]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("vlparse: error: ") and "config.json" in err[0]

@@ -357,11 +357,6 @@ def test_no_diary_words_or_machine_paths_outside_src_and_tests():
     assert not hits, "\n".join(hits)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="src/ and tests/ are being restructured; their remaining diary words and machine "
-    "paths are cleaned up with it (remove this mark when the test passes)",
-)
 def test_no_diary_words_or_machine_paths_in_src_and_tests():
     hits = _scan(_in_code)
     assert not hits, "\n".join(hits)

@@ -51,8 +51,9 @@ def load_config(name_or_path: Any = None, overrides: list[str] | None = None) ->
 
 
 def load(path: Any, device: Any = None) -> Any:
-    """Load a pre-training or fine-tuning run for inference (``score``, ``rank``, ``answer``,
-    ``entail``, ``reason``). See :func:`vlparse.api.load`."""
+    """Load a trained model for inference (``score``, ``rank``, ``answer``, ``entail``,
+    ``reason``): a ``save_pretrained`` folder such as a run's ``model/``, a run folder or a
+    checkpoint. See :func:`vlparse.api.load`."""
     from vlparse.api import load as _load
 
     return _load(path, device)

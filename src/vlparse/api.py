@@ -1,25 +1,30 @@
 """Inference API: ``model = vlparse.load(path)``, then score, rank, answer, entail, reason.
 
-``path`` is a run folder written by ``vlparse pretrain`` or ``vlparse finetune TASK`` (or one of
-its ``checkpoints/step_*`` folders). What a loaded model can do depends on the run:
+``path`` is a folder written by ``save_pretrained`` (e.g. the ``model/`` a training run exports,
+moved anywhere), a run folder written by ``vlparse pretrain`` or ``vlparse finetune TASK`` (its
+exported ``model/``, else its newest intact checkpoint), or one of its ``checkpoints/step_*``
+folders. What a loaded model can do depends on what it was trained for:
 
 ============================  =======================================================
-method                        needs a run of
+method                        needs a model of
 ============================  =======================================================
-``score``, ``rank``           ``pretrain`` (ITM head) or ``finetune retrieval``
+``score``, ``rank``           pre-training (ITM head) or ``finetune retrieval``
 ``answer``                    ``finetune vqa``
 ``entail``                    ``finetune snli-ve``
 ``reason``                    ``finetune nlvr2``
 ============================  =======================================================
 
-Images are PIL images or paths to image files; they go through the evaluation transform of the
-run (resize to ``model.visual.image_size``, ImageNet normalisation). The model is in eval mode
-and every call runs without gradients. Example::
+Every method sits on the family's task model (:mod:`vlparse.models.task_registry`) and takes
+batches: lists of images and texts (a single image and text still work, and give a single
+result). Images are PIL images (any mode: 16-bit ones are scaled, not clipped) or paths of image
+files; images and texts go through the model's processor. The model is in eval mode and every
+call runs without gradients. Example::
 
     import vlparse
-    vqa = vlparse.load("ft/vqa", device="cuda")
+    vqa = vlparse.load("ft/vqa/model", device="cuda")
     vqa.answer("photo.jpg", "what color is the square?", topk=3)
     # [('red', 0.91), ('orange', 0.07), ('purple', 0.01)]
+    vqa.answer(["a.jpg", "b.jpg"], ["how many circles?", "what shape is red?"])
 """
 
 from __future__ import annotations
@@ -43,37 +48,48 @@ ImageLike = Image.Image | str | os.PathLike
 PRETRAIN = "pretrain"
 
 
+def _is_image(value: Any) -> bool:
+    return isinstance(value, (Image.Image, str, os.PathLike))
+
+
+def _pair_up(images: Any, texts: Any, method: str) -> tuple[list, list[str], bool]:
+    """Aligned lists of images and texts (one image or one text repeated to the other's
+    length), and whether the call was for a single pair."""
+    single = _is_image(images) and isinstance(texts, str)
+    images = [images] if _is_image(images) else list(images)
+    texts = [texts] if isinstance(texts, str) else list(texts)
+    if len(images) == 1 and len(texts) > 1:
+        images = images * len(texts)
+    if len(texts) == 1 and len(images) > 1:
+        texts = texts * len(images)
+    if len(images) != len(texts):
+        raise ValueError(f"{method}: {len(images)} images but {len(texts)} texts; pass aligned "
+                         "lists of the same length (or one image / one text)")
+    return images, texts, single
+
+
 class VLModel:
-    """A loaded vlparse run for inference; build it with :func:`load`.
+    """A loaded model for inference; build it with :func:`load`.
 
     Attributes:
         task: ``"pretrain"``, ``"retrieval"``, ``"vqa"``, ``"nlvr2"`` or ``"snli-ve"``.
-        model: the :class:`~vlparse.models.single_stream.VisualParsingModel` (pre-training run)
-            or :class:`~vlparse.tasks.finetune.FinetuneModel`.
-        cfg: the run's config; ``state`` its task state (e.g. the VQA ``answers``).
-        path: where it was loaded from.
-        batch_size: pairs per forward pass in :meth:`score` and :meth:`rank`.
+        model: the family's model (pre-trained) or its task model (fine-tuned).
+        processor: the model's processor (image transform and tokenizer).
+        labels: the task model's classes (the VQA answers, the entailment classes ...), empty
+            for a pre-trained model.
+        path: where it was loaded from; ``config`` the run's config when loaded from a run.
+        batch_size: examples per forward pass.
     """
 
-    def __init__(
-        self,
-        model: nn.Module,
-        cfg: Any,
-        tokenizer: Any,
-        task: str,
-        state: dict | None = None,
-        path: str | os.PathLike | None = None,
-        device: str | torch.device = "cpu",
-        batch_size: int = 64,
-    ) -> None:
-        from vlparse.processing.transforms import image_transform
-
+    def __init__(self, model: nn.Module, processor: Any, task: str,
+                 path: str | os.PathLike | None = None, device: str | torch.device = "cpu",
+                 batch_size: int = 64, config: Any = None) -> None:
         self.model = model.eval()
-        self.cfg, self.tokenizer, self.task = cfg, tokenizer, task
-        self.state = dict(state or {})
+        self.processor, self.task, self.config = processor, task, config
+        self.labels: list[str] = list(getattr(model, "labels", []))
         self.path = str(path) if path is not None else None
         self.batch_size = batch_size
-        self.transform = image_transform(cfg.model.visual.image_size)
+        self._matcher: nn.Module | None = None
         self.device = torch.device("cpu")
         self.to(device)
 
@@ -88,163 +104,162 @@ class VLModel:
 
     # ------------------------------------------------------------------ inputs
 
-    @property
-    def backbone(self) -> nn.Module:
-        """The multi-modal model (without the task head)."""
-        return self.model if self.task == PRETRAIN else self.model.backbone
-
     def _require(self, method: str, *tasks: str) -> None:
         if self.task not in tasks:
             needs = " or ".join(
-                "a pre-training run ('vlparse pretrain')" if t == PRETRAIN
-                else f"a run fine-tuned with 'vlparse finetune {t}'" for t in tasks
+                "a pre-trained model ('vlparse pretrain')" if t == PRETRAIN
+                else f"a model fine-tuned with 'vlparse finetune {t}'" for t in tasks
             )
             raise WrongTaskError(
-                f"{method}() needs {needs}; {self.path or 'this model'} is a {self.task} run. "
-                f"Load such a run with vlparse.load(...)"
+                f"{method}() needs {needs}; {self.path or 'this model'} is a {self.task} model. "
+                f"Load such a model with vlparse.load(...)"
             )
-
-    def _image(self, image: ImageLike) -> Tensor:
-        """One image -> ``(3, S, S)``."""
-        from vlparse.processing.images import load_image
-
-        if isinstance(image, Image.Image):
-            return self.transform(image.convert("RGB"))
-        if isinstance(image, (str, os.PathLike)):
-            return self.transform(load_image(image))
-        raise TypeError(
-            f"images must be PIL images or paths of image files, got {type(image).__name__}"
-        )
 
     def _images(self, images: Sequence[ImageLike]) -> Tensor:
         """``N`` images -> ``(N, 3, S, S)`` on the model's device."""
-        return torch.stack([self._image(im) for im in images]).to(self.device)
+        return torch.stack([self.processor.image(im) for im in images]).to(self.device)
 
     def _texts(self, texts: Sequence[str]) -> tuple[Tensor, Tensor]:
         """``T`` texts -> ``input_ids``, ``attention_mask`` ``(T, L)`` on the device, cut to
         the longest."""
-        from vlparse.processing.tokenization import encode_texts
+        ids, mask = self.processor.encode_text(list(texts), padding="longest")
+        return ids.to(self.device), mask.to(self.device)
 
-        if isinstance(texts, str) or not all(isinstance(t, str) for t in texts):
-            raise TypeError("texts must be a list of strings")
-        ids, mask = encode_texts(self.tokenizer, list(texts), self.cfg.model.text.max_text_len)
-        cut = max(int(mask.sum(1).max()), 1) if len(texts) else 1
-        return ids[:, :cut].to(self.device), mask[:, :cut].to(self.device)
+    def _logits(self, images: list, texts: list[str]) -> Tensor:
+        """The task model's float logits of aligned images and texts, in batches."""
+        out = []
+        for s in range(0, len(texts), self.batch_size):
+            ids, mask = self._texts(texts[s : s + self.batch_size])
+            batch = images[s : s + self.batch_size]
+            pixels = (torch.stack([self._images(pair) for pair in batch])
+                      if self.task == "nlvr2" else self._images(batch))
+            out.append(self.model(pixels, ids, mask).logits.float().cpu())
+        return torch.cat(out)
 
-    def _cls(self, images: Tensor, ids: Tensor, mask: Tensor) -> Tensor:
-        """``[CLS]`` states ``(B, D)`` of ``images (B, 3, S, S)`` with texts ``(B, L)``."""
-        return self.backbone(images, ids, mask).cls
+    def _retrieval_model(self) -> nn.Module:
+        """The retrieval task model: the loaded one, or a pre-trained model with its ITM head
+        as the matching head."""
+        if self.task != PRETRAIN:
+            return self.model
+        if self._matcher is None:
+            from vlparse.config.finetune import RetrievalTaskConfig
+            from vlparse.models.task_registry import task_model_class
 
-    def _match_head(self) -> nn.Module:
-        return self.model.itm_head if self.task == PRETRAIN else self.model.head
+            cls = task_model_class(self.model.cfg.family, "retrieval")
+            self._matcher = cls.from_backbone(self.model, RetrievalTaskConfig(itm_head_init=True),
+                                              pretrained=True).eval()
+        return self._matcher
 
     # ------------------------------------------------------------------ matching
 
     @torch.no_grad()
-    def score(self, images: Sequence[ImageLike] | ImageLike, texts: Sequence[str] | str) -> Tensor:
+    def score(self, images: Sequence[ImageLike] | ImageLike,
+              texts: Sequence[str] | str) -> Tensor:
         """Matching scores of aligned lists: ``images[i]`` with ``texts[i]``.
 
         One image (or one text) is paired with every text (image). The score is the matching
-        head's margin ``z_1 - z_0`` (ITM head of a pre-training run, the retrieval head of a
-        retrieval run): higher means a better match.
+        head's margin ``z_1 - z_0`` (the ITM head of a pre-trained model, the retrieval head of
+        a retrieval model): higher means a better match.
 
         Returns:
             ``(N,)`` float32 on the CPU.
         """
         self._require("score", PRETRAIN, "retrieval")
-        images = [images] if isinstance(images, (Image.Image, str, os.PathLike)) else list(images)
-        texts = [texts] if isinstance(texts, str) else list(texts)
-        if len(images) == 1 and len(texts) > 1:
-            images = images * len(texts)
-        if len(texts) == 1 and len(images) > 1:
-            texts = texts * len(images)
-        if len(images) != len(texts):
-            raise ValueError(
-                f"score: {len(images)} images but {len(texts)} texts; pass aligned lists of "
-                f"the same length (or one image / one text)"
-            )
-        head, out = self._match_head(), []
+        images, texts, _ = _pair_up(images, texts, "score")
+        model, out = self._retrieval_model(), []
         for s in range(0, len(texts), self.batch_size):
             ids, mask = self._texts(texts[s : s + self.batch_size])
-            logits = head(self._cls(self._images(images[s : s + self.batch_size]), ids, mask))
-            out.append((logits[:, 1] - logits[:, 0]).float().cpu())
+            features = model.encode_images(self._images(images[s : s + self.batch_size]))
+            out.append(model.match_scores(features, ids, mask).float().cpu())
         return torch.cat(out) if out else torch.zeros(0)
 
     @torch.no_grad()
-    def rank(self, image: ImageLike, texts: Sequence[str]) -> list[tuple[str, float]]:
-        """``texts`` sorted by their :meth:`score` with ``image``, best first; the visual
-        parser runs once. Returns ``[(text, score), ...]``."""
+    def rank(self, images: Sequence[ImageLike] | ImageLike,
+             texts: Sequence[str]) -> list[tuple[str, float]] | list[list[tuple[str, float]]]:
+        """``texts`` sorted by their :meth:`score` with each image, best first:
+        ``[(text, score), ...]`` for one image, a list of those for a list of images. The
+        image side runs once per image."""
         self._require("rank", PRETRAIN, "retrieval")
+        single = _is_image(images)
         texts = [texts] if isinstance(texts, str) else list(texts)
-        tokens = self.backbone.encode_image(self._images([image])).tokens  # (1, m, c)
-        head, scores = self._match_head(), []
-        for s in range(0, len(texts), self.batch_size):
-            ids, mask = self._texts(texts[s : s + self.batch_size])
-            cls = self.backbone.fuse(tokens.expand(ids.shape[0], -1, -1), ids, mask).cls
-            logits = head(cls).float()
-            scores += (logits[:, 1] - logits[:, 0]).tolist()
-        order = sorted(range(len(texts)), key=lambda i: -scores[i])
-        return [(texts[i], float(scores[i])) for i in order]
+        model, ranked = self._retrieval_model(), []
+        for image in [images] if single else list(images):
+            features = model.encode_images(self._images([image]))  # (1, ...)
+            scores: list[float] = []
+            for s in range(0, len(texts), self.batch_size):
+                ids, mask = self._texts(texts[s : s + self.batch_size])
+                repeated = features.expand(ids.shape[0], *features.shape[1:])
+                scores += model.match_scores(repeated, ids, mask).tolist()
+            order = sorted(range(len(texts)), key=lambda i: -scores[i])
+            ranked.append([(texts[i], float(scores[i])) for i in order])
+        return ranked[0] if single else ranked
 
     # ------------------------------------------------------------------ tasks
 
     @torch.no_grad()
-    def answer(self, image: ImageLike, question: str, topk: int = 5) -> list[tuple[str, float]]:
-        """The ``topk`` most likely answers with their probabilities (sigmoid of each answer's
-        logit, as trained by the VQA binary cross-entropy), best first."""
+    def answer(self, images: Sequence[ImageLike] | ImageLike, questions: Sequence[str] | str,
+               topk: int = 5) -> list[tuple[str, float]] | list[list[tuple[str, float]]]:
+        """The ``topk`` best answers to each question about its image, best first, each with
+        its score: the sigmoid of the answer's logit. The VQA head scores every answer on its
+        own (binary cross-entropy against soft scores), so these are independent scores, not
+        probabilities over the answers: they need not sum to 1. ``[(answer, score), ...]`` for
+        one image and question, a list of those for lists."""
         from vlparse.tasks.vqa import top_answers
 
         self._require("answer", "vqa")
-        ids, mask = self._texts([question])
-        logits = self.model.head(self._cls(self._images([image]), ids, mask))
-        return top_answers(logits, self.state["answers"], topk)[0]
+        images, questions, single = _pair_up(images, questions, "answer")
+        top = top_answers(self._logits(images, questions), self.labels, topk)
+        return top[0] if single else top
 
     @torch.no_grad()
-    def entail(self, image: ImageLike, hypothesis: str) -> dict[str, float]:
-        """``{"entailment": p, "neutral": p, "contradiction": p}`` (softmax, sums to 1) of the
-        image as premise and ``hypothesis``."""
-        from vlparse.data.formats.snli_ve import SNLI_VE_LABELS
-
+    def entail(self, images: Sequence[ImageLike] | ImageLike,
+               hypotheses: Sequence[str] | str) -> dict[str, float] | list[dict[str, float]]:
+        """``{"entailment": p, "neutral": p, "contradiction": p}`` (softmax probabilities, sum
+        1) of each image as premise and its hypothesis; a list of those for lists."""
         self._require("entail", "snli-ve")
-        ids, mask = self._texts([hypothesis])
-        logits = self.model.head(self._cls(self._images([image]), ids, mask))
-        probs = logits.float().softmax(-1)[0].tolist()
-        return dict(zip(SNLI_VE_LABELS, probs, strict=True))
+        images, hypotheses, single = _pair_up(images, hypotheses, "entail")
+        probs = self._logits(images, hypotheses).softmax(-1).tolist()
+        out = [dict(zip(self.labels, row, strict=True)) for row in probs]
+        return out[0] if single else out
 
     @torch.no_grad()
-    def reason(self, image_left: ImageLike, image_right: ImageLike, sentence: str) -> float:
-        """Probability that ``sentence`` is true of the image pair (NLVR2 pair method)."""
-        from vlparse.tasks.nlvr2 import pair_logits
-
+    def reason(self, image_left: Sequence[ImageLike] | ImageLike,
+               image_right: Sequence[ImageLike] | ImageLike,
+               sentence: Sequence[str] | str) -> float | list[float]:
+        """Probability (softmax of the NLVR2 head) that each sentence is true of its image pair
+        (left, right); one float for one pair, a list for lists."""
         self._require("reason", "nlvr2")
-        ids, mask = self._texts([sentence])
-        images = self._images([image_left, image_right])[None]  # (1, 2, 3, S, S)
-        logits = pair_logits(self.model, images, ids, mask)
-        return float(logits.float().softmax(-1)[0, 1])
+        single = _is_image(image_left) and _is_image(image_right) and isinstance(sentence, str)
+        lefts = [image_left] if _is_image(image_left) else list(image_left)
+        rights = [image_right] if _is_image(image_right) else list(image_right)
+        if len(lefts) != len(rights):
+            raise ValueError(f"reason: {len(lefts)} left images but {len(rights)} right ones")
+        pairs, sentences, _ = _pair_up(list(zip(lefts, rights, strict=True)), sentence,
+                                       "reason")
+        true = self._logits(pairs, sentences).softmax(-1)[:, 1].tolist()
+        return true[0] if single else true
 
 
 def load(path: str | os.PathLike, device: str | torch.device | None = None) -> VLModel:
-    """Load a pre-training or fine-tuning run for inference.
+    """Load a trained model for inference.
 
     Args:
-        path: a run folder (its latest checkpoint) or a ``checkpoints/step_*`` folder.
+        path: a ``save_pretrained`` folder (e.g. a run's exported ``model/``, moved anywhere),
+            a run folder of ``vlparse pretrain`` / ``vlparse finetune`` (its ``model/``, else its
+            newest intact checkpoint) or a ``checkpoints/step_*`` folder.
         device: ``"cpu"``, ``"cuda"``, ...; default CUDA when available, else the CPU.
 
     Returns:
         A :class:`VLModel` in eval mode on ``device``.
 
     Raises:
-        FileNotFoundError: no run folder or checkpoint at ``path``.
+        FileNotFoundError: nothing vlparse wrote is at ``path``.
+        CheckpointError: its weights cannot be read or do not match its config.
     """
-    from vlparse.io.runs import run_task
-    from vlparse.models.loading import find_run_dir, load_run
-    from vlparse.tasks.finetune import load_finetuned
+    from vlparse.tasks.loading import load_model
 
-    run_dir = find_run_dir(path)
+    loaded = load_model(path)
     if device is None:
         device = "cuda" if torch.cuda.is_available() else "cpu"
-    if run_task(run_dir) is not None:
-        model, cfg, tokenizer, state = load_finetuned(path)
-        return VLModel(model, cfg, tokenizer, cfg.task.name, state, Path(path), device)
-    model, cfg, tokenizer = load_run(path)
-    return VLModel(model, cfg, tokenizer, PRETRAIN, {}, Path(path), device)
+    return VLModel(loaded.model, loaded.processor, loaded.task, Path(path), device,
+                   config=loaded.config)

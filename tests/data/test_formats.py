@@ -66,9 +66,9 @@ def test_read_karpathy_flickr_ids(tmp_path):
     data = {"dataset": "flickr30k", "images": [
         {"filename": "1000092795.jpg", "imgid": 0, "split": "test",
          "sentences": [{"raw": "Two young guys."}]}]}
-    (rec,) = read_karpathy(_write(tmp_path / "f.json", data), "/root", ["test"])
+    (rec,) = read_karpathy(_write(tmp_path / "f.json", data), tmp_path / "flickr", ["test"])
     assert rec.image_id == 1000092795 and rec.source == "flickr30k"
-    assert rec.image_path == "/root/1000092795.jpg"
+    assert rec.image_path == str(tmp_path / "flickr" / "1000092795.jpg")
 
 
 @pytest.mark.parametrize(

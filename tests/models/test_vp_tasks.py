@@ -63,11 +63,12 @@ def test_retrieval_scores_pairs_and_starts_from_the_itm_head():
     labels = torch.tensor([1, 0, 1])
     loss = model(images, ids, mask, labels=labels).loss
     assert float(loss.detach()) == pytest.approx(_ce(out.logits.detach(), [1, 0, 1]), rel=1e-5)
-    tokens = backbone.encode_image(images).tokens
-    scores = model.scores(tokens, ids, mask)
+    tokens = model.encode_images(images)
+    torch.testing.assert_close(tokens, backbone.encode_image(images).tokens)
+    scores = model.match_scores(tokens, ids, mask)
     torch.testing.assert_close(scores, out.logits[:, 1] - out.logits[:, 0])
-    with pytest.raises(ValueError, match="images or visual_tokens"):
-        model(images, ids, mask, visual_tokens=tokens)
+    with pytest.raises(ValueError, match="images or image_features"):
+        model(images, ids, mask, image_features=tokens)
 
 
 def test_question_answering_bce_on_soft_scores():
@@ -157,3 +158,48 @@ def test_save_and_load_round_trip(task, tmp_path):
     # the backbone alone is not the task model
     with pytest.raises(ValueError, match=f"holds a {cls.__name__}"):
         VisualParsingModel.from_pretrained(tmp_path / task)
+
+
+def test_shortlist_embeddings_are_the_unimodal_passes():
+    """Each image's embedding is the mean last-layer state of its visual embeddings alone, each
+    text's the masked mean of ``[CLS] [SEP] W`` alone, both L2-normalised; batching does not
+    change them."""
+    model = VisualParsingForRetrieval(_backbone()).eval()
+    images, ids, mask = _inputs(b=3)
+    bb = model.backbone
+    with torch.no_grad():
+        features = model.encode_images(images)
+        img, txt = model.shortlist_embeddings(features, ids, mask, batch=2)
+        for i in range(3):
+            x = bb.visual_embed(features[i : i + 1], bb.text_embed.type_embedding(1))
+            h = bb.encoder(x, torch.ones(1, x.shape[1], dtype=torch.long))[0][0].mean(0)
+            torch.testing.assert_close(img[i], h / h.norm(), atol=1e-5, rtol=1e-5)
+            n = int(mask[i].sum())
+            text = torch.cat([torch.tensor([bb.cls_token_id, bb.sep_token_id]), ids[i, :n]])
+            x = bb.text_embed(text[None], position_ids=torch.arange(n + 2))
+            h = bb.encoder(x, torch.ones(1, n + 2, dtype=torch.long))[0][0].mean(0)
+            torch.testing.assert_close(txt[i], h / h.norm(), atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("task", sorted(TASK_MODELS))
+def test_from_config_and_from_backbone(task):
+    from vlparse.config import FinetuneConfig
+    from vlparse.models.processor import VisualParsingProcessor
+
+    recipe = {"retrieval": "retrieval_world", "vqa": "vqa_world", "nlvr2": "nlvr2_world",
+              "snli-ve": "snli_ve_world"}[task]
+    cfg = load_config(recipe, SMALL + ["task.head_lr_mult=4"], cls=FinetuneConfig)
+    processor = VisualParsingProcessor.from_config(cfg.model)
+    labels = ANSWERS if task == "vqa" else None
+    fresh = TASK_MODELS[task].from_config(cfg.model, processor, cfg.task, labels)
+    assert fresh.backbone.vocab_size == processor.special_ids["vocab_size"]
+    assert fresh.head_lr_mult == 4.0 and fresh.task == task
+    if task == "vqa":
+        assert fresh.labels == ANSWERS
+    backbone = _backbone()
+    wrapped = TASK_MODELS[task].from_backbone(backbone, cfg.task, labels, pretrained=True)
+    assert wrapped.backbone is backbone
+    if task == "retrieval":  # a pre-trained backbone lends its ITM head (itm_head_init)
+        assert torch.equal(wrapped.head.fc.weight, backbone.itm_head.fc.weight)
+        cold = TASK_MODELS[task].from_backbone(backbone, cfg.task, pretrained=False)
+        assert not torch.equal(cold.head.fc.weight, backbone.itm_head.fc.weight)

@@ -8,8 +8,9 @@ import pytest
 
 from vlparse.cli import main
 from vlparse.config import FinetuneConfig, PretrainConfig, load_config
-from vlparse.errors import ConfigError
-from vlparse.tasks.finetune import TaskNotImplementedError, build_finetune_model, get_task
+from vlparse.errors import ConfigError, TaskNotImplementedError
+from vlparse.tasks.base import get_task
+from vlparse.tasks.finetune import finetune_task
 
 KEYS = {"tr_r1", "tr_r5", "tr_r10", "ir_r1", "ir_r5", "ir_r10", "split", "num_examples"}
 
@@ -61,11 +62,11 @@ def test_paper_recipes_hold_the_paper_hyper_parameters():
 def test_tasks_without_module_are_reported(capsys, tmp_path, monkeypatch):
     import types
 
-    from vlparse.tasks import finetune
+    from vlparse.tasks import base
 
-    missing = {**finetune.TASK_MODULES, "nlvr2": "vlparse.tasks._missing",
+    missing = {**base.TASK_MODULES, "nlvr2": "vlparse.tasks._missing",
                "snli-ve": "vlparse.tasks._missing"}
-    monkeypatch.setattr(finetune, "TASK_MODULES", types.MappingProxyType(missing))
+    monkeypatch.setattr(base, "TASK_MODULES", types.MappingProxyType(missing))
     with pytest.raises(TaskNotImplementedError, match="not yet implemented"):
         get_task("nlvr2")
     with pytest.raises(ValueError, match="unknown task"):
@@ -78,10 +79,12 @@ def test_tasks_without_module_are_reported(capsys, tmp_path, monkeypatch):
 def test_finetune_and_evaluate_retrieval_end_to_end(scene_world, small_overrides, tmp_path):
     pre = _pretrain_run(tmp_path / "pre", small_overrides)
     # the head starts from the pre-trained ITM head
-    task = get_task("retrieval")
+    from vlparse.data.manifest import load_manifest
+
     cfg = load_config("retrieval_world", cls=FinetuneConfig)
-    model, used, _ = build_finetune_model(task, cfg, {}, init=pre)
-    assert used.model.text.hidden_size == 32  # the pre-trained run's model, not the recipe's
+    task = finetune_task("retrieval", cfg, load_manifest(scene_world), init=pre, log=None)
+    assert task.cfg.model.text.hidden_size == 32  # the pre-trained run's model, not the recipe's
+    model = task.build_model()
     assert bool((model.head.fc.weight == model.backbone.itm_head.fc.weight).all())
 
     out = tmp_path / "ft"

@@ -8,9 +8,8 @@ import torch
 from vlparse.config import FinetuneConfig, load_config
 from vlparse.data.finetune import finetune_records
 from vlparse.data.manifest import load_manifest
+from vlparse.models.task_registry import task_model_class
 from vlparse.tasks.classification import classification_step
-from vlparse.tasks.finetune import FinetuneModel
-from vlparse.tasks.nlvr2 import NLVR2Task, pair_logits
 
 SMALL = [
     "model.visual.embed_dim=16", "model.visual.num_heads=[2]", "model.visual.image_size=64",
@@ -20,15 +19,19 @@ SMALL = [
 
 
 @pytest.fixture(scope="module")
-def small_model() -> FinetuneModel:
+def small_model() -> torch.nn.Module:
     from vlparse.models.single_stream import VisualParsingModel
 
     cfg = load_config("nlvr2_world", SMALL, cls=FinetuneConfig)
     torch.manual_seed(0)
     backbone = VisualParsingModel(cfg.model, 1000, cls_token_id=1, sep_token_id=2)
-    head = NLVR2Task().build_head(cfg.model, cfg, {})
-    assert head.fc1.in_features == 2 * cfg.model.text.hidden_size
-    return FinetuneModel(backbone, head).eval()
+    model = task_model_class(cfg.model.family, "nlvr2").from_backbone(backbone, cfg.task)
+    assert model.head.fc1.in_features == 2 * cfg.model.text.hidden_size
+    return model.eval()
+
+
+def pair_logits(model, images, ids, mask) -> torch.Tensor:
+    return model(images, ids, mask).logits
 
 
 def _batch(b: int, seed: int = 0):
@@ -63,8 +66,11 @@ def test_classification_step_loss_and_counts(small_model):
     images, ids, mask = _batch(4, seed=1)
     labels = torch.tensor([1, 0, -1, 1])  # one unlabelled example is ignored
     small_model.train()
+    batch = {"input_ids": ids, "attention_mask": mask, "label": labels}
+    torch.manual_seed(5)
+    out = classification_step(small_model, images, batch, lambda t: t)
+    torch.manual_seed(5)  # the same dropout draws: the same logits
     logits = pair_logits(small_model, images, ids, mask)
-    out = classification_step(logits, labels, lambda t: t)
     small_model.eval()
     expected = torch.nn.functional.cross_entropy(logits[[0, 1, 3]].float(), labels[[0, 1, 3]])
     torch.testing.assert_close(out.loss, expected)

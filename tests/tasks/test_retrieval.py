@@ -6,10 +6,8 @@ import pytest
 import torch
 
 from vlparse.config import FinetuneConfig, load_config
-from vlparse.tasks.finetune import FinetuneModel
+from vlparse.models.task_registry import task_model_class
 from vlparse.tasks.retrieval import (
-    MatchHead,
-    RetrievalTask,
     chance_recall,
     rerank_candidates,
     retrieval_metrics,
@@ -87,10 +85,8 @@ def small_model():
     from vlparse.models.single_stream import VisualParsingModel
 
     backbone = VisualParsingModel(cfg.model, 1000, cls_token_id=1, sep_token_id=2)
-    head = MatchHead(cfg.model.text.hidden_size)
-    task = RetrievalTask()
-    task.init_head(head, backbone)
-    return FinetuneModel(backbone, head).eval(), cfg
+    cls = task_model_class(cfg.model.family, "retrieval")
+    return cls.from_backbone(backbone, cfg.task, pretrained=True).eval(), cfg
 
 
 def _texts(n: int, length: int, seed: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
@@ -113,7 +109,7 @@ def test_cached_tokens_equal_per_pair_scoring(small_model):
     g = torch.Generator().manual_seed(2)
     images = torch.randn(2, 3, 64, 64, generator=g)
     ids, mask = _texts(5, 12)
-    tokens = model.encode_image(images).tokens
+    tokens = model.encode_images(images)
     fast = score_matrix(model, tokens, ids, mask, batch_pairs=3)  # chunks cross text blocks
     assert fast.shape == (2, 5)
     for i in range(2):

@@ -9,8 +9,9 @@ from vlparse.data.finetune import finetune_records
 from vlparse.data.formats.snli_ve import SNLI_VE_LABELS
 from vlparse.data.manifest import load_manifest
 from vlparse.models.heads import MLPHead
-from vlparse.tasks.classification import classification_loss, manifest_records
-from vlparse.tasks.finetune import load_finetuned
+from vlparse.objectives.tasks import classification_loss
+from vlparse.tasks.classification import manifest_records
+from vlparse.tasks.loading import load_model
 
 
 def test_mlp_head_layers_and_loss():
@@ -39,12 +40,13 @@ def test_snli_ve_finetune_and_evaluate_end_to_end(scene_world, finetune_and_eval
     assert "predictions" not in result
 
     # the accuracy is that of per-example predictions of the saved model
-    model, cfg, tokenizer, _ = load_finetuned(out)
-    assert model.head.out_dim == len(SNLI_VE_LABELS)
+    loaded = load_model(out)
+    model, processor = loaded.model, loaded.processor
+    assert loaded.task == "snli-ve" and model.head.out_dim == len(SNLI_VE_LABELS)
     from vlparse.data.finetune import SNLIVEDataset
 
-    ds = SNLIVEDataset(records, tokenizer, cfg.model.visual.image_size,
-                       cfg.model.text.max_text_len, on_error="raise")
+    ds = SNLIVEDataset(records, processor.tokenizer, processor.image_size,
+                       processor.max_text_len, on_error="raise")
     correct = 0
     with torch.no_grad():
         for i in range(len(ds)):

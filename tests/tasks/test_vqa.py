@@ -12,7 +12,8 @@ from vlparse.cli import main
 from vlparse.data.finetune import finetune_records
 from vlparse.data.manifest import load_manifest
 from vlparse.eval.vqa import build_answer_vocab, vqa_accuracy
-from vlparse.tasks.vqa import answer_vocab_state, top_answers, vqa_loss
+from vlparse.objectives.tasks import soft_target_bce as vqa_loss
+from vlparse.tasks.vqa import answer_vocab_state, top_answers
 
 FAST = ["model.visual.image_size=64", "model.visual.window_size=4", "train.max_steps=2",
         "task.eval_max_images=8"]
@@ -69,6 +70,10 @@ def test_vqa_finetune_and_evaluate_end_to_end(scene_world, small_overrides, tmp_
     state = json.loads((out / "task_state.json").read_text())
     train = finetune_records(manifest, "vqa", "train")
     assert state["answers"] == build_answer_vocab(train, 3129)
+    # the exported model carries its answers and its processor
+    exported = json.loads((out / "model" / "config.json").read_text())
+    assert exported["task"] == "vqa" and list(exported["id2label"].values()) == state["answers"]
+    assert (out / "model" / "processor_config.json").is_file()
 
     base = ["evaluate", "vqa", "--checkpoint", str(out), "--data", str(scene_world),
             "--no-progress", "--workers", "0"]
@@ -86,6 +91,11 @@ def test_vqa_finetune_and_evaluate_end_to_end(scene_world, small_overrides, tmp_
     assert all(a in state["answers"] for a in preds.values())
     val_records = finetune_records(manifest, "vqa", "val")
     assert val["vqa_score"] == pytest.approx(vqa_accuracy(preds, val_records)["overall"])
+    # the run folder evaluates its exported model; its last checkpoint scores the same
+    step = sorted((out / "checkpoints").glob("step_*"))[-1]
+    ckpt_json = tmp_path / "val_ckpt.json"
+    assert main([*base[:3], str(step), *base[4:], "--split", "val", "--out", str(ckpt_json)]) == 0
+    assert json.loads(ckpt_json.read_text())["vqa_score"] == val["vqa_score"]
 
     # the test split has no answers: a score of null and the submission file, every question
     test_json = tmp_path / "test.json"
@@ -97,3 +107,34 @@ def test_vqa_finetune_and_evaluate_end_to_end(scene_world, small_overrides, tmp_
     assert sorted(r["question_id"] for r in rows) == sorted(q.question_id for q in questions)
     assert all(isinstance(r["answer"], str) and r["answer"] for r in rows)
     assert test["results_file"] == str(tmp_path / "test_vqa_results.json")
+
+
+def test_finetuning_reports_unknown_tokens(scene_world, small_overrides, tmp_path):
+    """A VQA run whose tokenizer was pruned to other texts (the captions only) reports its
+    share of [UNK] word pieces at start and warns above 1 %; with the full tokenizer it reports
+    none and does not warn."""
+    import warnings
+
+    from vlparse.config import FinetuneConfig, load_config
+    from vlparse.processing.tokenization import build_tokenizer, prune_tokenizer
+    from vlparse.tasks.base import get_task
+    from vlparse.tasks.finetune import FinetuneTask
+
+    manifest = load_manifest(scene_world)
+    questions = [r.question for r in finetune_records(manifest, "vqa", "train")]
+    vocab = prune_tokenizer(build_tokenizer("bert-base-uncased"), ["a red circle"],
+                            tmp_path / "tok")
+    lines: list[str] = []
+    cfg = load_config("vqa_world", [*model_overrides(small_overrides),
+                                    f"model.text.tokenizer={vocab}"], cls=FinetuneConfig)
+    task = FinetuneTask(get_task("vqa"), cfg, manifest, log=lines.append)
+    with pytest.warns(UserWarning, match="unknown tokens: .* above 1%"):
+        task.train_dataset()
+    assert len(lines) == 1 and f"{len(questions)} texts of the vqa training texts" in lines[0]
+
+    lines.clear()
+    cfg = load_config("vqa_world", model_overrides(small_overrides), cls=FinetuneConfig)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        FinetuneTask(get_task("vqa"), cfg, manifest, log=lines.append).train_dataset()
+    assert lines and lines[0].startswith("unknown tokens: 0.00%")

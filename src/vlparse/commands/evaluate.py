@@ -21,7 +21,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                      EXAMPLES)
     ev.add_argument("task", choices=FINETUNE_TASKS, metavar="TASK",
                     help="retrieval, vqa, nlvr2 or snli-ve")
-    ev.add_argument("--checkpoint", required=True, help="fine-tuned run or checkpoint folder")
+    ev.add_argument("--checkpoint", required=True, help="the fine-tuned model: its run folder, a "
+                    "checkpoint or a saved model folder such as RUN/model")
     add_manifest(ev)
     ev.add_argument("--split", required=True, help="split to evaluate, e.g. test, val, dev")
     ev.add_argument("--out", required=True, help="JSON file for the metrics")

@@ -31,15 +31,17 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     for name in FINETUNE_TASKS:  # one sub-parser per task: key=value may follow options
         ft = add_command(tasks, name, f"fine-tune for {name}", EXAMPLES)
         add_manifest(ft)
-        ft.add_argument("--init", default=None, help="pre-training run or checkpoint folder "
-                        "(default: random initialisation)")
+        ft.add_argument("--init", default=None, help="the model to start from: a run folder, "
+                        "a checkpoint or a saved model folder such as RUN/model (default: "
+                        "random initialisation)")
         ft.add_argument("--config", default=None, help="recipe name or YAML (default: the task's)")
         add_training_run(ft, "skip the validation evaluation")
         ft.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> None:
-    from vlparse.tasks.finetune import get_task, run_finetune
+    from vlparse.tasks.base import get_task
+    from vlparse.tasks.finetune import run_finetune
 
     task = get_task(args.task)  # fails early for tasks not implemented yet
     cfg = load_cli_config(args.config or task.recipe, args.overrides, finetune=True)

@@ -31,7 +31,7 @@ class ObjectiveConfig(Config):
     so MFR waits with MLM and those steps cost about a quarter less.
     On the quickstart world, held-out ITM left chance at about step 1,800 with all objectives
     from step 0 and at about 450 with ITM alone; delaying MLM by 300 steps gave 0.62 at step
-    1,000 against 0.50 (the quickstart config; ``docs/results/itm_learnability/session6``).
+    1,000 against 0.50 (``reports/2026-11-23-mlm-schedule/``).
     ``itm_negatives``: where the unmatched captions come from. ``"dataset"`` (default): a caption
     of a random other image of the whole data set. ``"batch"`` (the paper does not say which):
     matched captions of the other images of the same group of ``itm_negative_group`` consecutive
@@ -39,7 +39,7 @@ class ObjectiveConfig(Config):
     image and once beside another (:func:`vlparse.data.pretrain.lend_batch_negatives`). The
     texts then carry no label information at all within a batch, and held-out ITM (measured, as
     always, against random captions of the data set) is learnt in fewer steps (see
-    ``docs/results/itm_learnability/session7``). With DDP or gradient accumulation the
+    ``reports/2026-11-23-itm-negatives/``). With DDP or gradient accumulation the
     per-process micro-batch must be a multiple of the group, so that no group is split.
     """
 

@@ -99,6 +99,7 @@ class _ImageTextDataset(Dataset):
         max_text_len: int,
         on_error: str = "skip",
         transform: Callable | None = None,
+        encode: Callable[[list[str]], tuple[Tensor, Tensor]] | None = None,
     ) -> None:
         if on_error not in ("skip", "raise"):
             raise ValueError(f"on_error must be 'skip' or 'raise', got {on_error!r}")
@@ -110,6 +111,7 @@ class _ImageTextDataset(Dataset):
         self.max_text_len = max_text_len
         self.on_error = on_error
         self.transform = transform if transform is not None else image_transform(image_size)
+        self.encode = encode
 
     def __len__(self) -> int:
         return len(self.records)
@@ -144,7 +146,10 @@ class _ImageTextDataset(Dataset):
         return self.records[j], images, {"index": index, "skipped": skipped}
 
     def _encode(self, text: str) -> dict[str, Tensor]:
-        ids, mask = encode_texts(self.tokenizer, [text], self.max_text_len)
+        if self.encode is not None:
+            ids, mask = self.encode([text])
+        else:
+            ids, mask = encode_texts(self.tokenizer, [text], self.max_text_len)
         return {"input_ids": ids[0], "attention_mask": mask[0]}
 
 
@@ -161,6 +166,9 @@ class VQADataset(_ImageTextDataset):
         max_text_len: ``L``.
         on_error: ``"skip"`` or ``"raise"`` (see the module docstring).
         transform: PIL -> ``(3, S, S)``; default :func:`image_transform` of ``S``.
+        encode: texts -> ``input_ids``, ``attention_mask`` ``(T, L)``, e.g. a processor's
+            ``encode_text`` (a model family's text convention); default
+            :func:`~vlparse.processing.tokenization.encode_texts` of ``tokenizer`` and ``L``.
         score_variant: ``"count"`` (``min(1, count / 3)``, default) or ``"leave_one_out"``; see
             :func:`vlparse.processing.answers.soft_scores`.
 
@@ -179,8 +187,10 @@ class VQADataset(_ImageTextDataset):
         on_error: str = "skip",
         transform: Callable | None = None,
         score_variant: str = "count",
+        encode: Callable[[list[str]], tuple[Tensor, Tensor]] | None = None,
     ) -> None:
-        super().__init__(records, tokenizer, image_size, max_text_len, on_error, transform)
+        super().__init__(records, tokenizer, image_size, max_text_len, on_error, transform,
+                         encode)
         if not answer_vocab:
             raise ValueError("VQADataset: empty answer vocabulary")
         self.answer_vocab = list(answer_vocab)

@@ -9,6 +9,7 @@ from vlparse.models.outputs import FusionOutput, PretrainOutput, TaskOutput, Vis
 from vlparse.models.processor import VisualParsingProcessor
 from vlparse.models.registry import create_model, list_models, list_recipes
 from vlparse.models.single_stream import VisualParsingModel
+from vlparse.models.task_registry import processor_for, task_model_class
 from vlparse.models.transformer import MultiModalEncoder
 from vlparse.models.visual import SwinParser, build_visual_embedder
 from vlparse.models.vp_tasks import (
@@ -33,6 +34,8 @@ __all__ = [
     "list_recipes",
     "load_pretrained_model",
     "load_run",
+    "processor_for",
+    "task_model_class",
     "SwinParser",
     "build_visual_embedder",
     "VisualEmbedding",

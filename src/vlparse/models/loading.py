@@ -14,26 +14,40 @@ from typing import Any
 from vlparse.config import PretrainConfig
 from vlparse.errors import CheckpointError
 from vlparse.io.checkpoint import find_checkpoint
+from vlparse.models.base import CONFIG_NAME as PRETRAINED_CONFIG
 from vlparse.models.base import WEIGHTS_NAME, read_pretrained_config
 
-__all__ = ["find_run_dir", "load_pretrained_model", "load_run"]
+__all__ = [
+    "find_run_dir",
+    "is_pretrained_folder",
+    "load_pretrained_model",
+    "load_processor",
+    "load_run",
+]
 
 CONFIG_NAME = "config.yaml"
 
 
+def is_pretrained_folder(path: str | Path) -> bool:
+    """Whether ``path`` is a folder written by ``save_pretrained`` (``config.json`` and
+    ``model.safetensors``)."""
+    path = Path(path)
+    return (path / PRETRAINED_CONFIG).is_file() and (path / WEIGHTS_NAME).is_file()
+
+
 def load_pretrained_model(directory: str | Path) -> Any:
     """The model a ``save_pretrained`` folder holds, of whatever class its ``config.json``
-    names (:class:`~vlparse.models.single_stream.VisualParsingModel` or a task model).
+    names: a family's model or one of its task models
+    (:func:`~vlparse.models.task_registry.architectures`).
 
     Raises:
         FileNotFoundError: not a ``save_pretrained`` folder; ValueError: an unknown
             architecture.
     """
-    from vlparse.models.single_stream import VisualParsingModel
-    from vlparse.models.vp_tasks import TASK_MODELS
+    from vlparse.models.task_registry import architectures
 
     config = read_pretrained_config(directory)
-    classes = {c.__name__: c for c in (VisualParsingModel, *TASK_MODELS.values())}
+    classes = architectures()
     cls = classes.get(config["architecture"])
     if cls is None:
         raise ValueError(
@@ -41,6 +55,18 @@ def load_pretrained_model(directory: str | Path) -> Any:
             f"{config['family']!r}; this version of vlparse knows {', '.join(sorted(classes))}"
         )
     return cls.from_pretrained(directory)
+
+
+def load_processor(directory: str | Path, model: Any) -> Any:
+    """The processor saved beside a model in ``directory``; for a model saved without one, the
+    processor its model config names (``getattr(model, "backbone", model).cfg``)."""
+    from vlparse.models.task_registry import processor_class, processor_for
+
+    cfg = getattr(model, "backbone", model).cfg
+    try:
+        return processor_class(cfg.family).from_pretrained(directory)
+    except FileNotFoundError:  # saved without its processor
+        return processor_for(cfg)
 
 
 def find_run_dir(path: str | Path) -> Path:

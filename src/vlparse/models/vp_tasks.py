@@ -5,6 +5,8 @@ VisualParsingModel`) and ``head``; its ``forward`` returns a :class:`~vlparse.mo
 TaskOutput` with ``logits`` and, when labels are given, ``loss`` (a pure function of
 :mod:`vlparse.objectives`). ``save_pretrained`` / ``from_pretrained`` keep the head's labels as
 ``id2label`` in ``config.json``; ``param_groups`` gives the head ``optim.lr * head_lr_mult``.
+They implement the interface the fine-tuning tasks call, documented in
+:mod:`vlparse.models.task_registry`.
 
 ============================================  ============================  =================
 class                                         head on                       logits
@@ -23,9 +25,11 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, ClassVar
 
+import torch
 from torch import Tensor, nn
 
-from vlparse.config import OptimConfig
+from vlparse.config import ModelConfig, OptimConfig
+from vlparse.config.finetune import BaseTaskConfig
 from vlparse.models.base import PretrainedMixin, role_param_groups
 from vlparse.models.heads import MatchHead, MLPHead
 from vlparse.models.outputs import FusionOutput, TaskOutput, VisualOutput
@@ -40,10 +44,19 @@ __all__ = [
     "VisualParsingForQuestionAnswering",
     "VisualParsingForRetrieval",
     "VisualParsingForVisualEntailment",
+    "build_backbone",
 ]
 
 ENTAILMENT_LABELS = ("entailment", "neutral", "contradiction")
 """SNLI-VE's classes in the order of their label ids (those of the data reader)."""
+
+
+def build_backbone(model_cfg: ModelConfig, processor: Any) -> VisualParsingModel:
+    """A freshly initialised :class:`VisualParsingModel` of ``model_cfg`` sized for the
+    processor's tokenizer (``text.vocab_size`` when the config sets it); no I/O."""
+    ids = processor.special_ids
+    vocab = model_cfg.text.vocab_size or ids["vocab_size"]
+    return VisualParsingModel(model_cfg, vocab, cls_token_id=ids["cls"], sep_token_id=ids["sep"])
 
 
 class _TaskModel(PretrainedMixin, nn.Module):
@@ -69,6 +82,24 @@ class _TaskModel(PretrainedMixin, nn.Module):
         self.labels = list(labels)
         self.head_lr_mult = float(head_lr_mult)
 
+    @classmethod
+    def from_backbone(cls, backbone: VisualParsingModel, task_cfg: BaseTaskConfig,
+                      labels: Sequence[str] | None = None, pretrained: bool = False) -> Any:
+        """``backbone`` with a new head; ``labels`` for heads sized by the data (VQA),
+        ``pretrained``: the backbone holds trained weights."""
+        return cls._build(backbone, list(labels or []), task_cfg.head_lr_mult)
+
+    @classmethod
+    def from_config(cls, model_cfg: ModelConfig, processor: Any, task_cfg: BaseTaskConfig,
+                    labels: Sequence[str] | None = None) -> Any:
+        """:meth:`from_backbone` on a fresh backbone (:func:`build_backbone`)."""
+        return cls.from_backbone(build_backbone(model_cfg, processor), task_cfg, labels)
+
+    def compile_backbone(self) -> None:
+        """``torch.compile`` the visual parser and the multi-modal Transformer in place."""
+        self.backbone.visual.compile()
+        self.backbone.encoder.compile()
+
     def encode_image(self, images: Tensor, output_attentions: bool = False) -> VisualOutput:
         """The backbone's visual parser: ``(B, 3, H, W)`` -> tokens ``(B, m, c)``."""
         return self.backbone.encode_image(images, output_attentions=output_attentions)
@@ -83,7 +114,8 @@ class _TaskModel(PretrainedMixin, nn.Module):
         """``(B, D)`` ``[CLS]`` states of images ``(B, 3, S, S)`` (or their cached tokens
         ``(B, m, c)``) with texts ``(B, L)``."""
         if (images is None) == (visual_tokens is None):
-            raise ValueError(f"{type(self).__name__}: give images or visual_tokens (one of them)")
+            raise ValueError(f"{type(self).__name__}: give images or image_features (one of "
+                             "them)")
         tokens = visual_tokens if visual_tokens is not None else self.encode_image(images).tokens
         return self.fuse(tokens, input_ids, attention_mask).cls
 
@@ -133,24 +165,68 @@ class VisualParsingForRetrieval(_TaskModel):
             self.head.load_state_dict(backbone.itm_head.state_dict())
 
     @classmethod
+    def from_backbone(cls, backbone, task_cfg, labels=None, pretrained=False):
+        """The head starts from the pre-trained ITM head when ``pretrained`` and
+        ``task_cfg.itm_head_init``."""
+        init = pretrained and bool(getattr(task_cfg, "itm_head_init", False))
+        return cls(backbone, task_cfg.head_lr_mult, init_from_itm=init)
+
+    @classmethod
     def _build(cls, backbone, labels, head_lr_mult):
         return cls(backbone, head_lr_mult)
 
     def forward(self, images: Tensor | None = None, input_ids: Tensor | None = None,
                 attention_mask: Tensor | None = None, labels: Tensor | None = None,
-                visual_tokens: Tensor | None = None,
+                image_features: Tensor | None = None,
                 loss_normalizer: float | Tensor | None = None) -> TaskOutput:
-        """Logits ``(B, 2)`` of aligned pairs: ``images (B, 3, S, S)`` or cached
-        ``visual_tokens (B, m, c)``, texts ``(B, L)``; ``labels (B,)`` 1 matched / 0 not."""
-        logits = self.head(self._cls(images, input_ids, attention_mask, visual_tokens))
+        """Logits ``(B, 2)`` of aligned pairs: ``images (B, 3, S, S)`` or their
+        :meth:`encode_images` features ``(B, m, c)``, texts ``(B, L)``; ``labels (B,)`` 1
+        matched / 0 not."""
+        logits = self.head(self._cls(images, input_ids, attention_mask, image_features))
         loss = None if labels is None else itm_loss(logits, labels, loss_normalizer)
         return TaskOutput(logits, loss)
 
-    def scores(self, visual_tokens: Tensor, input_ids: Tensor, attention_mask: Tensor) -> Tensor:
-        """``(B,)`` float margins ``z_1 - z_0`` of ``B`` pairs (higher: a better match)."""
-        logits = self(visual_tokens=visual_tokens, input_ids=input_ids,
+    def encode_images(self, images: Tensor) -> Tensor:
+        """The visual parser's tokens ``(B, m, c)`` of ``images (B, 3, S, S)``: what every
+        pair of an image reuses."""
+        return self.encode_image(images).tokens
+
+    def match_scores(self, image_features: Tensor, input_ids: Tensor,
+                     attention_mask: Tensor) -> Tensor:
+        """``(P,)`` float margins ``z_1 - z_0`` of ``P`` pairs (higher: a better match):
+        features ``(P, m, c)``, texts ``(P, L)``."""
+        logits = self(image_features=image_features, input_ids=input_ids,
                       attention_mask=attention_mask).logits.float()
         return logits[:, 1] - logits[:, 0]
+
+    def shortlist_embeddings(self, image_features: Tensor, input_ids: Tensor,
+                             attention_mask: Tensor, batch: int = 256) -> tuple[Tensor, Tensor]:
+        """A cheap first-stage score's embeddings: L2-normalised mean-pooled last-layer states
+        of an image-only pass ``(I, D)`` (the visual embeddings alone) and of a text-only pass
+        ``(T, D)`` (``[CLS] [SEP] W``) through the same multi-modal Transformer: ``I + T``
+        sequences instead of ``I x T``. Nothing trains the two passes to agree (there is no
+        contrastive objective), so a shortlist from them must be generous."""
+        bb = self.backbone
+        img = []
+        vis_type = bb.text_embed.type_embedding(1)
+        for s in range(0, image_features.shape[0], batch):
+            x = bb.visual_embed(image_features[s : s + batch], vis_type)
+            ones = torch.ones(x.shape[:2], dtype=torch.long, device=x.device)
+            img.append(bb.encoder(x, ones)[0].float().mean(1))
+        device = image_features.device
+        special = torch.tensor([bb.cls_token_id, bb.sep_token_id], device=device)
+        txt = []
+        for s in range(0, input_ids.shape[0], batch):
+            ids = input_ids[s : s + batch].to(device)
+            mask = attention_mask[s : s + batch].to(device)
+            ids = torch.cat([special.expand(ids.shape[0], 2), ids], 1)
+            mask = torch.cat([mask.new_ones(mask.shape[0], 2), mask], 1)
+            x = bb.text_embed(ids, position_ids=torch.arange(ids.shape[1], device=device))
+            h = bb.encoder(x, mask)[0].float()
+            w = mask.unsqueeze(-1).float()
+            txt.append((h * w).sum(1) / w.sum(1))
+        norm = torch.nn.functional.normalize
+        return norm(torch.cat(img), dim=-1), norm(torch.cat(txt), dim=-1)
 
 
 class VisualParsingForQuestionAnswering(_TaskModel):

@@ -19,6 +19,7 @@ from torch import Tensor, nn
 from vlparse.probing.adapters import probe_vlparse
 from vlparse.probing.imf import IMFAccumulator
 from vlparse.probing.nmi import NMIAccumulator
+from vlparse.utils import autocast_dtype
 
 __all__ = ["probe_batches", "probe_checkpoint", "run_probe"]
 
@@ -150,8 +151,8 @@ def probe_checkpoint(
     Args:
         num_workers: DataLoader workers (default: the run's ``data.num_workers``); pinned
             memory on CUDA.
-        autocast: bf16 autocast of the forward; default on CUDA unless the run's
-            ``train.precision`` is ``fp32``.
+        autocast: bf16 autocast of the forward; default as the run's ``train.precision``
+            decides (:func:`~vlparse.utils.autocast_dtype`: on CUDA unless ``fp32``).
         nmi_backend: ``"torch"`` (batched 2-means on ``device``) or ``"sklearn"`` (CPU
             ``KMeans`` per sample; slow), see :func:`vlparse.probing.nmi.modality_nmi`.
 
@@ -176,7 +177,7 @@ def probe_checkpoint(
     loader, n = _pairs_loader(model, cfg, tokenizer, manifest, dataset, split, num_samples,
                               batch_size, workers, pin_memory=dev.type == "cuda")
     if autocast is None:
-        autocast = dev.type == "cuda" and cfg.train.precision != "fp32"
+        autocast = autocast_dtype(cfg.train.precision, dev) is not None
 
     def on_device(loader: Iterable[dict]) -> Iterator[tuple[Tensor, Tensor, Tensor]]:
         for batch in loader:

@@ -217,6 +217,30 @@ def _commands(row: AblationRow, a: dict[str, Any], data: str, unit: str, warmup:
     }
 
 
+def _check_counts(seeds: int, pretrain_steps: int, finetune_steps: int,
+                  probe_samples: int) -> None:
+    if seeds < 1 or pretrain_steps < 1 or finetune_steps < 1 or probe_samples < 1:
+        raise ConfigError("ablate: --seeds, --pretrain-steps, --finetune-steps and "
+                          "--probe-samples must be >= 1")
+
+
+def _resolve_configs(chosen: list, args: dict[str, Any], pre_ov: list[str],
+                     ft_ov: list[str]) -> tuple[dict[str, Any], FinetuneConfig]:
+    """Every row's pre-training config and the fine-tuning recipe, resolved before any
+    training: a wrong key fails now, not hours later."""
+    from vlparse.tasks.base import get_task
+
+    task, recipe = args["task"], args["finetune_config"]
+    get_task(task)  # fails early for tasks not implemented yet
+    cfgs = {r.name: row_config(r, args["base_config"], 0, args["pretrain_steps"], pre_ov,
+                               args["tiny"]) for r in chosen}
+    ft_cfg = load_config(recipe, ft_ov, cls=FinetuneConfig)
+    if ft_cfg.task.name != task:
+        raise ConfigError(f"ablate: recipe {recipe!r} is for {ft_cfg.task.name!r}, not "
+                          f"--task {task}; pass --finetune-config for {task}")
+    return cfgs, ft_cfg
+
+
 def run_ablation(
     manifest_path: str | Path,
     out_dir: str | Path,
@@ -255,11 +279,7 @@ def run_ablation(
         the contents of ``table5.json``.
     """
     from vlparse.models.flops import describe_visual
-    from vlparse.tasks.finetune import get_task
 
-    if seeds < 1 or pretrain_steps < 1 or finetune_steps < 1 or probe_samples < 1:
-        raise ConfigError("ablate: --seeds, --pretrain-steps, --finetune-steps and "
-                          "--probe-samples must be >= 1")
     out = Path(out_dir)
     chosen = get_rows(rows)
     base_config = base_config or ("tiny" if tiny else "ablation")
@@ -267,14 +287,9 @@ def run_ablation(
     args = {"base_config": base_config, "finetune_config": finetune_config, "task": task,
             "pretrain_steps": pretrain_steps, "finetune_steps": finetune_steps,
             "overrides": list(overrides), "tiny": tiny, "probe_samples": probe_samples}
+    _check_counts(seeds, pretrain_steps, finetune_steps, probe_samples)
     pre_ov, ft_ov = _split_overrides(overrides)
-    get_task(task)  # fails early for tasks not implemented yet
-    # resolve every config before any training: a wrong key fails now, not hours later
-    cfgs = {r.name: row_config(r, base_config, 0, pretrain_steps, pre_ov, tiny) for r in chosen}
-    ft_cfg = load_config(finetune_config, ft_ov, cls=FinetuneConfig)
-    if ft_cfg.task.name != task:
-        raise ConfigError(f"ablate: recipe {finetune_config!r} is for {ft_cfg.task.name!r}, not "
-                          f"--task {task}; pass --finetune-config for {task}")
+    cfgs, ft_cfg = _resolve_configs(chosen, args, pre_ov, ft_ov)
     if overwrite and (moved := replace_run_folder(out)) is not None:
         log(f"--overwrite: moved the earlier ablation in {out} to {moved}")
     with RunLock.acquire(out):  # a second ablation on this folder is refused

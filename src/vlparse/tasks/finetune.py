@@ -1,343 +1,115 @@
-"""Fine-tuning and evaluation of a Visual Parsing model on a downstream task.
+"""Fine-tuning and evaluation on a downstream task, with the one trainer.
 
-A task plugs in by subclassing :class:`Task` in ``vlparse/tasks/<module>.py`` and exposing a
-module-level ``build_task() -> Task``; :data:`TASK_MODULES` maps each task name to its module.
-:class:`FinetuneTask` adapts a :class:`Task` to the trainer's protocol
-(:class:`~vlparse.train.protocol.TrainTask`), and :func:`run_finetune` runs it with the one
-trainer (:class:`~vlparse.train.trainer.Trainer`): model from a pre-trained run (``init``) or from
-scratch, the task head, checkpoints, logs, resume, DDP and ``summary.json``; :func:`run_evaluate`
-rebuilds a fine-tuned run and writes the task's metrics as JSON.
-
-What a task provides (all on :class:`Task`):
-
-- ``prepare(manifest, cfg, tokenizer) -> dict``: JSON-ready state derived from the training
-  data (e.g. the VQA answer vocabulary); saved as ``task_state.json`` in the run folder and given
-  back to ``build_head`` and ``dataset`` at evaluation time.
-- ``build_head(model_cfg, cfg, state) -> nn.Module``: the head on top of the backbone.
-- ``init_head(head, backbone)``: called once when starting from a pre-trained backbone.
-- ``dataset(manifest, sets, splits, cfg, tokenizer, state, train) -> Dataset`` and
-  ``collate(items) -> batch``: items carry ``index`` and a ``skipped`` list like
-  :class:`~vlparse.data.pretrain.PretrainDataset`; the loop counts images per batch from the
-  first tensor's leading size.
-- ``step_fn(model, batch, reduce_count, cfg) -> StepOutput``: the loss of one batch;
-  ``reduce_count`` turns a local count into the mean over processes (loss normalisers).
-- ``evaluate(model, dataset, cfg, device, progress) -> dict``: the metrics, with every key of
-  ``metric_keys`` and ``num_examples``; ``split`` is added by :func:`run_evaluate`.
-- ``write_outputs(result, out_json) -> dict`` (optional): files written beside the evaluation
-  JSON, e.g. the VQA test-server submission.
+:class:`FinetuneTask` adapts a :class:`~vlparse.tasks.base.Task` to the trainer's protocol
+(:class:`~vlparse.train.protocol.TrainTask`): it builds the task model of the config's model
+family (:func:`~vlparse.models.task_registry.task_model_class`), on a pre-trained model
+(``init``) or from scratch, and exposes the model's processor, which the trainer saves with the
+model it exports (``run/model``). :func:`run_finetune` runs it with the trainer
+(:func:`~vlparse.train.trainer.train`: checkpoints, logs, resume, DDP, ``summary.json``);
+:func:`run_evaluate` loads a fine-tuned model (a run folder, a checkpoint or a
+``save_pretrained`` folder; for zero-shot tasks a pre-trained one) and writes the task's metrics
+as JSON.
 """
 
 from __future__ import annotations
 
-import importlib
-import importlib.util
+import dataclasses
 import json
 import time
-import types
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import torch
-from torch import Tensor, nn
+from torch import nn
 from torch.utils.data import Dataset
 
-from vlparse.config import FINETUNE_TASKS, FinetuneConfig, ModelConfig
-from vlparse.errors import ConfigError, TaskNotImplementedError, WrongTaskError
+from vlparse.config import FINETUNE_TASKS, FinetuneConfig
+from vlparse.errors import ConfigError, WrongTaskError
 from vlparse.io.files import atomic_write_json
-from vlparse.io.runs import read_run_config, run_task
-from vlparse.tasks.finetune_model import FinetuneModel, build_backbone, with_run_model
+from vlparse.models.task_registry import processor_for, task_model_class
+from vlparse.processing.tokenization import report_unknown_tokens
+from vlparse.tasks.base import TASK_STATE_NAME, Task, get_task
+from vlparse.tasks.loading import PRETRAIN, load_model
 from vlparse.train.protocol import StepContext, StepOutput
 
-__all__ = [
-    "TASK_MODULES",
-    "TASK_STATE_NAME",
-    "TaskNotImplementedError",
-    "Task",
-    "FinetuneModel",
-    "FinetuneTask",
-    "get_task",
-    "build_finetune_model",
-    "load_finetuned",
-    "run_finetune",
-    "run_evaluate",
-]
-
-TASK_MODULES: types.MappingProxyType[str, str] = types.MappingProxyType(
-    {
-        "retrieval": "vlparse.tasks.retrieval",
-        "vqa": "vlparse.tasks.vqa",
-        "nlvr2": "vlparse.tasks.nlvr2",
-        "snli-ve": "vlparse.tasks.snli_ve",
-    }
-)
-"""Task name -> module that defines ``build_task()``; read-only."""
-
-TASK_STATE_NAME = "task_state.json"
-
-
-class Task:
-    """A fine-tuning task. Subclass it and override the methods that raise.
-
-    Attributes:
-        name: the task name (a key of :data:`TASK_MODULES`).
-        recipe: the built-in recipe used when ``--config`` is not given.
-        default_split: the split ``vlparse evaluate`` documents as the usual test split.
-        metric_keys: keys every ``evaluate`` result must have (besides ``num_examples``).
-        zero_shot: ``vlparse evaluate`` may take a pre-training run (head from ``init_head``).
-    """
-
-    name: str = ""
-    recipe: str = ""
-    default_split: str = "test"
-    metric_keys: tuple[str, ...] = ()
-    zero_shot: bool = False
-
-    def prepare(self, manifest: dict, cfg: FinetuneConfig, tokenizer) -> dict[str, Any]:
-        """State derived from the training data, JSON-ready (default: none)."""
-        return {}
-
-    def build_head(self, model_cfg: ModelConfig, cfg: FinetuneConfig, state: dict) -> nn.Module:
-        """The task head (randomly initialised, no I/O)."""
-        raise NotImplementedError(f"task {self.name!r} defines no build_head")
-
-    def init_head(self, head: nn.Module, backbone: nn.Module) -> None:
-        """Initialise ``head`` from a pre-trained ``backbone`` (default: nothing)."""
-
-    def dataset(
-        self,
-        manifest: dict,
-        sets: list[str],
-        splits: list[str],
-        cfg: FinetuneConfig,
-        tokenizer,
-        state: dict,
-        train: bool,
-    ) -> Dataset:
-        """The examples of ``sets`` x ``splits`` of the manifest."""
-        raise NotImplementedError(f"task {self.name!r} defines no dataset")
-
-    def collate(self, items: list[dict[str, Any]]) -> dict[str, Any]:
-        """Items -> batch (default: :func:`~vlparse.data.collate.stack_items`, which
-        stacks every tensor field and gathers ``index`` and ``skipped``)."""
-        from vlparse.data.collate import stack_items
-
-        return stack_items(items)
-
-    def step_fn(
-        self,
-        model: FinetuneModel,
-        batch: dict[str, Any],
-        reduce_count: Callable[[Tensor], Tensor],
-        cfg: FinetuneConfig,
-    ):
-        """The loss of one batch as a :class:`~vlparse.train.protocol.StepOutput`."""
-        raise NotImplementedError(f"task {self.name!r} defines no step_fn")
-
-    def evaluate(
-        self,
-        model: FinetuneModel,
-        dataset: Dataset,
-        cfg: FinetuneConfig,
-        device: torch.device,
-        progress: bool = True,
-    ) -> dict[str, Any]:
-        """Metrics of ``model`` on ``dataset`` (``metric_keys`` and ``num_examples``)."""
-        raise NotImplementedError(f"task {self.name!r} defines no evaluate")
-
-    def write_outputs(self, result: dict[str, Any], out_json: Path | None) -> dict[str, Any]:
-        """Called by :func:`run_evaluate` after ``evaluate``: write the task's extra files
-        beside ``out_json`` (e.g. the VQA test-server file; nothing when ``None``) and return
-        the JSON-ready result to report, without bulky entries (default: unchanged)."""
-        return result
-
-
-def get_task(name: str) -> Task:
-    """The task called ``name`` (``retrieval``, ``vqa``, ``nlvr2``, ``snli-ve``).
-
-    Raises:
-        ConfigError: unknown name.
-        TaskNotImplementedError: the task's module does not exist yet.
-    """
-    if name not in TASK_MODULES:
-        raise ConfigError(f"unknown task {name!r}; choose one of {', '.join(TASK_MODULES)}")
-    module_name = TASK_MODULES[name]
-    try:
-        module = importlib.import_module(module_name)
-    except ModuleNotFoundError as e:
-        if e.name != module_name:
-            raise
-        raise TaskNotImplementedError(
-            f"task {name!r} is not yet implemented in this version of vlparse ({module_name} "
-            f"does not exist); implemented: {', '.join(_implemented())}"
-        ) from None
-    task = module.build_task()
-    if not isinstance(task, Task) or task.name != name:
-        raise TypeError(f"{module_name}.build_task() must return a Task named {name!r}")
-    return task
-
-
-def _implemented() -> list[str]:
-    return [n for n, m in TASK_MODULES.items() if importlib.util.find_spec(m) is not None]
-
-
-# --------------------------------------------------------------------------- the model
-
-
-def _backbone_from(init: str | Path) -> tuple[nn.Module, ModelConfig, Any]:
-    """Backbone, its model config and tokenizer from a pre-training or fine-tuning run."""
-    from vlparse.models.loading import find_run_dir, load_run
-
-    if run_task(find_run_dir(init)) is not None:
-        model, cfg, tokenizer, _ = load_finetuned(init)
-        return model.backbone, cfg.model, tokenizer
-    backbone, pcfg, tokenizer = load_run(init)
-    return backbone, pcfg.model, tokenizer
-
-
-def build_finetune_model(
-    task: Task,
-    cfg: FinetuneConfig,
-    state: dict,
-    init: str | Path | None = None,
-    tokenizer=None,
-) -> tuple[FinetuneModel, FinetuneConfig, Any]:
-    """Backbone (loaded from ``init``, else fresh from ``cfg.model``) plus the task head.
-
-    With ``init`` the run's model config replaces ``cfg.model`` and ``task.init_head`` runs.
-
-    Returns:
-        ``(model, cfg, tokenizer)``; ``cfg`` is a copy with the model section actually used.
-    """
-    import dataclasses
-
-    if init is not None:
-        backbone, model_cfg, tokenizer = _backbone_from(init)
-        cfg = dataclasses.replace(cfg, model=model_cfg)
-    else:
-        backbone, tokenizer = build_backbone(cfg.model, tokenizer)
-    head = task.build_head(cfg.model, cfg, state)
-    if init is not None:
-        task.init_head(head, backbone)
-    return FinetuneModel(backbone, head, cfg.task.head_lr_mult), cfg, tokenizer
-
-
-def load_finetuned(path: str | Path) -> tuple[FinetuneModel, FinetuneConfig, Any, dict]:
-    """Rebuild a ``vlparse finetune`` run (its folder or a ``checkpoints/step_*`` folder).
-
-    Returns:
-        ``(model, cfg, tokenizer, state)``, the model in eval mode on the CPU.
-
-    Raises:
-        FileNotFoundError: no run folder / checkpoint; CheckpointError: a damaged weights file
-        (named) or weights that do not match.
-    """
-    from vlparse.config import from_dict
-    from vlparse.errors import CheckpointError
-    from vlparse.models.loading import find_run_dir
-    from vlparse.train.checkpoint import find_checkpoint, load_model_weights
-
-    run_dir = find_run_dir(path)
-    ckpt = find_checkpoint(path)
-    cfg = from_dict(FinetuneConfig, read_run_config(run_dir))
-    state_file = run_dir / TASK_STATE_NAME
-    state = json.loads(state_file.read_text()) if state_file.is_file() else {}
-    task = get_task(cfg.task.name)
-    model, cfg, tokenizer = build_finetune_model(task, cfg, state)
-    report = load_model_weights(ckpt, model)
-    if report.missing or report.unexpected:
-        raise CheckpointError(
-            ckpt / "model.safetensors",
-            f"weights do not match the {cfg.task.name} model of {run_dir}/config.yaml: missing "
-            f"{report.missing[:5]}, unexpected {report.unexpected[:5]} {' '.join(report.notes)}",
-        )
-    model.eval()
-    return model, cfg, tokenizer, state
-
-
-def _load_for_eval(task: Task, checkpoint: str | Path):
-    """A fine-tuned run, or (for tasks that accept it, e.g. zero-shot retrieval) a pre-training
-    run wrapped with a head initialised from it."""
-    from vlparse.config import load_config
-    from vlparse.models.loading import find_run_dir
-
-    run_dir = find_run_dir(checkpoint)
-    tuned = run_task(run_dir)
-    if tuned is not None:
-        if tuned != task.name:
-            raise WrongTaskError(
-                f"{run_dir} was fine-tuned for {tuned!r}, not {task.name!r}; evaluate it with "
-                f"'vlparse evaluate {tuned}'"
-            )
-        return load_finetuned(checkpoint)
-    if not task.zero_shot:
-        raise WrongTaskError(
-            f"{run_dir} is a pre-training run; task {task.name!r} needs a fine-tuned run "
-            f"('vlparse finetune {task.name} --init {checkpoint} ...')"
-        )
-    cfg = load_config(task.recipe, cls=FinetuneConfig)
-    model, cfg, tokenizer = build_finetune_model(task, cfg, {}, init=checkpoint)
-    return model.eval(), cfg, tokenizer, {}
-
-
-# --------------------------------------------------------------------------- the trainer's task
+__all__ = ["FinetuneTask", "finetune_task", "load_for_task", "run_evaluate", "run_finetune"]
 
 
 class FinetuneTask:
-    """A fine-tuning :class:`Task` as the trainer's :class:`~vlparse.train.protocol.TrainTask`.
+    """A fine-tuning :class:`~vlparse.tasks.base.Task` as the trainer's task.
 
-    ``cfg`` is the recipe with its final model section (:func:`with_run_model` when starting
-    from ``init``). :meth:`build_model` also derives the task state from the training data (e.g.
-    the VQA answers), which the run folder keeps as ``task_state.json`` (:meth:`run_files`).
+    Args:
+        task: the task.
+        cfg: the recipe, its ``model`` section the one of ``backbone`` when one is given.
+        manifest: the data manifest (loaded).
+        backbone: a pre-trained model of the family to start from (``None``: from scratch).
+        processor: ``backbone``'s processor (default: the one ``cfg.model`` names).
+        init: where ``backbone`` came from (recorded in the summary).
+        evaluate: read the validation split and evaluate on it.
+        log: where start-up lines go (``None``: nowhere, e.g. on processes other than the
+            first).
+
+    The task state derived from the training data (e.g. the VQA answers, which size the head)
+    is computed here and kept in the run folder as ``task_state.json`` (:meth:`run_files`).
     """
 
     find_unused_parameters = True  # the pre-training heads get no gradient
 
-    def __init__(self, task: Task, cfg: FinetuneConfig, manifest: dict,
-                 init: str | Path | None = None, evaluate: bool = True) -> None:
-        self.task, self.cfg, self.manifest, self.init = task, cfg, manifest, init
+    def __init__(self, task: Task, cfg: FinetuneConfig, manifest: dict, *,
+                 backbone: nn.Module | None = None, processor: Any = None,
+                 init: str | Path | None = None, evaluate: bool = True,
+                 log: Callable[[str], None] | None = print) -> None:
+        self.task, self.cfg, self.manifest = task, cfg, manifest
         self.name = task.name
-        self.evaluating = evaluate
-        self.state: dict[str, Any] = {}
-        self.tokenizer: Any = None
+        self.backbone, self.init, self.evaluating, self._log = backbone, init, evaluate, log
+        self.processor = processor if processor is not None else processor_for(cfg.model)
+        self.state = task.prepare(manifest, cfg)
+        self.labels = task.labels(self.state)
         self._train_set: Dataset | None = None
         self._val_set: Dataset | None = None
 
     def build_model(self) -> nn.Module:
-        task, cfg = self.task, self.cfg
-        model, cfg, self.tokenizer = build_finetune_model(task, cfg, {}, init=self.init)
-        self.state = task.prepare(self.manifest, cfg, self.tokenizer)
-        if self.state:  # heads that depend on the data (e.g. VQA answers) are built again
-            model.head = task.build_head(cfg.model, cfg, self.state)
-            if self.init is not None:
-                task.init_head(model.head, model.backbone)
+        """The family's task model: on ``backbone`` (its head from the pre-trained one where
+        the task says so) or on a fresh backbone of ``cfg.model``."""
+        cfg = self.cfg
+        cls = task_model_class(cfg.model.family, self.name)
+        if self.backbone is not None:
+            model = cls.from_backbone(self.backbone, cfg.task, self.labels, pretrained=True)
+        else:
+            model = cls.from_config(cfg.model, self.processor, cfg.task, self.labels)
         if cfg.train.compile:
-            model.backbone.visual.compile()
-            model.backbone.encoder.compile()
+            model.compile_backbone()
         return model
 
     def run_files(self) -> dict[str, str]:
         return {TASK_STATE_NAME: json.dumps(self.state) + "\n"}
 
+    def _dataset(self, sets: list[str], splits: list[str], train: bool) -> Dataset:
+        return self.task.dataset(self.manifest, sets, splits, self.cfg, self.processor,
+                                 self.labels, train)
+
     def train_dataset(self) -> Dataset:
+        """The training examples; the first call reports the rate of unknown tokens in their
+        texts (and warns above 1 %)."""
         if self._train_set is None:
             d = self.cfg.data
-            self._train_set = self.task.dataset(self.manifest, d.train_sets, d.train_splits,
-                                                self.cfg, self.tokenizer, self.state, True)
+            self._train_set = self._dataset(d.train_sets, d.train_splits, True)
+            report_unknown_tokens(self.processor.tokenizer, self.task.texts(self._train_set),
+                                  f"the {self.name} training texts", log=self._log)
         return self._train_set
 
     def eval_dataset(self) -> Dataset | None:
         if self._val_set is None and self.evaluating:
             d = self.cfg.data
-            self._val_set = self.task.dataset(self.manifest, [d.val_set], [d.val_split],
-                                              self.cfg, self.tokenizer, self.state, False)
+            self._val_set = self._dataset([d.val_set], [d.val_split], False)
         return self._val_set
 
     def collate(self, items: list[dict[str, Any]]) -> dict[str, Any]:
         return self.task.collate(items)
 
     def step(self, model: nn.Module, batch: dict[str, Any], ctx: StepContext) -> StepOutput:
-        return self.task.step_fn(model, batch, ctx.reduce_count, self.cfg)
+        return self.task.step(model, batch, ctx.reduce_count, self.cfg)
 
     def evaluate(self, model: nn.Module, device: torch.device) -> dict[str, float]:
         result = self.task.evaluate(model, self.eval_dataset(), self.cfg, device,
@@ -362,6 +134,33 @@ class FinetuneTask:
 # --------------------------------------------------------------------------- commands
 
 
+def _check_task(task_name: str, cfg: FinetuneConfig) -> Task:
+    if task_name not in FINETUNE_TASKS:
+        raise ConfigError(f"unknown task {task_name!r}; choose one of {', '.join(FINETUNE_TASKS)}")
+    if cfg.task.name != task_name:
+        raise ConfigError(
+            f"the recipe is for task {cfg.task.name!r}, not {task_name!r}; pass a {task_name} "
+            f"recipe (--config) or the override task.name={task_name}"
+        )
+    return get_task(task_name)
+
+
+def finetune_task(task_name: str, cfg: FinetuneConfig, manifest: dict,
+                  init: str | Path | None = None, evaluate: bool = True,
+                  log: Callable[[str], None] | None = print) -> FinetuneTask:
+    """The :class:`FinetuneTask` of ``task_name`` with ``cfg``: on the model saved at ``init``
+    (see :func:`~vlparse.tasks.loading.load_model`), whose architecture replaces
+    ``cfg.model``, or from scratch."""
+    task = _check_task(task_name, cfg)
+    backbone = processor = None
+    if init is not None:
+        loaded = load_model(init)
+        backbone, processor = loaded.backbone, loaded.processor
+        cfg = dataclasses.replace(cfg, model=backbone.cfg)  # the architecture it starts from
+    return FinetuneTask(task, cfg, manifest, backbone=backbone, processor=processor, init=init,
+                        evaluate=evaluate, log=log)
+
+
 def run_finetune(
     task_name: str,
     cfg: FinetuneConfig,
@@ -373,11 +172,14 @@ def run_finetune(
     overwrite: bool = False,
 ) -> dict:
     """Fine-tune on ``cfg.data.train_sets`` x ``train_splits`` of a manifest with the one
-    trainer, evaluate on ``cfg.data.val_set`` / ``val_split``, write ``summary.json``.
+    trainer, evaluate on ``cfg.data.val_set`` / ``val_split``, write ``summary.json`` and the
+    fine-tuned model with its processor (``out_dir/model``, ``save_pretrained``).
 
     Args:
         task_name: ``retrieval``, ``vqa``, ``nlvr2`` or ``snli-ve`` (must equal ``cfg.task.name``).
-        init: a pre-training (or fine-tuning) run folder or checkpoint; ``None`` = from scratch.
+        init: a pre-trained model to start from: a pre-training or fine-tuning run folder, a
+            checkpoint or a ``save_pretrained`` folder; its model section replaces ``cfg.model``.
+            ``None`` = from scratch.
         resume, overwrite: continue the run in ``out_dir``, or move it aside and start anew.
 
     Returns:
@@ -385,22 +187,50 @@ def run_finetune(
         validation metrics ``val`` and where the model came from ``init``.
     """
     from vlparse.data.manifest import load_manifest
-    from vlparse.train.distributed import cleanup
+    from vlparse.train.distributed import cleanup, init_distributed
     from vlparse.train.trainer import train
 
-    if task_name not in FINETUNE_TASKS:
-        raise ConfigError(f"unknown task {task_name!r}; choose one of {', '.join(FINETUNE_TASKS)}")
-    if cfg.task.name != task_name:
-        raise ConfigError(
-            f"the recipe is for task {cfg.task.name!r}, not {task_name!r}; pass a {task_name} "
-            f"recipe (--config) or the override task.name={task_name}"
-        )
-    task = get_task(task_name)
-    cfg = with_run_model(cfg, init)
-    finetune = FinetuneTask(task, cfg, load_manifest(manifest_path), init, evaluate)
-    result = train(finetune, cfg, out_dir, resume=resume, overwrite=overwrite, evaluate=evaluate)
+    dist = init_distributed()
+    finetune = finetune_task(task_name, cfg, load_manifest(manifest_path), init, evaluate,
+                             log=print if dist.is_main else None)
+    result = train(finetune, finetune.cfg, out_dir, resume=resume, overwrite=overwrite,
+                   evaluate=evaluate, dist=dist)
     cleanup()
     return result.summary
+
+
+def load_for_task(task: Task, path: str | Path) -> tuple[nn.Module, FinetuneConfig, Any]:
+    """The task model to evaluate for ``task`` and its config and processor: a model
+    fine-tuned for ``task`` (its run's config, else the task's recipe with the model's
+    architecture), or, for a zero-shot task, a pre-trained model wrapped in the task model
+    (its head from the pre-trained one).
+
+    Raises:
+        WrongTaskError: a model of another task, or a pre-trained one for a task that needs
+            fine-tuning.
+    """
+    from vlparse.config import load_config
+
+    loaded = load_model(path)
+    if loaded.task not in (task.name, PRETRAIN):
+        raise WrongTaskError(
+            f"{path} was fine-tuned for {loaded.task!r}, not {task.name!r}; evaluate it with "
+            f"'vlparse evaluate {loaded.task}'"
+        )
+    if loaded.task == PRETRAIN and not task.zero_shot:
+        raise WrongTaskError(
+            f"{path} is a pre-trained model; task {task.name!r} needs a fine-tuned one "
+            f"('vlparse finetune {task.name} --init {path} ...')"
+        )
+    cfg = loaded.config
+    if not isinstance(cfg, FinetuneConfig):
+        recipe = load_config(task.recipe, cls=FinetuneConfig)
+        cfg = dataclasses.replace(recipe, model=loaded.backbone.cfg)
+    model = loaded.model
+    if loaded.task == PRETRAIN:
+        cls = task_model_class(cfg.model.family, task.name)
+        model = cls.from_backbone(loaded.model, cfg.task, pretrained=True).eval()
+    return model, cfg, loaded.processor
 
 
 def run_evaluate(
@@ -414,12 +244,13 @@ def run_evaluate(
     device: str | None = None,
     progress: bool = True,
 ) -> dict[str, Any]:
-    """Evaluate a fine-tuned run on one split of a manifest and write the metrics as JSON.
+    """Evaluate a fine-tuned model on one split of a manifest and write the metrics as JSON.
 
     Args:
-        task_name: the task the run was fine-tuned for.
-        checkpoint: the run folder or a ``checkpoints/step_*`` folder. For retrieval, a
-            pre-training run is also accepted (zero-shot, scored by its ITM head).
+        task_name: the task the model was fine-tuned for.
+        checkpoint: the run folder, a ``checkpoints/step_*`` folder or a ``save_pretrained``
+            folder. For retrieval, a pre-trained model is also accepted (zero-shot, scored by
+            its ITM head).
         split: the split of the data set, e.g. ``test``.
         dataset: the manifest data set (default: the run's ``data.val_set``).
         overrides: ``key=value`` changes of the run's config for evaluation, e.g.
@@ -431,37 +262,31 @@ def run_evaluate(
         The task's metrics plus ``split``, ``dataset``, ``task``, ``checkpoint``, ``wall_s``.
 
     Raises:
-        WrongTaskError: ``checkpoint`` is a run of another task.
+        WrongTaskError: ``checkpoint`` is a model of another task.
     """
     from vlparse.config import apply_overrides, from_dict, to_dict
     from vlparse.data.manifest import load_manifest
 
     task = get_task(task_name)
     t0 = time.perf_counter()
-    model, cfg, tokenizer, state = _load_for_eval(task, checkpoint)
+    model, cfg, processor = load_for_task(task, checkpoint)
     # A cap on evaluation size set for validation during training does not carry over: a
     # stand-alone evaluation covers the whole split unless the caller asks otherwise.
     changes = ["task.eval_max_images=0", *(overrides or [])]
     cfg = from_dict(FinetuneConfig, apply_overrides(to_dict(cfg), changes))
     dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     model.to(dev)
-    manifest = load_manifest(manifest_path)
     name = dataset or cfg.data.val_set
-    data = task.dataset(manifest, [name], [split], cfg, tokenizer, state, False)
+    data = task.dataset(load_manifest(manifest_path), [name], [split], cfg, processor,
+                        model.labels, False)
     with torch.no_grad():
         result = task.evaluate(model, data, cfg, dev, progress=progress)
     missing = [k for k in (*task.metric_keys, "num_examples") if k not in result]
     if missing:
         raise RuntimeError(f"task {task_name!r}: evaluate() returned no {missing}")
     result = task.write_outputs(result, Path(out_json) if out_json is not None else None)
-    result = {
-        **result,
-        "split": split,
-        "dataset": name,
-        "task": task_name,
-        "checkpoint": str(checkpoint),
-        "wall_s": time.perf_counter() - t0,
-    }
+    result = {**result, "split": split, "dataset": name, "task": task_name,
+              "checkpoint": str(checkpoint), "wall_s": time.perf_counter() - t0}
     if out_json is not None:
         atomic_write_json(out_json, result)
     return result

@@ -1,11 +1,11 @@
 """Supervised pre-training of the visual parser on scene-world attributes.
 
 The paper starts its visual parser from ImageNet-pretrained Swin weights. Offline there is no
-ImageNet and no hub, and a Swin trained from random initialisation inside the CPU quickstart
-learns too slowly to give the fusion Transformer anything to bind words to (held-out ITM stayed at
-chance; see ``docs/status.md``). This module is the stand-in: a short classification
-pre-training of the parser on scenes drawn by the built-in generator, with a seed of its own so
-that none of its images is in a world made with another seed.
+ImageNet and no hub, and a Swin trained from random initialisation inside the CPU quickstart learns
+too slowly to give the fusion Transformer anything to bind words to (held-out ITM stayed at chance;
+see ``reports/2026-11-22-cpu-itm-learnability/``). This module is the stand-in: a short
+classification pre-training of the parser on scenes drawn by the built-in generator, with a seed of
+its own so that none of its images is in a world made with another seed.
 
 Task (multi-label, like ImageNet classification but with several objects per image): for each
 image the labels are the colours and the shapes of its objects, its background texture, and the

@@ -40,6 +40,7 @@ from vlparse.objectives.mlm import ramp_weight
 from vlparse.processing.tokenization import report_unknown_tokens
 from vlparse.tasks.pretrain_eval import evaluate_pretrain
 from vlparse.train.protocol import StepContext, StepOutput
+from vlparse.utils import autocast_dtype
 
 __all__ = ["PretrainTask", "loss_weights", "run_pretrain"]
 
@@ -244,12 +245,13 @@ class PretrainTask:
 
     def evaluate(self, model: nn.Module, device: torch.device) -> dict[str, float]:
         """Held-out metrics (:func:`~vlparse.tasks.pretrain_eval.evaluate_pretrain`) over
-        ``train.eval_images`` images; bf16 autocast on CUDA unless ``train.precision=fp32``."""
+        ``train.eval_images`` images, under the autocast of ``train.precision``
+        (:func:`~vlparse.utils.autocast_dtype`)."""
         dataset = self.eval_dataset()
         if dataset is None:
             return {}
         tr = self.cfg.train
-        amp = torch.bfloat16 if device.type == "cuda" and tr.precision != "fp32" else None
+        amp = autocast_dtype(tr.precision, device)
         return evaluate_pretrain(model, dataset, self._eval_collator, device=device,
                                  num_images=tr.eval_images,
                                  batch_size=max(1, min(64, tr.batch_size)),

@@ -1,26 +1,25 @@
 """Image-text retrieval (paper section 4.2, Table 4): fine-tuning and full-ranking evaluation.
 
-Training: binary matching on the ``[CLS]`` state, the head initialised from the pre-trained ITM
-head. A batch holds ``B`` images, each with one of its captions (drawn per epoch by a generator
-keyed by ``(seed, epoch, index)``); the aligned pairs ``(i, i)`` are positives and the
-unaligned pairs ``(i, i + s mod B)``, ``s = 1 .. num_neg``, negatives: captions of other images
-of the mini-batch (the sampler shuffles every epoch, so the pairing is random). A negative whose
-caption is word for word the image's own caption is dropped. The visual parser runs once per
-image.
+Training: binary matching of image-text pairs by the family's retrieval task model
+(:func:`~vlparse.models.task_registry.task_model_class`; Visual Parsing: a head on ``[CLS]``
+initialised from the pre-trained ITM head). A batch holds ``B`` images, each with one of its
+captions (drawn per epoch by a generator keyed by ``(seed, epoch, index)``); the aligned pairs
+``(i, i)`` are positives and the unaligned pairs ``(i, i + s mod B)``, ``s = 1 .. num_neg``,
+negatives: captions of other images of the mini-batch (the sampler shuffles every epoch, so the
+pairing is random). A negative whose caption is word for word the image's own caption is
+dropped. The image side (``model.encode_images``, the visual parser) runs once per image.
 
-Evaluation: every image of the split against every caption. The parser runs once per image
-(tokens cached on the model's device), captions are tokenised once and sorted by length so that
+Evaluation: every image of the split against every caption. The image side runs once per image
+(features cached on the model's device), captions are tokenised once and sorted by length so that
 each batch of ``task.eval_batch_pairs`` pairs is cut to its longest caption, and the score of a
-pair is the matching logit margin ``z_1 - z_0`` (monotone in the match probability). TR ranks
-the captions of each image, IR the images of each caption; Recall@1/5/10 by
-:func:`vlparse.eval.metrics.recall_at_k`.
+pair is ``model.match_scores`` (the matching logit margin ``z_1 - z_0``, monotone in the match
+probability). TR ranks the captions of each image, IR the images of each caption; Recall@1/5/10
+by :func:`vlparse.eval.metrics.recall_at_k`.
 
-``task.rerank_k = K``: a cheap first score picks, for each image, its top-K captions (TR) and,
-for each caption, its top-K images (IR); only those pairs go through the full model, the others
-rank last. The cheap score is the cosine between mean-pooled last-layer states of an image-only
-pass and a text-only pass through the same multi-modal Transformer: ``I + T`` sequences instead
-of ``I x T``. Nothing trains these unimodal passes to agree (there is no contrastive objective),
-so K must be generous; with ``K >= max(I, T)`` the result equals the full ranking exactly.
+``task.rerank_k = K``: a cheap first score (the dot product of ``model.shortlist_embeddings``)
+picks, for each image, its top-K captions (TR) and, for each caption, its top-K images (IR);
+only those pairs go through the full model, the others rank last. With ``K >= max(I, T)`` the
+result equals the full ranking exactly.
 """
 
 from __future__ import annotations
@@ -35,23 +34,20 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
-from vlparse.config import FinetuneConfig, ModelConfig
+from vlparse.config import FinetuneConfig
 from vlparse.data.formats.karpathy import read_karpathy
 from vlparse.data.formats.records import ImageCaptions
 from vlparse.data.manifest import manifest_entry
 from vlparse.data.sampler import stable_seed
-from vlparse.errors import BadImageError, EmptyDatasetError, ManifestError
+from vlparse.errors import BadImageError, ConfigError, EmptyDatasetError, ManifestError
 from vlparse.eval.metrics import recall_at_k
-from vlparse.objectives.itm import itm_accuracy, itm_loss
+from vlparse.objectives.itm import itm_accuracy
 from vlparse.processing.images import load_image
-from vlparse.processing.tokenization import encode_texts
-from vlparse.processing.transforms import image_transform
-from vlparse.tasks.finetune import FinetuneModel, Task
+from vlparse.tasks.base import Task
 from vlparse.train.protocol import StepOutput
 from vlparse.utils import autocast as precision_autocast
 
 __all__ = [
-    "MatchHead",
     "RetrievalTask",
     "build_task",
     "read_retrieval_records",
@@ -59,34 +55,16 @@ __all__ = [
     "RetrievalEvalDataset",
     "training_pairs",
     "retrieval_step",
-    "match_scores",
     "encode_images",
     "score_matrix",
-    "unimodal_embeddings",
     "rerank_candidates",
+    "rank_pairs",
     "retrieval_metrics",
     "chance_recall",
     "evaluate_retrieval",
 ]
 
 KS = (1, 5, 10)
-
-
-class MatchHead(nn.Module):
-    """Matching logits from ``[CLS]``: ``(B, D)`` -> ``(B, 2)``, class 1 = aligned.
-
-    ``init_from_itm`` says whether :meth:`RetrievalTask.init_head` copies the ITM head.
-    """
-
-    def __init__(self, hidden: int, init_from_itm: bool = True) -> None:
-        super().__init__()
-        self.fc = nn.Linear(hidden, 2)
-        nn.init.normal_(self.fc.weight, std=0.02)
-        nn.init.zeros_(self.fc.bias)
-        self.init_from_itm = init_from_itm
-
-    def forward(self, cls_state: Tensor) -> Tensor:
-        return self.fc(cls_state)
 
 
 # --------------------------------------------------------------------------- data
@@ -115,21 +93,13 @@ def read_retrieval_records(
 
 class RetrievalTrainDataset(Dataset):
     """Per image: ``image (3, S, S)``, one of its captions as ``input_ids`` / ``attention_mask``
-    ``(L,)``, ``index`` and ``skipped`` (bad images replaced by the next good one, or raised
-    with ``on_error='raise'``)."""
+    ``(L,)`` (both from ``processor``), ``index`` and ``skipped`` (bad images replaced by the
+    next good one, or raised with ``on_error='raise'``)."""
 
-    def __init__(
-        self,
-        records: list[ImageCaptions],
-        tokenizer,
-        image_size: int,
-        max_text_len: int,
-        seed: int = 0,
-        on_error: str = "skip",
-    ) -> None:
-        self.records, self.tokenizer, self.max_text_len = records, tokenizer, max_text_len
+    def __init__(self, records: list[ImageCaptions], processor: Any, seed: int = 0,
+                 on_error: str = "skip") -> None:
+        self.records, self.processor = records, processor
         self.seed, self.on_error, self.epoch = seed, on_error, 0
-        self.transform = image_transform(image_size)
 
     def __len__(self) -> int:
         return len(self.records)
@@ -142,7 +112,7 @@ class RetrievalTrainDataset(Dataset):
         for step in range(n):
             j = (index + step) % n
             try:
-                image = self.transform(load_image(self.records[j].image_path))
+                image = self.processor.image_transform(load_image(self.records[j].image_path))
                 break
             except BadImageError as e:
                 if self.on_error == "raise":
@@ -153,7 +123,7 @@ class RetrievalTrainDataset(Dataset):
         gen = torch.Generator().manual_seed(stable_seed(self.seed, self.epoch, index))
         captions = self.records[j].captions
         text = captions[int(torch.randint(len(captions), (1,), generator=gen))]
-        ids, mask = encode_texts(self.tokenizer, [text], self.max_text_len)
+        ids, mask = self.processor.encode_text([text])
         return {"image": image, "input_ids": ids[0], "attention_mask": mask[0], "index": index,
                 "skipped": skipped}
 
@@ -163,20 +133,19 @@ class RetrievalEvalDataset(Dataset):
     captions, tokenised once: ``input_ids``, ``attention_mask`` ``(T, L)``, ``caption_image``
     ``(T,)`` the image index of each caption. A bad image is an error: a ranking needs all."""
 
-    def __init__(self, records: list[ImageCaptions], tokenizer, image_size: int, max_text_len: int):
-        self.records = records
+    def __init__(self, records: list[ImageCaptions], processor: Any) -> None:
+        self.records, self.processor = records, processor
         texts = [c for r in records for c in r.captions]
-        self.input_ids, self.attention_mask = encode_texts(tokenizer, texts, max_text_len)
+        self.input_ids, self.attention_mask = processor.encode_text(texts)
         self.caption_image = torch.tensor(
             [i for i, r in enumerate(records) for _ in r.captions], dtype=torch.long
         )
-        self.transform = image_transform(image_size)
 
     def __len__(self) -> int:
         return len(self.records)
 
     def __getitem__(self, index: int) -> dict[str, Any]:
-        return {"image": self.transform(load_image(self.records[index].image_path)),
+        return {"image": self.processor.image_transform(load_image(self.records[index].image_path)),
                 "index": index}
 
 
@@ -194,41 +163,35 @@ def training_pairs(batch_size: int, num_neg: int, device=None) -> tuple[Tensor, 
     return img, txt, labels
 
 
-def retrieval_step(model: FinetuneModel, batch: dict[str, Tensor], reduce_count, num_neg: int):
+def retrieval_step(model: nn.Module, batch: dict[str, Tensor], reduce_count,
+                   num_neg: int) -> StepOutput:
     """Matching loss of one batch (``image (B,3,S,S)``, ``input_ids`` / ``attention_mask``
-    ``(B, L)``): two-class cross-entropy over the aligned and unaligned pairs."""
+    ``(B, L)``): two-class cross-entropy over the aligned and unaligned pairs, from the task
+    model's ``forward`` on features of :meth:`encode_images` (one image pass per image)."""
     ids, mask = batch["input_ids"], batch["attention_mask"]
-    tokens = model.encode_image(batch["image"]).tokens
+    features = model.encode_images(batch["image"])
     img, txt, labels = training_pairs(ids.shape[0], num_neg, ids.device)
     keep = (labels == 1) | (ids[txt] != ids[img]).any(dim=1)  # drop word-for-word duplicates
     img, txt, labels = img[keep], txt[keep], labels[keep]
-    out = model.fuse(tokens[img], ids[txt], mask[txt])
-    logits = model.head(out.cls)
     normalizer = reduce_count(torch.tensor(float(labels.numel()), device=ids.device))
-    loss = itm_loss(logits.float(), labels, normalizer=normalizer)
-    correct, total = itm_accuracy(logits, labels)
-    return StepOutput(loss, {"loss": float(loss.detach())},
+    out = model(image_features=features[img], input_ids=ids[txt], attention_mask=mask[txt],
+                labels=labels, loss_normalizer=normalizer)
+    correct, total = itm_accuracy(out.logits, labels)
+    return StepOutput(out.loss, {"loss": float(out.loss.detach())},
                       {"match_correct": correct, "match_total": total})
 
 
 # --------------------------------------------------------------------------- scoring
 
 
-def match_scores(model: FinetuneModel, tokens: Tensor, input_ids: Tensor, mask: Tensor) -> Tensor:
-    """``(P,)`` float margins ``z_1 - z_0`` of ``P`` pairs: tokens ``(P, m, c)``, ids and mask
-    ``(P, L)``."""
-    logits = model.head(model.fuse(tokens, input_ids, mask).cls).float()
-    return logits[:, 1] - logits[:, 0]
-
-
 @torch.no_grad()
-def encode_images(model: FinetuneModel, loader, device: torch.device, autocast=None) -> Tensor:
-    """Visual tokens ``(I, m, c)`` of every image of ``loader`` (batches with ``image``), in
-    order, on ``device``; the parser runs once per image."""
+def encode_images(model: nn.Module, loader, device: torch.device, autocast=None) -> Tensor:
+    """Features ``(I, ...)`` of every image of ``loader`` (batches with ``image``) by
+    ``model.encode_images``, in order, on ``device``; the image side runs once per image."""
     parts = []
     for batch in loader:
         with autocast or nullcontext():
-            parts.append(model.encode_image(batch["image"].to(device, non_blocking=True)).tokens)
+            parts.append(model.encode_images(batch["image"].to(device, non_blocking=True)))
     return torch.cat(parts)
 
 
@@ -261,8 +224,8 @@ def _pair_chunks(candidates: Tensor | None, n_img: int, order: Tensor, batch_pai
 
 @torch.no_grad()
 def score_matrix(
-    model: FinetuneModel,
-    tokens: Tensor,
+    model: nn.Module,
+    features: Tensor,
     input_ids: Tensor,
     attention_mask: Tensor,
     candidates: Tensor | None = None,
@@ -270,19 +233,19 @@ def score_matrix(
     autocast=None,
     progress: bool = False,
 ) -> Tensor:
-    """Scores of image-caption pairs from cached visual tokens.
+    """Scores of image-caption pairs (``model.match_scores``) from cached image features.
 
     Args:
-        tokens: ``(I, m, c)`` from :func:`encode_images`.
+        features: ``(I, ...)`` from :func:`encode_images`.
         input_ids, attention_mask: ``(T, L)``.
         candidates: ``(I, T)`` bool, the pairs to score (default all).
         batch_pairs: pairs per forward pass; each pass is cut to its longest caption.
 
     Returns:
-        ``(I, T)`` float32 margins; ``-inf`` for pairs not in ``candidates``.
+        ``(I, T)`` float32 scores; ``-inf`` for pairs not in ``candidates``.
     """
-    n_img, n_txt = tokens.shape[0], input_ids.shape[0]
-    device = tokens.device
+    n_img, n_txt = features.shape[0], input_ids.shape[0]
+    device = features.device
     input_ids, attention_mask = input_ids.to(device), attention_mask.to(device)
     lengths = attention_mask.sum(1)
     order = torch.argsort(lengths, descending=True, stable=True)
@@ -294,43 +257,11 @@ def score_matrix(
     for ii, tt in _pair_chunks(candidates, n_img, order, batch_pairs):
         cut = int(lengths[tt].max())
         with autocast or nullcontext():
-            out[ii, tt] = match_scores(model, tokens[ii], input_ids[tt, :cut],
-                                       attention_mask[tt, :cut])
+            out[ii, tt] = model.match_scores(features[ii], input_ids[tt, :cut],
+                                             attention_mask[tt, :cut])
         bar.update(ii.numel())
     bar.close()
     return out
-
-
-@torch.no_grad()
-def unimodal_embeddings(
-    model: FinetuneModel, tokens: Tensor, input_ids: Tensor, attention_mask: Tensor,
-    batch: int = 256, autocast=None,
-) -> tuple[Tensor, Tensor]:
-    """L2-normalised mean-pooled last-layer states of an image-only pass ``(I, D)`` (visual
-    embeddings alone) and a text-only pass ``(T, D)`` (``[CLS] [SEP] W``) through the
-    multi-modal Transformer."""
-    bb = model.backbone
-    img, txt = [], []
-    ctx = autocast or nullcontext()
-    vis_type = bb.text_embed.type_embedding(1)
-    for s in range(0, tokens.shape[0], batch):
-        with ctx:
-            x = bb.visual_embed(tokens[s : s + batch], vis_type)
-            ones = torch.ones(x.shape[:2], dtype=torch.long, device=x.device)
-            img.append(bb.encoder(x, ones)[0].float().mean(1))
-    device = tokens.device
-    special = torch.tensor([bb.cls_token_id, bb.sep_token_id], device=device)
-    for s in range(0, input_ids.shape[0], batch):
-        ids, mask = input_ids[s : s + batch].to(device), attention_mask[s : s + batch].to(device)
-        ids = torch.cat([special.expand(ids.shape[0], 2), ids], 1)
-        mask = torch.cat([mask.new_ones(mask.shape[0], 2), mask], 1)
-        with ctx:
-            x = bb.text_embed(ids, position_ids=torch.arange(ids.shape[1], device=device))
-            h = bb.encoder(x, mask)[0].float()
-        w = mask.unsqueeze(-1).float()
-        txt.append((h * w).sum(1) / w.sum(1))
-    norm = torch.nn.functional.normalize
-    return norm(torch.cat(img), dim=-1), norm(torch.cat(txt), dim=-1)
 
 
 def rerank_candidates(cheap: Tensor, k: int) -> tuple[Tensor, Tensor]:
@@ -371,8 +302,31 @@ def chance_recall(caption_image: Tensor, num_images: int) -> dict[str, float]:
 
 
 @torch.no_grad()
+def rank_pairs(model: nn.Module, features: Tensor, input_ids: Tensor, attention_mask: Tensor,
+               rerank_k: int = 0, batch_pairs: int = 1024, autocast=None,
+               progress: bool = False) -> tuple[Tensor, Tensor, int]:
+    """The ``(I, T)`` scores that rank captions per image (TR) and images per caption (IR), and
+    the number of pairs the full model scored: every pair, or with ``rerank_k = K > 0`` the
+    top-K candidates of ``model.shortlist_embeddings`` in each direction (``-inf`` elsewhere)."""
+    kw = {"batch_pairs": batch_pairs, "autocast": autocast, "progress": progress}
+    if rerank_k <= 0:
+        scores = score_matrix(model, features, input_ids, attention_mask, **kw)
+        return scores, scores, scores.numel()
+    if not hasattr(model, "shortlist_embeddings"):
+        raise ConfigError(f"task.rerank_k={rerank_k}: {type(model).__name__} has no cheap "
+                          "first-stage score (shortlist_embeddings); use task.rerank_k=0")
+    with autocast or nullcontext():
+        img_emb, txt_emb = model.shortlist_embeddings(features, input_ids, attention_mask)
+    # K >= max(I, T) re-scores every pair: the full ranking, by another path
+    tr, ir = rerank_candidates(img_emb @ txt_emb.t(), rerank_k)
+    scores = score_matrix(model, features, input_ids, attention_mask, candidates=tr | ir, **kw)
+    inf = torch.tensor(float("-inf"), device=scores.device)
+    return torch.where(tr, scores, inf), torch.where(ir, scores, inf), int((tr | ir).sum())
+
+
+@torch.no_grad()
 def evaluate_retrieval(
-    model: FinetuneModel, dataset: RetrievalEvalDataset, cfg: FinetuneConfig,
+    model: nn.Module, dataset: RetrievalEvalDataset, cfg: FinetuneConfig,
     device: torch.device, progress: bool = True,
 ) -> dict[str, Any]:
     """Full ranking (or top-``task.rerank_k`` re-ranking) of a split: TR and IR Recall@1/5/10,
@@ -382,23 +336,14 @@ def evaluate_retrieval(
                         pin_memory=device.type == "cuda")
     t0 = time.perf_counter()
     if progress:
-        loader = tqdm(loader, desc="visual parser", unit="batch", leave=False)
-    tokens = encode_images(model, loader, device, autocast)
+        loader = tqdm(loader, desc="image features", unit="batch", leave=False)
+    features = encode_images(model, loader, device, autocast)
     t1 = time.perf_counter()
-    n_img, n_txt = tokens.shape[0], dataset.input_ids.shape[0]
+    n_img, n_txt = features.shape[0], dataset.input_ids.shape[0]
     k = cfg.task.rerank_k
     ids, mask = dataset.input_ids.to(device), dataset.attention_mask.to(device)
-    kw = {"batch_pairs": cfg.task.eval_batch_pairs, "autocast": autocast, "progress": progress}
-    if k > 0:  # K >= max(I, T) re-scores every pair: the full ranking, by another path
-        img_emb, txt_emb = unimodal_embeddings(model, tokens, ids, mask, autocast=autocast)
-        tr, ir = rerank_candidates(img_emb @ txt_emb.t(), k)
-        scores = score_matrix(model, tokens, ids, mask, candidates=tr | ir, **kw)
-        inf = torch.tensor(float("-inf"), device=device)
-        scores_tr, scores_ir = torch.where(tr, scores, inf), torch.where(ir, scores, inf)
-        pairs = int((tr | ir).sum())
-    else:
-        scores_tr = scores_ir = score_matrix(model, tokens, ids, mask, **kw)
-        pairs = n_img * n_txt
+    scores_tr, scores_ir, pairs = rank_pairs(model, features, ids, mask, k,
+                                             cfg.task.eval_batch_pairs, autocast, progress)
     if device.type == "cuda":
         torch.cuda.synchronize(device)
     t2 = time.perf_counter()
@@ -428,24 +373,18 @@ class RetrievalTask(Task):
     metric_keys = ("tr_r1", "tr_r5", "tr_r10", "ir_r1", "ir_r5", "ir_r10")
     zero_shot = True
 
-    def build_head(self, model_cfg: ModelConfig, cfg: FinetuneConfig, state: dict) -> nn.Module:
-        return MatchHead(model_cfg.text.hidden_size, cfg.task.itm_head_init)
-
-    def init_head(self, head: nn.Module, backbone: nn.Module) -> None:
-        if head.init_from_itm:
-            head.fc.load_state_dict(backbone.itm_head.fc.state_dict())
-
-    def dataset(self, manifest, sets, splits, cfg, tokenizer, state, train) -> Dataset:
+    def dataset(self, manifest, sets, splits, cfg, processor, labels, train) -> Dataset:
         records = read_retrieval_records(manifest, sets, splits)
-        size, length = cfg.model.visual.image_size, cfg.model.text.max_text_len
         if train:
-            return RetrievalTrainDataset(records, tokenizer, size, length, cfg.train.seed,
-                                         cfg.data.on_error)
+            return RetrievalTrainDataset(records, processor, cfg.train.seed, cfg.data.on_error)
         if cfg.task.eval_max_images:
             records = records[: cfg.task.eval_max_images]
-        return RetrievalEvalDataset(records, tokenizer, size, length)
+        return RetrievalEvalDataset(records, processor)
 
-    def step_fn(self, model, batch, reduce_count, cfg) -> StepOutput:
+    def texts(self, dataset) -> list[str]:
+        return [c for r in dataset.records for c in r.captions]
+
+    def step(self, model, batch, reduce_count, cfg) -> StepOutput:
         return retrieval_step(model, batch, reduce_count, cfg.task.num_neg)
 
     def evaluate(self, model, dataset, cfg, device, progress=True) -> dict[str, Any]:
@@ -453,5 +392,5 @@ class RetrievalTask(Task):
 
 
 def build_task() -> RetrievalTask:
-    """The retrieval task (registered in :data:`vlparse.tasks.finetune.TASK_MODULES`)."""
+    """The retrieval task (registered in :data:`vlparse.tasks.base.TASK_MODULES`)."""
     return RetrievalTask()

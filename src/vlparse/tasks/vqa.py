@@ -1,17 +1,19 @@
-"""VQA v2 (paper section 4.2, Table 1): answer classification on ``[CLS]``.
+"""VQA v2 (paper section 4.2, Table 1): answer classification.
 
 **Answers.** ``prepare`` builds the vocabulary from the training annotations
 (``data.train_sets`` x ``data.train_splits``): the ``task.num_answers`` most frequent normalised
 consensus answers (``multiple_choice_answer``), most frequent first, ties alphabetical
 (:func:`~vlparse.eval.vqa.build_answer_vocab`), so the same data always give the same
-vocabulary. It is stored in the run's ``task_state.json`` (key ``answers``) and the head is
-sized by it.
+vocabulary. It is stored in the run's ``task_state.json`` (key ``answers``) and in the
+fine-tuned model (its labels, ``id2label`` of the exported ``config.json``), and sizes the head.
 
-**Head and loss.** :class:`~vlparse.models.heads.MLPHead` on the ``[CLS]`` state,
-``Linear(D, 2D) -> GELU -> LayerNorm -> Linear(2D, A)``. Binary cross-entropy with logits
-against the soft scores ``min(1, count / 3)`` (:func:`~vlparse.eval.vqa.soft_scores`), summed
-over the ``A`` answers and averaged over the questions: the mean over all ``B x A`` entries
-times ``A`` (:func:`vqa_loss`). Answers outside the vocabulary give an all-zero target.
+**Model and loss.** The family's question-answering task model (Visual Parsing:
+:class:`~vlparse.models.vp_tasks.VisualParsingForQuestionAnswering`, an MLP on the ``[CLS]``
+state). Binary cross-entropy with logits against the soft scores ``min(1, count / 3)``
+(:func:`~vlparse.processing.answers.soft_scores`), summed over the ``A`` answers and averaged
+over the questions: the mean over all ``B x A`` entries times ``A``
+(:func:`~vlparse.objectives.tasks.soft_target_bce`). Answers outside the vocabulary give an
+all-zero target.
 
 **Metric.** The argmax answer of each question scored by the official VQA accuracy
 (normalisation, mean over the 10 leave-one-out subsets of ``min(1, matches / 3)``), overall
@@ -22,8 +24,9 @@ majority baseline (always the most frequent training answer) beside it. A split 
 ``X_vqa_results.json`` (``[{"question_id", "answer"}]``, one entry per question) beside the
 JSON, for every split.
 
-**Top-k.** :func:`top_answers` gives the ``k`` best answers with their sigmoid probabilities
-(each answer scored on its own, as trained, so they need not sum to 1).
+**Top-k.** :func:`top_answers` gives the ``k`` best answers with their sigmoid scores: each
+answer is scored on its own, as trained, so the scores are independent (not a distribution
+over the answers) and need not sum to 1.
 """
 
 from __future__ import annotations
@@ -32,17 +35,15 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils.data import Dataset
 
-from vlparse.config import FinetuneConfig, ModelConfig
+from vlparse.config import FinetuneConfig
 from vlparse.data.finetune import VQADataset, collate_finetune
 from vlparse.errors import ConfigError, DataFormatError, RunFolderError
 from vlparse.eval.vqa import build_answer_vocab, vqa_accuracy, write_vqa_results
-from vlparse.models.heads import MLPHead
-from vlparse.tasks.classification import eval_loader, manifest_records
-from vlparse.tasks.finetune import FinetuneModel, Task
+from vlparse.tasks.base import Task
+from vlparse.tasks.classification import eval_loader, manifest_records, to_device
 from vlparse.train.protocol import StepOutput
 from vlparse.utils import autocast as precision_autocast
 
@@ -50,8 +51,6 @@ __all__ = [
     "VQATask",
     "build_task",
     "answer_vocab_state",
-    "vqa_logits",
-    "vqa_loss",
     "vqa_step",
     "top_answers",
     "evaluate_vqa",
@@ -59,36 +58,25 @@ __all__ = [
 ]
 
 
-def vqa_loss(logits: Tensor, targets: Tensor, normalizer: Tensor | float) -> Tensor:
-    """Binary cross-entropy of ``logits (B, A)`` against soft ``targets (B, A)`` in ``[0, 1]``,
-    summed over every entry and divided by ``normalizer`` (the number of questions; under DDP
-    their mean per process). With ``normalizer = B`` this is ``mean * A``."""
-    bce = F.binary_cross_entropy_with_logits(logits.float(), targets.float(), reduction="sum")
-    return bce / normalizer
-
-
-def vqa_logits(model: FinetuneModel, batch: dict[str, Any]) -> Tensor:
-    """``(B, A)`` answer logits of ``image (B, 3, S, S)`` and questions ``input_ids`` /
-    ``attention_mask (B, L)``."""
-    out = model.backbone(batch["image"], batch["input_ids"], batch["attention_mask"])
-    return model.head(out.cls)
-
-
-def vqa_step(model: FinetuneModel, batch: dict[str, Any], reduce_count) -> StepOutput:
-    """Loss of a batch; counts ``hit_correct`` / ``hit_total``: the argmax answer has a
-    non-zero soft score (a training-time proxy of the VQA accuracy)."""
-    logits = vqa_logits(model, batch)
+def vqa_step(model: nn.Module, batch: dict[str, Any], reduce_count) -> StepOutput:
+    """The task model's loss on a batch (soft-score ``targets (B, A)``, normalised by the mean
+    number of questions per process); counts ``hit_correct`` / ``hit_total``: the argmax answer
+    has a non-zero soft score (a training-time proxy of the VQA accuracy)."""
     targets = batch["targets"]
     b = targets.shape[0]
-    loss = vqa_loss(logits, targets, reduce_count(torch.tensor(float(b), device=logits.device)))
-    top = logits.detach().argmax(-1)
+    normalizer = reduce_count(torch.tensor(float(b), device=targets.device))
+    out = model(batch["image"], batch["input_ids"], batch["attention_mask"], labels=targets,
+                loss_normalizer=normalizer)
+    top = out.logits.detach().argmax(-1)
     hits = int((targets.gather(1, top[:, None]) > 0).sum())
-    return StepOutput(loss, {"loss": float(loss.detach())}, {"hit_correct": hits, "hit_total": b})
+    return StepOutput(out.loss, {"loss": float(out.loss.detach())},
+                      {"hit_correct": hits, "hit_total": b})
 
 
 def top_answers(logits: Tensor, answers: list[str], k: int = 5) -> list[list[tuple[str, float]]]:
-    """The ``k`` best answers of each row of ``logits (B, A)`` with their sigmoid
-    probabilities, best first."""
+    """The ``k`` best answers of each row of ``logits (B, A)`` with their sigmoid scores, best
+    first: each answer's own probability under the binary cross-entropy it was trained with,
+    independent of the others (they need not sum to 1)."""
     if k < 1:
         raise ValueError(f"top_answers: k must be >= 1, got {k}")
     probs = torch.sigmoid(logits.float())
@@ -126,7 +114,7 @@ def results_path(out_json: Path) -> Path:
 
 @torch.no_grad()
 def evaluate_vqa(
-    model: FinetuneModel, dataset: VQADataset, cfg: FinetuneConfig, device: torch.device,
+    model: nn.Module, dataset: VQADataset, cfg: FinetuneConfig, device: torch.device,
     progress: bool = True,
 ) -> dict[str, Any]:
     """Predict every question of ``dataset`` and score the answered ones.
@@ -141,9 +129,9 @@ def evaluate_vqa(
     answers = dataset.answer_vocab
     predictions: dict[int, str] = {}
     for batch in eval_loader(dataset, cfg, device, progress, "evaluate vqa"):
-        batch = {k: v.to(device) if isinstance(v, Tensor) else v for k, v in batch.items()}
+        batch = to_device(batch, device)
         with autocast:
-            logits = vqa_logits(model, batch)
+            logits = model(batch["image"], batch["input_ids"], batch["attention_mask"]).logits
         for qid, i in zip(batch["question_id"].tolist(), logits.float().argmax(-1).tolist(),
                           strict=True):
             predictions[int(qid)] = answers[i]
@@ -173,33 +161,35 @@ class VQATask(Task):
     default_split = "test"
     metric_keys = ("vqa_score", "per_answer_type")
 
-    def prepare(self, manifest: dict, cfg: FinetuneConfig, tokenizer) -> dict[str, Any]:
+    def prepare(self, manifest: dict, cfg: FinetuneConfig) -> dict[str, Any]:
         records = manifest_records(manifest, cfg.data.train_sets, cfg.data.train_splits, "vqa")
         return answer_vocab_state(records, cfg.task.num_answers)
 
-    def build_head(self, model_cfg: ModelConfig, cfg: FinetuneConfig, state: dict) -> nn.Module:
-        d = model_cfg.text.hidden_size
-        num = len(state["answers"]) if state.get("answers") else cfg.task.num_answers
-        return MLPHead(d, 2 * d, num)
+    def labels(self, state: dict[str, Any]) -> list[str] | None:
+        return list(state["answers"]) if state.get("answers") else None
 
-    def dataset(self, manifest, sets, splits, cfg, tokenizer, state, train) -> Dataset:
-        if not state.get("answers"):
+    def dataset(self, manifest, sets, splits, cfg, processor, labels, train) -> Dataset:
+        if not labels:
             raise RunFolderError(
-                "VQA: the run has no answer vocabulary (task_state.json 'answers'); it is "
-                "written by 'vlparse finetune vqa'"
+                "VQA: the model has no answer vocabulary (task_state.json 'answers' of a run, "
+                "id2label of a saved model); it is written by 'vlparse finetune vqa'"
             )
         records = manifest_records(manifest, sets, splits, "vqa")
         # a split without answers is never cut: the results file needs every question
         if not train and cfg.task.eval_max_images and any(r.has_answers for r in records):
             records = records[: cfg.task.eval_max_images]
         on_error = cfg.data.on_error if train else "raise"  # every question gets an answer
-        return VQADataset(records, tokenizer, state["answers"], cfg.model.visual.image_size,
-                          cfg.model.text.max_text_len, on_error)
+        return VQADataset(records, processor.tokenizer, labels, processor.image_size,
+                          processor.max_text_len, on_error, processor.image_transform,
+                          encode=processor.encode_text)
+
+    def texts(self, dataset) -> list[str]:
+        return [r.question for r in dataset.records]
 
     def collate(self, items):
         return collate_finetune(items)
 
-    def step_fn(self, model, batch, reduce_count, cfg) -> StepOutput:
+    def step(self, model, batch, reduce_count, cfg) -> StepOutput:
         return vqa_step(model, batch, reduce_count)
 
     def evaluate(self, model, dataset, cfg, device, progress=True) -> dict[str, Any]:
@@ -218,5 +208,5 @@ class VQATask(Task):
 
 
 def build_task() -> VQATask:
-    """The VQA task (registered in :data:`vlparse.tasks.finetune.TASK_MODULES`)."""
+    """The VQA task (registered in :data:`vlparse.tasks.base.TASK_MODULES`)."""
     return VQATask()

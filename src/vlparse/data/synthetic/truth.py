@@ -1,16 +1,16 @@
 """The scene world's ground truth: whether a text is true of a scene, and the scenes of a world.
 
-Pre-training draws its unmatched (ITM label 0) captions from other images, but a caption of
-another image can be true of this one: "there is one star" holds for about a fifth of the
-scenes, "there are four objects on a checkered background" for one in twenty. On a scene world
-of seed 0, 6.8 % of randomly drawn unmatched captions are in fact true descriptions and 0.2 %
-ambiguous (19 % of the counting captions; ``benchmarks/negative_truth.py``), so ITM trains and is
-scored against wrong labels in those pairs. The
-world knows its scenes, so it writes them (``annotations/scenes.json``, named by the
-manifest's ``generator.scenes``), and :class:`SceneTruth` lets the pre-training data reject
-such captions as unmatched texts (``data.verify_negatives``): :meth:`SceneTruth.negative_filter`
-gives the collator a plain ``(record index, text) -> bool``, so the core data path knows nothing
-of the world. Real data sets have no such oracle; there the captions are drawn as before.
+Pre-training draws its unmatched (ITM label 0) captions from other images, but a caption of another
+image can be true of this one: "there is one star" holds for about a fifth of the scenes, "there
+are four objects on a checkered background" for one in twenty. On a scene world of seed 0, 6.8 % of
+randomly drawn unmatched captions are in fact true descriptions and 0.2 % ambiguous (19 % of the
+counting captions; ``reports/2026-11-23-scene-world-negatives/``), so ITM trains and is scored
+against wrong labels in those pairs. The world knows its scenes, so it writes them
+(``annotations/scenes.json``, named by the manifest's ``generator.scenes``), and
+:class:`SceneTruth` lets the pre-training data reject such captions as unmatched texts
+(``data.verify_negatives``): :meth:`SceneTruth.negative_filter` gives the collator a plain
+``(record index, text) -> bool``, so the core data path knows nothing of the world. Real data sets
+have no such oracle; there the captions are drawn as before.
 
 :func:`caption_truth` reads the world's grammar (:mod:`.language`) backwards: the five caption
 templates, their fallbacks and the Visual Genome phrases.

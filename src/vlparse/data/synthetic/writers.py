@@ -1,4 +1,4 @@
-"""Writers of the official annotation formats (``/work/shared/DATA_FORMATS.md``) from per-scene
+"""Writers of the official annotation formats (``docs/manifest.md``) from per-scene
 records produced by :mod:`.generate`.
 
 A record is a plain dict: ``index``, ``image_id``, ``flickr_id``, ``split`` (Karpathy), ``size``,
