@@ -13,7 +13,8 @@ SYNTH_EXAMPLES = """examples:
 
 SHARD_EXAMPLES = """examples:
   vlparse data shard --data world/manifest.json --out world/shards --maxcount 1000
-  vlparse data shard --data /data/manifest.json --out /data/shards --sets coco,vg --splits train,restval
+  vlparse data shard --data data/manifest.json --out data/shards --sets coco,vg \\
+      --splits train,restval
   vlparse pretrain --config tiny --data world/manifest.json --out runs/s \\
       data.format=shards data.shards=world/shards
 

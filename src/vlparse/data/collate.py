@@ -81,9 +81,9 @@ class PretrainCollator:
         mlm_prob: BERT masking probability (80 % ``[MASK]``, 10 % random, 10 % kept).
         seed: base seed; an item depends on ``(seed, epoch, index)`` only.
         negatives: ``"dataset"`` draws each unmatched caption from a random other image of the
-            data set (of the item's reservoir, for a stream); ``"batch"`` then lends matched captions of the other images of the item's
-            group of ``group`` consecutive items (:func:`~vlparse.data.negatives.
-            lend_batch_negatives`).
+            data set (of the item's reservoir, for a stream); ``"batch"`` then lends matched
+            captions of the other images of the item's group of ``group`` consecutive items
+            (:func:`~vlparse.data.negatives.lend_batch_negatives`).
         negative_filter: :data:`NegativeFilter`, or ``None`` (real data: the dataset strategy
             draws at random as the paper does, the batch strategy only leaves out the image's
             own captions).
