@@ -20,6 +20,9 @@ Usage (the machine should be otherwise idle):
   python benchmarks/data_path.py --out data_path.json
   python benchmarks/data_path.py --images 100 --captions 20000 --workers 1,2 --repeats 1 \
       --out data_path_smoke.json                                             # smoke test
+
+``--out`` gets a ``results.json`` of ``reports/results.schema.json`` (command, commit,
+hardware, date; the numbers under ``results``).
 """
 
 from __future__ import annotations
@@ -28,29 +31,29 @@ import argparse
 import gc
 import json
 import os
-import platform
 import random
 import resource
-import shlex
 import subprocess
 import sys
 import tempfile
 import time
-from datetime import datetime, timezone
 from pathlib import Path
 
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-import vlparse
-from vlparse.data.formats.records import ImageCaptions
-from vlparse.data.manifest import load_manifest, write_manifest
-from vlparse.data.pretrain import read_pretrain_records
-from vlparse.data.shards import ShardDataset, write_shards
-from vlparse.data.shards.index import FORMAT, FORMAT_VERSION, INDEX_NAME, shard_name
-from vlparse.io.files import atomic_write_text
-from vlparse.processing.images import load_image
-from vlparse.processing.transforms import image_transform
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from results_file import write_results  # noqa: E402
+
+import vlparse  # noqa: E402
+from vlparse.data.formats.records import ImageCaptions  # noqa: E402
+from vlparse.data.manifest import load_manifest, write_manifest  # noqa: E402
+from vlparse.data.pretrain import read_pretrain_records  # noqa: E402
+from vlparse.data.shards import ShardDataset, write_shards  # noqa: E402
+from vlparse.data.shards.index import FORMAT, FORMAT_VERSION, INDEX_NAME, shard_name  # noqa: E402
+from vlparse.processing.images import load_image  # noqa: E402
+from vlparse.processing.transforms import image_transform  # noqa: E402
 
 SETS, SPLITS, BATCH = ["coco", "vg"], ["train", "restval"], 64
 
@@ -185,23 +188,6 @@ def memory(workdir: Path, world_shards: Path, args) -> dict:
     return out
 
 
-def _git(*args: str) -> str:
-    try:
-        return subprocess.run(["git", *args], capture_output=True, text=True, check=True,
-                              cwd=Path(__file__).parent).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
-
-
-def _cpu() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            return next(line.split(":", 1)[1].strip() for line in f
-                        if line.startswith("model name"))
-    except (OSError, StopIteration):
-        return platform.processor() or platform.machine()
-
-
 def main(argv: list[str] | None = None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--images", type=int, default=2000, help="scenes of the world (x~1.75 records)")
@@ -228,21 +214,18 @@ def main(argv: list[str] | None = None) -> dict:
                             image_size=args.world_image_size, workers=1, progress=False)
         shards = work / "shards"
         write_shards(manifest, shards, SETS, SPLITS, maxcount=args.maxcount, progress=False)
-        result = {
-            "command": shlex.join(["python", "benchmarks/data_path.py", *(argv or sys.argv[1:])]),
-            "commit": _git("rev-parse", "HEAD"),
-            "uncommitted_changes": _git("status", "--porcelain") != "",
-            "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-            "hardware": {"platform": platform.platform(), "cpu": _cpu(),
-                         "cpu_count": os.cpu_count(), "python": platform.python_version(),
-                         "torch": torch.__version__},
-            "settings": {k: v for k, v in vars(args).items() if k != "measure_memory"},
-            "throughput": throughput(manifest, shards, args),
-            "memory": memory(work, shards, args),
-        }
-    atomic_write_text(args.out, json.dumps(result, indent=1) + "\n")
+        settings = {k: v for k, v in vars(args).items()
+                    if k not in ("measure_memory", "workdir", "out")}
+        result = {"settings": settings, "throughput": throughput(manifest, shards, args),
+                  "memory": memory(work, shards, args)}
+    record = write_results(
+        args.out, script=__file__, topic="data-path", device="cpu", results=result,
+        question="How many decoded and transformed images per second does the pre-training "
+        "loader give from tar shards and from the image folder, and how much memory does a "
+        "process need to hold a large manifest's records against the shard index?",
+        argv=sys.argv[1:] if argv is None else argv)
     print(f"wrote {args.out}")
-    return result
+    return record
 
 
 if __name__ == "__main__":

@@ -27,6 +27,7 @@ __all__ = [
     "TaskNotImplementedError",
     "AblationMismatchError",
     "OptionalDependencyError",
+    "ShardError",
 ]
 
 
@@ -120,3 +121,9 @@ class AblationMismatchError(ConfigError):
 
 class OptionalDependencyError(VlparseError, ImportError):
     """An option needs a package that is not installed (e.g. FP8 training needs torchao)."""
+
+
+class ShardError(VlparseError, ValueError):
+    """Tar shards cannot be used as asked: a shard is missing (named) or not in its folder's
+    index, the index is incomplete, the folder holds shards written with other arguments, or the
+    ``webdataset`` package that reads and writes them is not installed."""

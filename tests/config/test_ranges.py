@@ -257,3 +257,11 @@ def test_every_declared_range_is_enforced_from_an_override(key, field):
         load_config(name, [f"{key}={value}"], cls=cls)
     assert e.value.key == (f"{key}[0]" if "list" in tp else key)
     assert "out of range; must be" in str(e.value)
+
+
+def test_a_stream_of_shards_needs_its_folder_and_passes_over_images():
+    with pytest.raises(FieldError, match="data.shards"):
+        C.DataConfig(format="shards")
+    with pytest.raises(FieldError, match="epoch_unit"):
+        C.DataConfig(format="shards", shards="shards/", epoch_unit="pairs")
+    assert C.DataConfig(format="shards", shards="shards/").epoch_unit == "images"

@@ -316,8 +316,8 @@ def test_the_visits_of_an_epoch_share_out_the_captions(tmp_path, tok):
         seen: dict[int, list[str]] = {}
         for i in range(len(data)):
             item = data[i]
-            seen.setdefault(item["record"], []).extend(collator._texts(
-                item["record"], i, epoch, torch.Generator().manual_seed(i), item["visit"])[:P])
+            seen.setdefault(item["record"], []).extend(
+                collator._texts(item, torch.Generator().manual_seed(i))[:P])
         for j, texts in seen.items():
             captions = recs[j].captions
             # every caption of the image is matched once an epoch; an odd count adds one repeat

@@ -298,7 +298,8 @@ def test_data_path_benchmark_runs_small(tmp_path):
     bench.main(["--images", "12", "--world-image-size", "64", "--image-size", "32",
                 "--workers", "1", "--repeats", "1", "--maxcount", "8", "--buffer", "10",
                 "--captions", "500", "--workdir", str(tmp_path), "--out", str(out)])
-    saved = json.loads(out.read_text())
+    record = json.loads(out.read_text())
+    saved = record["results"]
     rows = {r["path"]: r for r in saved["throughput"]}
     assert set(rows) == {"folder", "shards"} and rows["folder"]["workers"] == 1
     assert rows["folder"]["images"] == rows["shards"]["images"] > 0  # one epoch each
@@ -306,7 +307,12 @@ def test_data_path_benchmark_runs_small(tmp_path):
     assert mem["manifest_records"]["captions"] == 500 and mem["manifest_records"]["images"] == 100
     assert mem["shard_index"]["images"] == 100
     assert mem["shard_streaming_world"]["images"] == rows["shards"]["images"]
-    assert saved["commit"] and saved["hardware"]["cpu_count"] == os.cpu_count()
+    assert record["topic"] == "data-path" and record["commands"][0].startswith(
+        "python benchmarks/data_path.py --images 12")
+    assert record["hardware"].startswith(f"{os.cpu_count()} CPU cores")
+    jsonschema = pytest.importorskip("jsonschema")
+    root = Path(__file__).resolve().parents[2]
+    jsonschema.validate(record, json.loads((root / "reports" / "results.schema.json").read_text()))
 
 
 def test_writer_rewrites_a_damaged_listed_shard(scene_world, shards, tmp_path):
@@ -317,3 +323,22 @@ def test_writer_rewrites_a_damaged_listed_shard(scene_world, shards, tmp_path):
     write_shards(scene_world, copy, sets=SETS, splits=SPLITS, maxcount=MAXCOUNT, progress=False)
     assert (copy / "shard-000002.tar").read_bytes() == (shards / "shard-000002.tar").read_bytes()
     assert (copy / "shard-000001.tar").stat().st_mtime_ns == kept
+
+
+def test_data_shard_command_writes_and_records_itself(scene_world, shards, tmp_path, capsys):
+    from vlparse.cli import main
+
+    out = tmp_path / "cli"
+    argv = ["data", "shard", "--data", str(scene_world), "--out", str(out), "--maxcount", "16",
+            "--sets", "coco,vg", "--splits", "train,restval"]
+    assert main(argv) == 0
+    index = load_index(out)
+    assert index["command"].startswith("vlparse data shard --data ") and "--maxcount 16" in (
+        index["command"])
+    assert index["shards"] == load_index(shards)["shards"]  # what write_shards wrote
+    assert f"{out}: 105 images in 7 shard(s); 0 bad image(s)" in capsys.readouterr().out
+    assert main(["data", "shard", "--data", str(scene_world), "--out", str(out),
+                 "--maxcount", "8"]) == 2
+    assert "maxcount: 16 there, 8 now" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["data", "shard", "--data", str(scene_world), "--out", str(out), "--sets", ","])

@@ -34,6 +34,16 @@ class DataConfig(Config):
     ``num_pos`` captions it has not had yet that epoch; with Visual Genome (about 50 region
     descriptions an image) an epoch is then about 25 times longer
     (:class:`vlparse.data.pretrain.PretrainDataset`). Fine-tuning data sets ignore it.
+
+    ``format``: ``"manifest"`` reads the training images as files named by the manifest;
+    ``"shards"`` streams them from the tar shards of ``vlparse data shard`` at ``shards`` (a
+    shard folder or a brace pattern ``DIR/shard-{000000..000099}.tar``), shuffled through a
+    buffer of ``shuffle_buffer`` samples per DataLoader worker (pre-training only; the held-out
+    evaluation still reads the manifest). ``shard_resume``: how ``--resume`` continues a
+    streamed epoch, ``"exact"`` (replays the stream and skips what was consumed: the same items
+    as without the stop) or ``"fast"`` (starts where the consumed part ends: the same count,
+    while up to ``shuffle_buffer`` samples per worker are swapped for seen ones); see
+    :mod:`vlparse.data.shards.reader`.
     """
 
     train_sets: list[str] = field(default_factory=lambda: ["coco", "vg"])
@@ -45,6 +55,19 @@ class DataConfig(Config):
     max_bad_fraction: float = ranged(0.01, ge=0, le=1)
     verify_negatives: Literal["auto", "off"] = "auto"
     epoch_unit: Literal["images", "pairs"] = "images"
+    format: Literal["manifest", "shards"] = "manifest"
+    shards: str | None = None
+    shuffle_buffer: int = ranged(1000, ge=1)
+    shard_resume: Literal["exact", "fast"] = "exact"
+
+    def check(self) -> None:
+        if self.format == "shards" and not self.shards:
+            raise FieldError("format", "'shards' needs data.shards: the folder of `vlparse data "
+                             "shard --out DIR` (or a brace pattern of its shards)",
+                             also=["shards"])
+        if self.format == "shards" and self.epoch_unit == "pairs":
+            raise FieldError("epoch_unit", "'pairs' is for data.format=manifest: a stream of "
+                             "shards passes over its images once an epoch", also=["format"])
 
 
 @dataclass

@@ -3,10 +3,15 @@ pre-training step needs (like transformers' ``DataCollatorForLanguageModeling``)
 
 The data set yields an image and its record; :class:`PretrainCollator` transforms the image,
 draws the matched and unmatched captions, tokenises them, masks them for MLM and draws the MFR
-noise. Every random choice of an item comes from one generator seeded by
+noise. Items of a manifest name their record in the collator's list of records; items streamed
+from tar shards carry their captions and a caption reservoir instead
+(:mod:`vlparse.data.shards.reader`), and the same code draws from either.
+
+Every random choice of an item comes from one generator seeded by
 ``stable_seed(seed, epoch, index)``, in a fixed order (matched captions, negative images, their
 captions, MLM masks, MFR noise, the item's key in its group), so an item is the same whatever
-the number of processes or workers, and after a resume.
+the number of processes or workers, and after a resume (a streamed item's unmatched captions
+also depend on its reservoir, which is the same for the same layout of ranks and workers).
 """
 
 from __future__ import annotations
@@ -60,12 +65,15 @@ def stack_items(items: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 class PretrainCollator:
-    """Items of :class:`~vlparse.data.pretrain.PretrainDataset` -> a pre-training batch.
+    """Items of :class:`~vlparse.data.pretrain.PretrainDataset` or of a shard stream
+    (:class:`~vlparse.data.shards.ShardDataset`) -> a pre-training batch.
 
     Args:
         records: the data set's records (each with at least one caption; at least two records
             when ``num_neg > 0``): matched captions come from the item's record, unmatched ones
-            from the others.
+            from the others. ``None`` for a stream, whose items carry ``captions`` (matched
+            ones) and ``reservoir`` (``(record, captions)`` pairs: unmatched ones are drawn from
+            those of other records, as from the global list).
         processor: a :class:`~vlparse.models.processor.VisualParsingProcessor` (image transform,
             tokenizer, ``L``).
         num_visual_tokens: ``m``, the length of the MFR noise.
@@ -75,9 +83,9 @@ class PretrainCollator:
             :func:`~vlparse.data.masking.mask_tokens`).
         seed: base seed; an item depends on ``(seed, epoch, index)`` only.
         negatives: ``"dataset"`` draws each unmatched caption from a random other image of the
-            data set; ``"batch"`` then lends matched captions of the other images of the item's
-            group of ``group`` consecutive items (:func:`~vlparse.data.negatives.
-            lend_batch_negatives`).
+            data set (of the item's reservoir, for a stream); ``"batch"`` then lends matched
+            captions of the other images of the item's group of ``group`` consecutive items
+            (:func:`~vlparse.data.negatives.lend_batch_negatives`).
         negative_filter: :data:`NegativeFilter`, or ``None`` (real data: the dataset strategy
             draws at random as the paper does, the batch strategy only leaves out the image's
             own captions).
@@ -97,7 +105,7 @@ class PretrainCollator:
 
     def __init__(
         self,
-        records: Sequence[ImageCaptions],
+        records: Sequence[ImageCaptions] | None,
         processor: Any,
         num_visual_tokens: int,
         num_pos: int = 2,
@@ -116,13 +124,13 @@ class PretrainCollator:
                              f"got {negatives!r}")
         if negatives == "batch" and group < 2:
             raise ValueError(f"PretrainCollator: group must be >= 2, got {group}")
-        if num_neg > 0 and len(records) < 2:
+        if records is not None and num_neg > 0 and len(records) < 2:
             raise ValueError("PretrainCollator: unmatched captions need at least 2 images")
-        for i, r in enumerate(records):
+        for i, r in enumerate(records or ()):
             if not r.captions:
                 raise ValueError(f"PretrainCollator: record {i} ({r.image_path}) has no caption; "
                                  "drop it first")
-        self.captions = [list(r.captions) for r in records]
+        self.captions = None if records is None else [list(r.captions) for r in records]
         self.processor = processor
         self.num_visual_tokens = num_visual_tokens
         self.num_pos, self.num_neg, self.mlm_prob = num_pos, num_neg, mlm_prob
@@ -131,17 +139,40 @@ class PretrainCollator:
         self.negative_filter = negative_filter
 
     def rejects(self, record: int, text: str) -> bool:
-        """Whether ``text`` may describe the image of ``record``: one of its own captions, or
-        the negative filter says so."""
-        if normalize_caption(text) in {normalize_caption(c) for c in self.captions[record]}:
+        """Whether ``text`` may describe the image of ``record`` (of the collator's records):
+        one of its own captions, or the negative filter says so."""
+        return self._rejects(self.captions[record], record, text)
+
+    def _rejects(self, own: Sequence[str], record: int, text: str) -> bool:
+        if normalize_caption(text) in {normalize_caption(c) for c in own}:
             return True
         return self.negative_filter is not None and self.negative_filter(record, text)
 
-    def _texts(self, j: int, index: int, epoch: int, gen: torch.Generator,
-               visit: int | None = None) -> list[str]:
-        """``P`` matched captions of record ``j`` (those of ``visit``, when given), then ``N``
-        drawn from other records."""
-        captions = self.captions[j]
+    def _own(self, item: dict[str, Any]) -> list[str]:
+        """The captions of the item's image: carried by a streamed item, else its record's."""
+        if "captions" in item:
+            return list(item["captions"])
+        return self.captions[int(item["record"])]
+
+    def _sources(self, item: dict[str, Any]) -> tuple[list[str], list[list[str]], int]:
+        """The item's own captions, the caption lists its unmatched ones are drawn from, and
+        the position of its own among them: the collator's records, or the item's reservoir
+        (other records only, then its own)."""
+        j, own = int(item["record"]), self._own(item)
+        if "captions" not in item:
+            return own, self.captions, j
+        others = [list(c) for r, c in item.get("reservoir", ()) if int(r) != j]
+        if self.num_neg and not others:
+            raise ValueError(f"PretrainCollator: item {item['index']} (record {j}) carries no "
+                             "caption of another image to draw unmatched ones from")
+        return own, [*others, own], len(others)
+
+    def _texts(self, item: dict[str, Any], gen: torch.Generator) -> list[str]:
+        """``P`` matched captions of the item's record (those of its ``visit``, when an epoch
+        passes over pairs), then ``N`` drawn from other records."""
+        j, index, epoch = int(item["record"]), int(item["index"]), int(item["epoch"])
+        visit = item.get("visit")
+        captions, pool, own = self._sources(item)
         order = torch.randperm(len(captions), generator=gen).tolist()
         start = 0
         if visit is not None:  # one order per record and epoch, shared by its visits
@@ -153,16 +184,16 @@ class PretrainCollator:
             redraw, rejects = gen, None
             if self.negative_filter is not None:  # redraws have their own generator
                 redraw = torch.Generator().manual_seed(stable_seed(self.seed, epoch, index, 1))
-                rejects = self.rejects
-            for k in sample_negatives(j, len(self.captions), self.num_neg, gen):
-                texts.append(draw_unmatched(self.captions, j, k, gen, redraw, rejects))
+                rejects = lambda _, text: self._rejects(captions, j, text)
+            for k in sample_negatives(own, len(pool), self.num_neg, gen):
+                texts.append(draw_unmatched(pool, own, k, gen, redraw, rejects))
         return texts
 
     def draw(self, item: dict[str, Any]) -> dict[str, Any]:
         """One item's tensors: every draw from the generator of ``(seed, epoch, index)``."""
         index, j, epoch = int(item["index"]), int(item["record"]), int(item["epoch"])
         gen = torch.Generator().manual_seed(stable_seed(self.seed, epoch, index))
-        texts = self._texts(j, index, epoch, gen, item.get("visit"))
+        texts = self._texts(item, gen)
         input_ids, attention_mask = self.processor.encode_text(texts)
         ids, sid, p = input_ids[: self.num_pos], self.processor.special_ids, self.num_pos
         maskable = attention_mask[:p].bool() & (ids != sid["sep"])
@@ -192,7 +223,9 @@ class PretrainCollator:
             raise ValueError("PretrainCollator: got an empty list of items")
         drawn = [self.draw(item) for item in items]
         if self.negatives == "batch":
-            drawn = lend_batch_negatives(drawn, self.num_pos, self.group, self.rejects)
+            own = {int(item["record"]): self._own(item) for item in items}
+            rejects = lambda record, text: self._rejects(own[record], record, text)
+            drawn = lend_batch_negatives(drawn, self.num_pos, self.group, rejects)
         for item in drawn:
             del item["batch_key"]
         return stack_items(drawn)

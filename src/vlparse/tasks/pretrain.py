@@ -9,6 +9,12 @@ VLA on clean inputs of all ``P + N`` pairs, then MLM and MFR on the matched pair
 lambda_itm * vla_weight * VLA + w_mlm * MLM + lambda_mfr * MFR``, where ``w_mlm`` follows the
 ``objectives.mlm_delay`` / ``mlm_ramp`` schedule; while it is 0 the masked pass is not run (MFR
 waits with MLM, and the step costs about a quarter less).
+
+The training images come from the manifest (``data.format=manifest``) or stream from the tar
+shards of ``vlparse data shard`` (``data.format=shards``, :class:`~vlparse.data.shards.
+ShardDataset`): the same collator serves both, a stream's unmatched captions
+(``objectives.itm_negatives=dataset``) coming from each item's caption reservoir instead of the
+list of all records. The held-out evaluation reads the manifest either way.
 """
 
 from __future__ import annotations
@@ -19,11 +25,13 @@ from typing import Any
 
 import torch
 from torch import nn
+from torch.utils.data import IterableDataset
 
 from vlparse.config import PretrainConfig
 from vlparse.data import PretrainCollator, PretrainDataset, read_pretrain_records
 from vlparse.data.manifest import load_manifest
 from vlparse.data.synthetic.truth import SceneTruth
+from vlparse.errors import ConfigError
 from vlparse.models.processor import VisualParsingProcessor
 from vlparse.models.single_stream import VisualParsingModel
 from vlparse.models.visual import require_attention
@@ -45,14 +53,15 @@ def loss_weights(cfg: PretrainConfig, mlm_weight: float) -> dict[str, float]:
 
 
 class PretrainTask:
-    """Pre-training on the caption data sets of a manifest (the trainer's task protocol,
-    :class:`~vlparse.train.protocol.TrainTask`).
+    """Pre-training on the caption data sets of a manifest, or on tar shards of them (the
+    trainer's task protocol, :class:`~vlparse.train.protocol.TrainTask`).
 
     Args:
         cfg: the pre-training config.
         manifest_path: the data manifest.
         world_size: processes the global batch is split over (checks that batch negatives
             groups are not split).
+        rank: this process (the part of the shards it streams).
         evaluate: read the held-out records (``data.val_set`` / ``val_split``).
         init_weights: ``build_model`` loads the initialisation sources the config names (off
             when a checkpoint replaces them anyway, on ``--resume``).
@@ -63,14 +72,18 @@ class PretrainTask:
     name = "pretrain"
 
     def __init__(self, cfg: PretrainConfig, manifest_path: str | Path, *, world_size: int = 1,
-                 evaluate: bool = True, init_weights: bool = True,
+                 rank: int = 0, evaluate: bool = True, init_weights: bool = True,
                  log: Callable[[str], None] | None = print) -> None:
         require_attention(cfg.model.visual, cfg.objectives.mfr_mode)
         self.cfg, self.init_weights, self._log = cfg, init_weights, log
+        self.rank, self.world_size = rank, world_size
         self._check_groups(world_size)
         manifest = load_manifest(manifest_path)
         self.processor = VisualParsingProcessor.from_config(cfg.model)
-        self.records = read_pretrain_records(manifest, cfg.data.train_sets, cfg.data.train_splits)
+        d = cfg.data
+        self.shard_index = self._open_shards() if d.format == "shards" else None
+        self.records = (read_pretrain_records(manifest, d.train_sets, d.train_splits)
+                        if self.shard_index is None else None)
         self.val_records = (read_pretrain_records(manifest, [cfg.data.val_set],
                                                   [cfg.data.val_split]) if evaluate else None)
         truth = SceneTruth.from_manifest(manifest) if cfg.data.verify_negatives == "auto" else None
@@ -78,11 +91,16 @@ class PretrainTask:
         if truth is not None:
             self.log(f"unmatched captions verified against the ground truth of {len(truth)} "
                      "scenes (data.verify_negatives=off draws them at random)")
-        report_unknown_tokens(self.processor.tokenizer,
-                              [c for r in self.records for c in r.captions],
-                              "the training captions", log=self._log)
+        if self.records is not None:
+            report_unknown_tokens(self.processor.tokenizer,
+                                  [c for r in self.records for c in r.captions],
+                                  "the training captions", log=self._log)
         o = cfg.objectives
-        self._collator = self._make_collator(self.records, cfg.train.seed, o.itm_negatives, truth)
+        numbered = self.records
+        if truth is not None and numbered is None:  # what the samples' record numbers index
+            numbered = self._shard_records(manifest, manifest_path)
+        self._collator = self._make_collator(self.records, cfg.train.seed, o.itm_negatives, truth,
+                                             numbered)
         self._eval_collator = None
         if self.val_records is not None:
             self._eval_collator = self._make_collator(self.val_records, cfg.train.seed + 1,
@@ -104,16 +122,65 @@ class PretrainTask:
                 f"({o.itm_negative_group}), so that no group is split"
             )
 
-    def _make_collator(self, records, seed: int, negatives: str,
-                       truth: SceneTruth | None) -> PretrainCollator:
+    def _make_collator(self, records, seed: int, negatives: str, truth: SceneTruth | None,
+                       numbered=None) -> PretrainCollator:
+        """``numbered``: the records that items' ``record`` numbers index (default
+        ``records``; for shards, the manifest's records they were written from)."""
         o = self.cfg.objectives
+        numbered = records if numbered is None else numbered
         return PretrainCollator(
             records, self.processor, self._visual_tokens(), num_pos=o.num_pos,
             num_neg=o.num_neg, mlm_prob=o.mlm_prob, mlm_min_masked=o.mlm_min_masked,
             seed=seed, negatives=negatives,
             group=o.itm_negative_group,
-            negative_filter=truth.negative_filter(records) if truth is not None else None,
+            negative_filter=truth.negative_filter(numbered) if truth is not None else None,
         )
+
+    # ------------------------------------------------------------------ tar shards
+
+    def _open_shards(self) -> dict[str, Any]:
+        """The index of ``data.shards``, checked against ``data.train_sets`` / ``train_splits``
+        (a missing shard fails here, named)."""
+        from vlparse.data.shards import resolve_shards
+        from vlparse.data.shards.index import check_sets
+
+        d = self.cfg.data
+        shards, index = resolve_shards(d.shards)
+        check_sets(index, d.train_sets, d.train_splits, d.shards)
+        self.log(f"streaming {sum(s.count for s in shards)} training images from "
+                 f"{len(shards)} shard(s) at {d.shards}")
+        if self.cfg.objectives.itm_negatives == "dataset":
+            self.log("unmatched captions: drawn from each data worker's caption reservoir, "
+                     "reproducible for this layout of processes and workers "
+                     "(objectives.itm_negatives=batch does not depend on it)")
+        return index
+
+    def _shard_records(self, manifest: dict, manifest_path: str | Path) -> list:
+        """The manifest's training records, which the shards' record numbers index: read only
+        for a scene world's ground truth, and checked to be the records the shards hold."""
+        from vlparse.data.shards.writer import records_digest
+
+        d = self.cfg.data
+        records = read_pretrain_records(manifest, d.train_sets, d.train_splits)
+        if records_digest(records, manifest_path) != self.shard_index["arguments"].get(
+                "records_digest"):
+            raise ConfigError(f"data.shards={d.shards} were written from other records than "
+                              f"those of {manifest_path} (index.json's records_digest); write "
+                              "them again from this manifest")
+        return records
+
+    def shard_dataset(self, rank: int, world_size: int):
+        """The stream of ``data.shards`` for process ``rank`` of ``world_size``: a
+        :class:`~vlparse.data.shards.ShardDataset` shuffled with ``train.seed`` through a
+        buffer of ``data.shuffle_buffer``; bad samples are counted by the trainer
+        (``data.on_error=raise``: the first one is fatal)."""
+        from vlparse.data.shards import ShardDataset
+
+        d = self.cfg.data
+        strict = d.on_error == "raise"
+        return ShardDataset(d.shards, rank=rank, world_size=world_size, seed=self.cfg.train.seed,
+                            shuffle_buffer=d.shuffle_buffer,
+                            max_bad_fraction=0.0 if strict else None, min_bad_check=1)
 
     def _visual_tokens(self) -> int:
         """``m`` of the configured visual embedder (built on the meta device: no memory)."""
@@ -146,8 +213,11 @@ class PretrainTask:
             model.encoder.compile()
         return model
 
-    def train_dataset(self) -> PretrainDataset:
-        """The training images; an epoch passes over images or pairs (``data.epoch_unit``)."""
+    def train_dataset(self) -> PretrainDataset | IterableDataset:
+        """The training images: a stream of shards, or the manifest's images, an epoch passing
+        over images or pairs (``data.epoch_unit``)."""
+        if self.shard_index is not None:
+            return self.shard_dataset(self.rank, self.world_size)
         d = self.cfg.data
         return PretrainDataset(self.records, on_error=d.on_error, epoch_unit=d.epoch_unit,
                                num_pos=self.cfg.objectives.num_pos)
@@ -192,7 +262,9 @@ class PretrainTask:
 
     def summary(self, result: Any) -> dict[str, Any]:
         """``summary.json`` entries beside the trainer's: the held-out metrics and the data."""
-        return {"train_images": len(self.records), "model": self.cfg.model.name,
+        images = (len(self.records) if self.records is not None
+                  else self.shard_index["total"])
+        return {"train_images": images, "model": self.cfg.model.name,
                 "negatives_verified": self.negatives_verified,
                 "held_out": result.final_metrics}
 
@@ -228,8 +300,9 @@ def run_pretrain(
     from vlparse.train.trainer import train
 
     dist = init_distributed()
-    task = PretrainTask(cfg, manifest_path, world_size=dist.world_size, evaluate=evaluate,
-                        init_weights=not resume, log=print if dist.is_main else None)
+    task = PretrainTask(cfg, manifest_path, world_size=dist.world_size, rank=dist.rank,
+                        evaluate=evaluate, init_weights=not resume,
+                        log=print if dist.is_main else None)
     result = train(task, cfg, out_dir, resume=resume, overwrite=overwrite, evaluate=evaluate,
                    dist=dist)
     cleanup()

@@ -19,7 +19,9 @@ run: ``model/`` (``model.save_pretrained``), ``loss_curves.png`` (``task.curve_k
 
 A resumed run continues bit for bit on the CPU: weights, optimizer and scheduler state, each
 process's RNG state and the position in the data order are restored, and every sample's
-randomness is keyed by ``(seed, epoch, index)`` in the data set.
+randomness is keyed by ``(seed, epoch, index)`` in the data set. The data come as a map-style
+data set in the order of a sampler, or as a stream of tar shards that splits itself over
+processes and workers (:mod:`vlparse.train.feed` says how each is cut into steps and resumed).
 
 Stop rules: ``train.max_steps`` (else ``train.epochs``), ``train.max_minutes`` and bad data. The
 data set replaces a missing or corrupt image and reports it in the batch's ``"skipped"`` list; the
@@ -42,11 +44,11 @@ from typing import Any
 
 import torch
 from torch import Tensor, nn
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader
 
 from vlparse.config import DataConfig, OptimConfig, TrainConfig
-from vlparse.data.sampler import ResumableSampler, stable_seed
-from vlparse.errors import BadDataError, ConfigError, EmptyDatasetError, RunFolderError
+from vlparse.data.sampler import stable_seed
+from vlparse.errors import BadDataError, RunFolderError
 from vlparse.io.checkpoint import export_pretrained, unwrap_model
 from vlparse.io.files import atomic_write_json, atomic_write_text
 from vlparse.io.runs import RunLock, open_run_folder
@@ -56,6 +58,7 @@ from vlparse.train.checkpoint import (
     save_training_state,
 )
 from vlparse.train.distributed import DistInfo, all_reduce_sum, barrier, init_distributed
+from vlparse.train.feed import Feed, check_layout, plan_feed
 from vlparse.train.logging import LogWindow, RunLogger, plot_curves, truncate_jsonl
 from vlparse.train.optim import build_optimizer, build_scheduler, clip_grad_norm, param_groups_of
 from vlparse.train.protocol import (
@@ -94,9 +97,7 @@ class _Run:
     model: nn.Module
     optimizer: torch.optim.Optimizer
     scheduler: Any
-    dataset: Dataset
-    sampler: ResumableSampler
-    steps_per_epoch: int
+    feed: Feed
     total_steps: int
     logger: RunLogger
     state: LoopState
@@ -197,13 +198,14 @@ class Trainer:
         seed_everything(tr.seed)  # the same initial weights in every process
         model = task.build_model().to(dist.device)
         seed_everything(tr.seed, dist.rank)  # then each process draws its own dropout
-        dataset = task.train_dataset()
-        sampler, steps_per_epoch = self._sampler(dataset)
+        feed = plan_feed(task.train_dataset(), tr, self.data, dist.world_size, dist.rank)
+        steps_per_epoch = feed.steps_per_epoch
         optimizer = build_optimizer(param_groups_of(model, self.optim), self.optim)
         scheduler = build_scheduler(optimizer, self.optim, steps_per_epoch)
         total = tr.max_steps or math.ceil(tr.epochs * steps_per_epoch)
         messages: list[str] = []
         state, ckpt_path = self._restore(model, optimizer, scheduler, messages)
+        check_layout(state, feed, dist.world_size)
         if dist.is_main:
             messages += self._write_run_files(task)
         logger = RunLogger(self.run_dir, enabled=dist.is_main, tensorboard=True,
@@ -215,35 +217,14 @@ class Trainer:
                 logger.warning(msg)
             else:
                 logger.info(msg)
-        run = _Run(task, model, optimizer, scheduler, dataset, sampler, steps_per_epoch, total,
-                   logger, state, last_ckpt=ckpt_path,
-                   last_ckpt_step=state.step if ckpt_path else -1)
+        run = _Run(task, model, optimizer, scheduler, feed, total, logger, state,
+                   last_ckpt=ckpt_path, last_ckpt_step=state.step if ckpt_path else -1)
         run.runner = self._runner(run)
-        micro = sampler.batch_size
-        logger.info(f"{len(dataset)} examples, {steps_per_epoch} steps/epoch, {total} steps, "
-                    f"global batch {tr.batch_size} = {dist.world_size} x {tr.grad_accum} x "
-                    f"{micro}")
+        logger.info(f"{feed.examples(dist.world_size)} examples, {steps_per_epoch} steps/epoch, "
+                    f"{total} steps, global batch {tr.batch_size} = {dist.world_size} x "
+                    f"{tr.grad_accum} x {feed.micro}")
         model.train()
         return run
-
-    def _sampler(self, dataset: Dataset) -> tuple[ResumableSampler, int]:
-        """The data order of this process and the optimizer steps per epoch."""
-        tr, world, n = self.train, self.dist.world_size, len(dataset)
-        micro = tr.batch_size // (tr.grad_accum * world)
-        if micro < 1 or micro * tr.grad_accum * world != tr.batch_size:
-            raise ConfigError(f"train.batch_size={tr.batch_size} must be a multiple of "
-                              f"train.grad_accum ({tr.grad_accum}) x processes ({world})")
-        if n == 0:
-            raise EmptyDatasetError(
-                f"the training data set is empty: data.train_sets={self.data.train_sets} x "
-                f"data.train_splits={self.data.train_splits} of the manifest hold no example")
-        steps_per_epoch = n // (micro * world) // tr.grad_accum
-        if steps_per_epoch < 1:
-            raise ConfigError(f"the training data set has {n} examples, fewer than one step of "
-                              f"train.batch_size={tr.batch_size}; lower train.batch_size")
-        sampler = ResumableSampler(n, micro, num_replicas=world, rank=self.dist.rank,
-                                   seed=tr.seed, shuffle=True, drop_last=True)
-        return sampler, steps_per_epoch
 
     def _runner(self, run: _Run) -> nn.Module:
         world = self.dist.world_size
@@ -300,22 +281,18 @@ class Trainer:
 
     def _loader(self, run: _Run) -> DataLoader:
         epoch = run.state.epoch
-        run.sampler.set_epoch(epoch)
-        if hasattr(run.dataset, "set_epoch"):
-            run.dataset.set_epoch(epoch)
-        run.sampler.set_start_batch(min(run.state.batch_in_epoch, len(run.sampler)))
         # a generator of its own: the loader's draw of its workers' base seed must not move
         # the global RNG, which a resumed run restores (dropout would differ after a resume)
         gen = torch.Generator().manual_seed(stable_seed(self.train.seed, epoch, self.dist.rank))
-        return DataLoader(run.dataset, batch_sampler=run.sampler, collate_fn=run.task.collate,
-                          num_workers=self.data.num_workers, generator=gen,
-                          pin_memory=self.dist.device.type == "cuda", persistent_workers=False)
+        return run.feed.loader(run.state, run.task.collate, gen,
+                               pin_memory=self.dist.device.type == "cuda",
+                               exact=self.data.shard_resume == "exact")
 
     def _train_epoch(self, run: _Run) -> None:
         """Steps from the loop state's position to the end of its epoch, or until a stop rule.
         Micro-batches beyond the last whole step of an epoch are not used."""
         accum, s = self.train.grad_accum, run.state
-        usable = run.steps_per_epoch * accum
+        usable = run.feed.steps_per_epoch * accum
         if s.batch_in_epoch >= usable:  # a checkpoint written at the very end of an epoch
             s.epoch, s.batch_in_epoch = s.epoch + 1, 0
         for batch in self._loader(run):
@@ -478,7 +455,7 @@ class Trainer:
         summary = {
             "task": run.task.name, "steps": result.step, "epochs_completed": result.epoch,
             "images_seen": result.images_seen, "bad_images": result.bad_images,
-            "train_examples": len(run.dataset),
+            "train_examples": run.feed.examples(self.dist.world_size),
             "checkpoint": str(result.last_checkpoint) if result.last_checkpoint else None,
             "model_dir": str(result.model_dir) if result.model_dir else None,
             "wall_s": result.wall_s, "world_size": self.dist.world_size,

@@ -29,10 +29,10 @@ from typing import Any
 import braceexpand
 
 from vlparse.data.formats.jsonio import load_json
-from vlparse.errors import DataFormatError, VlparseError
+from vlparse.errors import ConfigError, DataFormatError, ShardError
 
 __all__ = [
-    "DEFAULT_SETS", "DEFAULT_SPLITS", "INDEX_NAME", "ShardError", "ShardInfo", "load_index",
+    "DEFAULT_SETS", "DEFAULT_SPLITS", "INDEX_NAME", "ShardInfo", "check_sets", "load_index",
     "resolve_shards", "shard_name",
 ]
 
@@ -45,11 +45,6 @@ FORMAT_VERSION = 1
 #: test split is a retrieval benchmark.
 DEFAULT_SETS = ("coco", "vg")
 DEFAULT_SPLITS = ("train", "restval")
-
-
-class ShardError(VlparseError, ValueError):
-    """A shard folder cannot be used as asked: a shard is missing or not in the index, the index
-    is incomplete, or the folder holds shards written with other arguments."""
 
 
 @dataclass(frozen=True)
@@ -145,3 +140,22 @@ def resolve_shards(source: str | os.PathLike) -> tuple[list[ShardInfo], dict[str
         raise ShardError(f"{source}: no samples in the shards")
     _missing(shards, source)
     return shards, index
+
+
+def check_sets(index: dict[str, Any], sets: list[str], splits: list[str], source: str) -> None:
+    """Refuse shards written for other data sets or splits than a run trains on.
+
+    Raises:
+        ConfigError: naming the run's ``data.train_sets`` / ``data.train_splits`` and the
+            shards' ``--sets`` / ``--splits``.
+    """
+    args = index.get("arguments", {})
+    have_sets, have_splits = args.get("sets"), args.get("splits")
+    if have_sets == list(sets) and have_splits == list(splits):
+        return
+    raise ConfigError(
+        f"data.train_sets={list(sets)} and data.train_splits={list(splits)}, but the shards at "
+        f"{source} hold sets {have_sets} and splits {have_splits} (their {INDEX_NAME}); train "
+        "on those (set data.train_sets / data.train_splits) or write shards with `vlparse data "
+        f"shard --sets {','.join(sets)} --splits {','.join(splits)}`"
+    )

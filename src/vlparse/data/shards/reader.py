@@ -17,8 +17,14 @@ yields the same number of batches.
 
 Shuffling: the shard order of each epoch, and a buffer of ``shuffle_buffer`` raw samples (bytes,
 not decoded images) per worker, seeded by ``(seed, epoch, rank, worker)``
-(:func:`webdataset.shuffle`). The same seed, epoch, ranks and workers give the same items in the
-same order.
+(:func:`~vlparse.data.shards.buffer.buffered`). The same seed, epoch, ranks and workers give the
+same items in the same order.
+
+Caption reservoir: each item carries ``reservoir``, the ``(record, captions)`` of the last
+``shuffle_buffer`` samples its worker read into the buffer when the item left it (the item's own
+sample may be among them). It stands in for the global list of records when the pre-training
+collator draws unmatched captions (``objectives.itm_negatives=dataset``), so those draws are
+reproducible for a fixed seed and layout of ranks and workers, not across layouts.
 
 Bad samples (an undecodable image, bad JSON, a missing member, or the samples of a shard cut
 short by a truncated tar member) are skipped and counted, as in the manifest path: the item at a
@@ -33,13 +39,14 @@ Resume (:meth:`ShardDataset.resume`) with the samples each worker yielded before
 (:meth:`ShardDataset.worker_progress` turns the rank's batch count into these):
 
 * ``exact=True``: each worker replays its stream of raw samples through the same shuffle and
-  drops the first ``consumed`` before decoding anything, so the rest of the epoch is exactly what
-  the uninterrupted run would have yielded (only the interleaving of the workers' batches may
-  differ). It costs reading, not decoding, the consumed part of the shards again.
+  drops the first ``consumed`` before decoding their images, so the rest of the epoch (items and
+  reservoirs) is exactly what the uninterrupted run would have yielded (only the interleaving of
+  the workers' batches may differ). It costs reading, not decoding, the consumed part of the
+  shards again.
 * ``exact=False``: each worker starts at position ``start + consumed`` of its part of the epoch
   (the shards wholly before it are not opened). The count of the rest of the epoch is exact, but
   the samples still in the shuffle buffer at the stop (at most ``shuffle_buffer`` per worker) are
-  not seen in this epoch and as many already seen are seen again.
+  not seen in this epoch and as many already seen are seen again; the reservoirs start empty.
 
 Both need the same number of ranks and workers as the interrupted run.
 """
@@ -60,12 +67,12 @@ from typing import Any, NamedTuple
 import torch
 from PIL import Image
 from torch.utils.data import IterableDataset, get_worker_info
-from webdataset import shuffle as wds_shuffle
 from webdataset.tariterators import group_by_keys, tar_file_iterator
 
 from vlparse.data.sampler import stable_seed
-from vlparse.data.shards.index import ShardError, ShardInfo, resolve_shards
-from vlparse.errors import BadDataError, BadImageError
+from vlparse.data.shards.buffer import Reservoir, buffered
+from vlparse.data.shards.index import ShardInfo, resolve_shards
+from vlparse.errors import BadDataError, BadImageError, ShardError
 
 __all__ = ["ShardDataset"]
 
@@ -80,6 +87,7 @@ class _Segment(NamedTuple):
 class _Entry(NamedTuple):
     position: int
     sample: dict[str, Any] | None  # raw members; None when bad
+    meta: dict[str, Any] | None  # the parsed JSON member; None when bad
     shard: str
     name: str  # "<shard>/<key>" or "<shard>#<n>"
     reason: str  # why bad, else ""
@@ -124,6 +132,24 @@ def _problem(sample: dict[str, Any], errors: list[str]) -> str:
     return f"incomplete sample (members: {', '.join(members) or 'none'}){cut}"
 
 
+def _meta(data: bytes) -> tuple[dict[str, Any] | None, str]:
+    """The fields of a sample's JSON member, or ``None`` and why it is bad."""
+    try:
+        meta = json.loads(data)
+        captions = meta["captions"]
+        if not captions or not all(isinstance(c, str) for c in captions):
+            raise ValueError("'captions' must be a non-empty list of strings")
+        return {"captions": list(captions), "source": str(meta["source"]),
+                "image_id": meta["image_id"], "record": int(meta["record"])}, ""
+    except (ValueError, KeyError, TypeError) as err:
+        return None, f"bad JSON ({type(err).__name__}: {err})"
+
+
+def _captions_of(entry: _Entry) -> tuple[int, list[str]] | None:
+    meta = entry.meta
+    return None if meta is None else (meta["record"], meta["captions"])
+
+
 class ShardDataset(IterableDataset):
     """Pre-training samples streamed from the shards of ``vlparse data shard``.
 
@@ -132,7 +158,8 @@ class ShardDataset(IterableDataset):
         rank, world_size: this process and the number of processes.
         seed: base seed of the shard order and the shuffle buffers.
         shuffle: shuffle the shard order and the samples (off: the epoch's order as written).
-        shuffle_buffer: raw samples per worker held to shuffle.
+        shuffle_buffer: raw samples per worker held to shuffle (also the length of the caption
+            reservoir, kept when not shuffling too).
         transform: applied to the decoded PIL image (RGB), e.g. ``image_transform(S)``.
         balance: ``"repeat"`` or ``"trim"`` (module docstring).
         max_bad_fraction: the share of bad samples a worker tolerates; ``None``: no limit (the
@@ -142,8 +169,9 @@ class ShardDataset(IterableDataset):
     Items: ``image`` (PIL image, or what ``transform`` returns), ``captions`` (list of str),
     ``source``, ``image_id``, ``key`` (the sample's key: its record number, 9 digits),
     ``shard`` (its shard's file name), ``record`` (its position in the writer's records),
-    ``index`` (its position in the epoch, ``[0, R*Q)``), ``epoch``, and ``skipped``: the
-    ``(name, reason)`` of the bad sample this item replaces (empty for most items).
+    ``index`` (its position in the epoch, ``[0, R*Q)``), ``epoch``, ``reservoir`` (the caption
+    reservoir, module docstring), and ``skipped``: the ``(name, reason)`` of the bad sample this
+    item replaces (empty for most items).
 
     DataLoader workers iterate copies of the dataset made when the loader's iterator starts:
     call :meth:`set_epoch` / :meth:`resume` before ``iter(loader)`` and leave
@@ -263,26 +291,22 @@ class ShardDataset(IterableDataset):
         with f:
             for sample in itertools.islice(_tar_samples(f, shard.name, errors), n, seg.stop):
                 name, why = f"{shard.name}/{sample['__key__']}", _problem(sample, errors)
-                yield _Entry(seg.position + n - seg.first, None if why else sample, shard.name,
-                             name, why)
+                meta = None
+                if not why:
+                    meta, why = _meta(sample["json"])
+                yield _Entry(seg.position + n - seg.first, None if why else sample, meta,
+                             shard.name, name, why)
                 n += 1
         reason = (f"shard unreadable ({errors[0]})" if errors
                   else f"shard ended after {n} of {shard.count} samples")
         for i in range(n, seg.stop):
-            yield _Entry(seg.position + i - seg.first, None, shard.name, f"{shard.name}#{i}",
-                         reason)
+            yield _Entry(seg.position + i - seg.first, None, None, shard.name,
+                         f"{shard.name}#{i}", reason)
 
     def _decode(self, e: _Entry) -> tuple[dict[str, Any] | None, str]:
         """An item without its ``index`` / ``skipped``, or ``None`` and why the sample is bad."""
-        if e.sample is None:
+        if e.sample is None or e.meta is None:
             return None, e.reason
-        try:
-            meta = json.loads(e.sample["json"])
-            captions, source, image_id = meta["captions"], meta["source"], meta["image_id"]
-            if not captions or not all(isinstance(c, str) for c in captions):
-                raise ValueError("'captions' must be a non-empty list of strings")
-        except (ValueError, KeyError, TypeError) as err:
-            return None, f"bad JSON ({type(err).__name__}: {err})"
         ext = next(k for k in e.sample if not k.startswith("__") and k != "json")
         try:
             image = decode_image(e.sample[ext], e.name)
@@ -290,9 +314,9 @@ class ShardDataset(IterableDataset):
             return None, err.reason
         return {
             "image": self.transform(image) if self.transform is not None else image,
-            "captions": list(captions), "source": str(source), "image_id": image_id,
-            "key": e.sample["__key__"], "shard": e.shard, "record": meta.get("record"),
-            "epoch": self.epoch,
+            "captions": list(e.meta["captions"]), "source": e.meta["source"],
+            "image_id": e.meta["image_id"], "key": e.sample["__key__"], "shard": e.shard,
+            "record": e.meta["record"], "epoch": self.epoch,
         }, ""
 
     def _check_bad(self, bad: int, seen: int, where: str, first: tuple[str, str]) -> None:
@@ -303,12 +327,13 @@ class ShardDataset(IterableDataset):
                 f"max_bad_fraction={limit:.1%}; first: {first[0]} ({first[1]})"
             )
 
-    def _items(self, entries: Iterator[_Entry], where: str) -> Iterator[dict[str, Any]]:
+    def _items(self, entries: Iterator[tuple[_Entry, Reservoir]],
+               where: str) -> Iterator[dict[str, Any]]:
         """Decoded items, one per entry, bad ones replaced by the next good one."""
         pending: list[tuple[int, tuple[str, str]]] = []
         first_bad: tuple[str, str] | None = None
         last, seen, bad = None, 0, 0
-        for e in entries:
+        for e, reservoir in entries:
             seen += 1
             item, reason = self._decode(e)
             if item is None:
@@ -317,6 +342,7 @@ class ShardDataset(IterableDataset):
                 pending.append((e.position, (e.name, reason)))
                 self._check_bad(bad, seen, where, first_bad)
                 continue
+            item["reservoir"] = reservoir
             for position, skipped in pending:
                 yield {**item, "index": position, "skipped": [skipped]}
             pending.clear()
@@ -342,8 +368,8 @@ class ShardDataset(IterableDataset):
         if not exact:
             start, skip = start + skip, 0
         entries = (e for seg in self._segments(start, stop) for e in self._read(seg))
-        if self.shuffle:
-            rng = random.Random(stable_seed(self.seed, self.epoch, self.rank, worker))
-            entries = wds_shuffle(self.shuffle_buffer, self.shuffle_buffer, rng=rng)(entries)
+        rng = (random.Random(stable_seed(self.seed, self.epoch, self.rank, worker))
+               if self.shuffle else None)
         where = f"{self.source} (rank {self.rank}, worker {worker})"
-        yield from self._items(itertools.islice(entries, skip, None), where)
+        stream = buffered(entries, self.shuffle_buffer, rng, _captions_of, skip=skip)
+        yield from self._items(stream, where)

@@ -38,15 +38,14 @@ from vlparse.data.shards.index import (
     FORMAT,
     FORMAT_VERSION,
     INDEX_NAME,
-    ShardError,
     load_index,
     shard_name,
 )
-from vlparse.errors import BadImageError
+from vlparse.errors import BadImageError, ShardError
 from vlparse.io.files import atomic_write_text
 from vlparse.processing.images import load_image
 
-__all__ = ["write_shards"]
+__all__ = ["records_digest", "write_shards"]
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +55,18 @@ def _relpath(path: str, base: Path) -> str:
         return os.path.relpath(path, base)
     except ValueError:  # another drive
         return path
+
+
+def _manifest_base(manifest_path: str | os.PathLike) -> Path:
+    base = Path(manifest_path)
+    return (base if base.is_dir() else base.parent).resolve()
+
+
+def records_digest(records: list[ImageCaptions], manifest_path: str | os.PathLike) -> str:
+    """The fingerprint of the records of a manifest that ``index.json`` keeps (in
+    ``arguments.records_digest``): shards written from other records have another one."""
+    base = _manifest_base(manifest_path)
+    return _digest(records, [_relpath(r.image_path, base) for r in records])
 
 
 def _digest(records: list[ImageCaptions], paths: list[str]) -> str:
@@ -171,8 +182,7 @@ def write_shards(
     if maxcount < 1:
         raise ShardError(f"maxcount must be >= 1, got {maxcount}")
     sets, splits = list(sets or DEFAULT_SETS), list(splits)
-    base = Path(manifest_path)
-    base = (base if base.is_dir() else base.parent).resolve()
+    base = _manifest_base(manifest_path)
     records = read_pretrain_records(load_manifest(manifest_path), sets, splits)
     paths = [_relpath(r.image_path, base) for r in records]
     arguments = {"sets": sets, "splits": splits, "maxcount": maxcount,
