@@ -23,17 +23,19 @@ CONFIG_NAME = "config.yaml"
 
 def load_pretrained_model(directory: str | Path) -> Any:
     """The model a ``save_pretrained`` folder holds, of whatever class its ``config.json``
-    names (:class:`~vlparse.models.single_stream.VisualParsingModel` or a task model).
+    names (:class:`~vlparse.models.single_stream.VisualParsingModel`,
+    :class:`~vlparse.models.fiber.FiberModel` or a task model).
 
     Raises:
         FileNotFoundError: not a ``save_pretrained`` folder; ValueError: an unknown
             architecture.
     """
+    from vlparse.models.fiber import FiberModel
     from vlparse.models.single_stream import VisualParsingModel
     from vlparse.models.vp_tasks import TASK_MODELS
 
     config = read_pretrained_config(directory)
-    classes = {c.__name__: c for c in (VisualParsingModel, *TASK_MODELS.values())}
+    classes = {c.__name__: c for c in (VisualParsingModel, FiberModel, *TASK_MODELS.values())}
     cls = classes.get(config["architecture"])
     if cls is None:
         raise ValueError(
