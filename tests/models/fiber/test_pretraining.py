@@ -119,7 +119,8 @@ def test_temperature_is_clamped_in_place_and_divides_the_logits(make_config, set
     with torch.no_grad():
         model.itc.temperature.fill_(3.0)
     out = model.forward_pretrain(_batch(), run_masked=False)
-    assert float(model.itc.temperature.detach()) == 0.5 and float(out.diagnostics["temperature"]) == 0.5
+    assert float(model.itc.temperature.detach()) == 0.5
+    assert float(out.diagnostics["temperature"]) == 0.5
     with torch.no_grad():
         model.itc.temperature.fill_(1e-6)
         low = model.forward_pretrain(_batch(), run_masked=False)
