@@ -1,4 +1,6 @@
-"""Pre-training of the Visual Parsing model as a task the trainer runs (:class:`PretrainTask`).
+"""Pre-training as a task the trainer runs (:class:`PretrainTask`): of the Visual Parsing model
+here, of FIBER in :mod:`vlparse.tasks.pretrain_fiber` (``PretrainTask(cfg, ...)`` gives the task of
+``cfg.model.family``).
 
 Batch composition (paper section 4.1): every image comes with ``P = num_pos`` matched captions
 and ``N = num_neg`` captions of other images (2 and 2 in the paper); the collator
@@ -33,7 +35,7 @@ from vlparse.processing.tokenization import report_unknown_tokens
 from vlparse.tasks.pretrain_eval import evaluate_pretrain
 from vlparse.train.protocol import StepContext, StepOutput
 
-__all__ = ["PretrainTask", "loss_weights", "run_pretrain"]
+__all__ = ["PretrainTask", "loss_weights", "run_pretrain", "step_scalars"]
 
 
 def loss_weights(cfg: PretrainConfig, mlm_weight: float) -> dict[str, float]:
@@ -43,9 +45,26 @@ def loss_weights(cfg: PretrainConfig, mlm_weight: float) -> dict[str, float]:
             "mfr": o.lambda_mfr}
 
 
+def step_scalars(losses: Any, output: Any) -> dict[str, float]:
+    """What a pre-training step logs: the total, each computed term, the model's diagnostics
+    and the accuracies of the terms that count (``itm_acc``, ``mlm_acc``, ``itc_acc``)."""
+    scalars = {"loss": float(losses.total.detach())}
+    scalars.update({k: float(v.detach()) for k, v in losses.parts.items()})
+    scalars.update({k: float(v) for k, v in output.diagnostics.items()})
+    for name in ("itm", "mlm", "itc"):
+        if losses.counts.get(f"{name}_total"):
+            scalars[f"{name}_acc"] = (losses.counts[f"{name}_correct"]
+                                      / losses.counts[f"{name}_total"])
+    return scalars
+
+
 class PretrainTask:
     """Pre-training on the caption data sets of a manifest (the trainer's task protocol,
     :class:`~vlparse.train.protocol.TrainTask`).
+
+    ``PretrainTask(cfg, ...)`` is the task of ``cfg.model.family``: a FIBER config gives a
+    :class:`~vlparse.tasks.pretrain_fiber.FiberPretrainTask` (a subclass that replaces the
+    family's parts: processor, collator settings, model, step and evaluation).
 
     Args:
         cfg: the pre-training config.
@@ -61,14 +80,20 @@ class PretrainTask:
 
     name = "pretrain"
 
+    def __new__(cls, cfg: PretrainConfig | None = None, *args: Any, **kwargs: Any):
+        if cls is PretrainTask and cfg is not None and cfg.model.family == "fiber":
+            from vlparse.tasks.pretrain_fiber import FiberPretrainTask
+
+            cls = FiberPretrainTask
+        return super().__new__(cls)
+
     def __init__(self, cfg: PretrainConfig, manifest_path: str | Path, *, world_size: int = 1,
                  evaluate: bool = True, init_weights: bool = True,
                  log: Callable[[str], None] | None = print) -> None:
-        require_attention(cfg.model.visual, cfg.objectives.mfr_mode)
         self.cfg, self.init_weights, self._log = cfg, init_weights, log
-        self._check_groups(world_size)
+        self._check(world_size)
         manifest = load_manifest(manifest_path)
-        self.processor = VisualParsingProcessor.from_config(cfg.model)
+        self.processor = self._processor()
         self.records = read_pretrain_records(manifest, cfg.data.train_sets, cfg.data.train_splits)
         self.val_records = (read_pretrain_records(manifest, [cfg.data.val_set],
                                                   [cfg.data.val_split]) if evaluate else None)
@@ -80,19 +105,19 @@ class PretrainTask:
         report_unknown_tokens(self.processor.tokenizer,
                               [c for r in self.records for c in r.captions],
                               "the training captions", log=self._log)
-        o = cfg.objectives
-        self._collator = self._make_collator(self.records, cfg.train.seed, o.itm_negatives, truth)
+        self._collator = self._make_collator(self.records, cfg.train.seed, truth, train=True)
         self._eval_collator = None
         if self.val_records is not None:
             self._eval_collator = self._make_collator(self.val_records, cfg.train.seed + 1,
-                                                      "dataset", truth)
-        self._num_visual_tokens: int | None = None
+                                                      truth, train=False)
 
     def log(self, line: str) -> None:
         if self._log is not None:
             self._log(line)
 
-    def _check_groups(self, world_size: int) -> None:
+    def _check(self, world_size: int) -> None:
+        """Refuse settings the family cannot run, before any data is read."""
+        require_attention(self.cfg.model.visual, self.cfg.objectives.mfr_mode)
         o, tr = self.cfg.objectives, self.cfg.train
         micro = tr.batch_size // (tr.grad_accum * world_size)
         if o.itm_negatives == "batch" and micro % o.itm_negative_group:
@@ -103,12 +128,16 @@ class PretrainTask:
                 f"({o.itm_negative_group}), so that no group is split"
             )
 
-    def _make_collator(self, records, seed: int, negatives: str,
-                       truth: SceneTruth | None) -> PretrainCollator:
+    def _processor(self) -> VisualParsingProcessor:
+        return VisualParsingProcessor.from_config(self.cfg.model)
+
+    def _make_collator(self, records, seed: int, truth: SceneTruth | None,
+                       train: bool) -> PretrainCollator:
         o = self.cfg.objectives
         return PretrainCollator(
             records, self.processor, self._visual_tokens(), num_pos=o.num_pos,
-            num_neg=o.num_neg, mlm_prob=o.mlm_prob, seed=seed, negatives=negatives,
+            num_neg=o.num_neg, mlm_prob=o.mlm_prob, seed=seed,
+            negatives=o.itm_negatives if train else "dataset",
             group=o.itm_negative_group,
             negative_filter=truth.negative_filter(records) if truth is not None else None,
         )
@@ -162,13 +191,7 @@ class PretrainTask:
         weight = ramp_weight(ctx.step, o.mlm_delay, o.mlm_ramp)
         output = model.forward_pretrain(batch, run_masked=weight > 0)
         losses = pretrain_loss(output, loss_weights(self.cfg, weight), ctx.reduce_count)
-        scalars = {"loss": float(losses.total.detach())}
-        scalars.update({k: float(v.detach()) for k, v in losses.parts.items()})
-        scalars.update({k: float(v) for k, v in output.diagnostics.items()})
-        for name in ("itm", "mlm"):
-            if losses.counts.get(f"{name}_total"):
-                scalars[f"{name}_acc"] = (losses.counts[f"{name}_correct"]
-                                          / losses.counts[f"{name}_total"])
+        scalars = step_scalars(losses, output)
         if o.mlm_delay or o.mlm_ramp:
             scalars["mlm_weight"] = weight
         return StepOutput(losses.total, scalars, losses.counts)
