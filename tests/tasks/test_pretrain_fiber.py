@@ -156,3 +156,16 @@ def test_pretrain_fiber_tiny_end_to_end(scene_world, tmp_path):
     text = processor(text=["a red circle"])
     assert isinstance(model, FiberModel) and not model.training
     assert model.encode_text(text["input_ids"], text["attention_mask"]).embeds.shape == (1, 128)
+
+
+def test_two_processes_train_through_the_trainer(scene_world, tmp_path):
+    """The trainer under DDP (gloo): the gather and the fetch run in every process, every
+    parameter gets a gradient, the main process evaluates alone."""
+    from vlparse.tasks.pretrain import run_pretrain
+    from vlparse.train.distributed import run_local_processes
+
+    cfg = load_config("fiber_tiny", [*SMALL, "train.max_steps=2", "train.batch_size=8"])
+    run_local_processes(run_pretrain, 2, (cfg, str(scene_world), str(tmp_path / "ddp")))
+    summary = json.loads((tmp_path / "ddp" / "summary.json").read_text())
+    assert summary["world_size"] == 2 and summary["steps"] == 2
+    assert "itm_hard_acc" in summary["held_out"]
