@@ -165,3 +165,17 @@ def test_random_text_init_reads_nothing(make_config) -> None:
     assert isinstance(model.cfg.visual, FiberVisualConfig)
     assert isinstance(model.cfg.text, FiberTextConfig)
     assert isinstance(hf_text_config(model.cfg.text), BertConfig)
+
+
+def test_info_describes_the_fused_pairs_and_the_roles(capsys) -> None:
+    from vlparse.cli import main
+
+    assert main(["info", "--config", "fiber_base"]) == 0
+    out = capsys.readouterr().out
+    assert "2.14 <-> 6, 2.15 <-> 7, 2.16 <-> 8, 2.17 <-> 9, 3.0 <-> 10, 3.1 <-> 11" in out
+    assert "last grid 12 x 12 (144 tokens)" in out
+    total = float(out.split("multi-modal model: ")[1].split(" M")[0])
+    roles = out.split("parameters: ")[1].splitlines()[0].split(", ")
+    assert [r.split()[0] for r in roles] == ["image_backbone", "text_backbone", "cross_modal",
+                                             "head"]
+    assert sum(float(r.split()[1]) for r in roles) == pytest.approx(total, abs=0.1)
