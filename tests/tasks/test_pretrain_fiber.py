@@ -14,6 +14,7 @@ from vlparse.cli import main
 from vlparse.config import load_config
 from vlparse.data import PretrainCollator
 from vlparse.data.formats.records import ImageCaptions
+from vlparse.errors import ConfigError
 from vlparse.models.fiber import FiberModel, FiberProcessor
 from vlparse.objectives import pretrain_loss
 from vlparse.tasks.pretrain import PretrainTask
@@ -51,6 +52,19 @@ def test_pretrain_task_of_the_fiber_family(task):
 
 def test_visual_parsing_configs_keep_their_task(scene_world):
     assert type(PretrainTask(load_config("tiny"), scene_world, log=None)) is PretrainTask
+
+
+def test_settings_it_cannot_run_are_refused(scene_world):
+    cfg = load_config("fiber_tiny", [*SMALL, "train.batch_size=2"])
+    PretrainTask(cfg, scene_world, world_size=2, log=None)  # 1 pair each, 2 gathered: fine
+    local = load_config("fiber_tiny", [*SMALL, "train.batch_size=2",
+                                       "objectives.hard_negative_pool=local"])
+    with pytest.raises(ConfigError, match="needs at least 2"):
+        PretrainTask(local, scene_world, world_size=2, log=None)
+    nothing = load_config("fiber_tiny", [*SMALL, "objectives.lambda_itc=0",
+                                         "objectives.lambda_itm=0", "objectives.lambda_mlm=0"])
+    with pytest.raises(ConfigError, match="nothing to train"):
+        PretrainTask(nothing, scene_world, log=None)
 
 
 def test_the_collators_fiber_batch(task, batch):

@@ -45,10 +45,18 @@ class FiberPretrainTask(PretrainTask):
     :class:`~vlparse.tasks.pretrain.PretrainTask`'s)."""
 
     def _check(self, world_size: int) -> None:
-        o = self.cfg.objectives
+        o, tr = self.cfg.objectives, self.cfg.train
         if not (o.lambda_itc or o.lambda_itm or o.lambda_mlm):
             raise ConfigError("objectives: every loss weight (lambda_itc, lambda_itm, "
                               "lambda_mlm) is 0; nothing to train")
+        micro = tr.batch_size // (tr.grad_accum * world_size)
+        pool = micro * (world_size if o.hard_negative_pool == "gathered" else 1)
+        if pool < 2:
+            raise ConfigError(
+                f"objectives.hard_negative_pool={o.hard_negative_pool}: ITM draws its negatives "
+                f"from {pool} pair(s) ({micro} per process = train.batch_size {tr.batch_size} / "
+                f"grad_accum {tr.grad_accum} / {world_size} processes); it needs at least 2"
+            )
 
     def _processor(self) -> FiberProcessor:
         """The backbone's tokenizer and the image transform; the tokenizer must fit the text
