@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 
 from vlparse.config.fiber import FiberObjectiveConfig
-from vlparse.models.fiber import FiberModel
+from vlparse.models.fiber import FiberModel, pretraining
 from vlparse.objectives import pretrain_loss
 
 IMAGE, VOCAB = 40, 50  # the image size and vocabulary of conftest's small_config
@@ -91,27 +91,35 @@ def test_every_output_against_the_models_calls_one_by_one(make_config, set_gates
     assert torch.equal(out.mlm_labels, labels[labels != -100])
 
 
-def test_hard_negatives_in_the_model_path_never_show_the_same_image(make_config, set_gates):
-    """Three captions of image 0 among six pairs: the fused pass never pairs image 0 with a
-    caption of image 0 as a negative, nor another image with one of image 0's captions as the
-    image drawn for it, whatever the uniforms."""
+def test_hard_negatives_in_the_model_path_never_show_the_same_image(make_config, set_gates,
+                                                                   monkeypatch):
+    """Three captions of image 0 among six pairs: the ITM rows never pair image 0 with a caption
+    of image 0 as a negative, nor a caption of image 0 with image 0, whatever the uniforms.
+    (The rows' inputs are recorded where the pass assembles them; that the fused pass scores
+    exactly these rows is checked above.)"""
     model = _model(make_config, set_gates)
     image_ids = [0, 1, 0, 2, 0, 3]
     seen = []
-    model.register_forward_pre_hook(lambda _m, args: seen.append(args))
+
+    def recording(*args, **kwargs):
+        seen.append(pretraining.itm_inputs.__wrapped__(*args, **kwargs))
+        return seen[-1]
+
+    recording.__wrapped__ = pretraining.itm_inputs
+    monkeypatch.setattr(pretraining, "itm_inputs", recording)
+    ids = torch.tensor(image_ids)
     for seed in range(8):
         batch = _batch(6, image_ids, seed)
         with torch.no_grad():
             model.forward_pretrain(batch, run_masked=False)
-        images, texts, _ = seen[-1]
+        rows = seen[-1]
         first = batch["input_ids"][:, 0, 0]
-        ids = torch.tensor(image_ids)
-        text_rows = texts[6:12, 0]  # the text drawn for each image, by its first token
-        drawn_text = [int((first == t).nonzero()) for t in text_rows]
+        drawn_text = [int((first == t).nonzero()) for t in rows.input_ids[6:12, 0]]
         assert bool((ids[drawn_text] != ids).all())
-        drawn_image = [int(next(j for j in range(6) if torch.equal(batch["image"][j], x)))
-                       for x in images[12:18]]
+        drawn_image = [next(j for j in range(6) if torch.equal(batch["image"][j], x))
+                       for x in rows.images[12:18]]
         assert bool((ids[drawn_image] != ids).all())
+        assert torch.equal(rows.images[:12], batch["image"].repeat(2, 1, 1, 1))
 
 
 def test_temperature_is_clamped_in_place_and_divides_the_logits(make_config, set_gates):

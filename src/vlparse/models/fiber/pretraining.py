@@ -22,9 +22,15 @@ One step over ``B`` local image-caption pairs:
    its masked caption). ITM reads the fused feature, MLM the fused text states at the masked
    positions.
 
-The collectives (the ITC gather, the negatives' fetch) run in every process at every step, in
-the same order. ``B x N`` similarities and ``4 B`` fused rows per process; the towers run on
-``5 B`` images and ``5 B`` texts, as in the released code.
+The blocks and layers below the first fused pair do not see the other modality
+(:mod:`~vlparse.models.fiber.fusion`), so each image's and each text's *bottom* runs once and
+serves the dual encoder and every fused row it takes part in: bottoms of ``2 B`` images (the
+local ones, the drawn ones) and ``3 B`` texts (local, drawn, masked) where the released code runs
+whole towers on ``5 B`` images and ``5 B`` texts. (For FIBER-B, 14 of Swin's 24 blocks and most
+of its cost lie below the first fused block; rows that share a bottom share its dropout.)
+
+The collectives (the text lengths, the ITC gather, the negatives' fetch) run in every process at
+every step, in the same order. ``B x N`` similarities and ``4 B`` fused rows per process.
 """
 
 from __future__ import annotations
@@ -33,9 +39,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from vlparse.models.fiber.fusion import fused_top, image_bottom, text_bottom, unfused_top
 from vlparse.models.fiber.negatives import Negatives, draw_negatives, itm_inputs
 from vlparse.models.outputs import PretrainOutput
 from vlparse.objectives.contrastive import clamp_temperature, contrastive_logits
+from vlparse.objectives.distributed import gather_sizes
 from vlparse.processing.tokenization import IGNORE_INDEX
 
 __all__ = ["PASS_FIELDS", "NOISE_PER_ITEM", "first_text", "forward_pretrain"]
@@ -62,16 +70,17 @@ def _pad_to(x: Tensor, length: int, value: int) -> Tensor:
     return F.pad(x, (0, length - x.shape[1]), value=value)
 
 
-def _itc(model: nn.Module, images: Tensor, ids: Tensor, mask: Tensor, image_ids: Tensor | None):
-    """Step 1-2: the clamped temperature and the ITC logits of the local pairs."""
+def _itc(model: nn.Module, x: Tensor, h: Tensor, mask: Tensor, image_ids: Tensor | None):
+    """Step 1-2: the clamped temperature and the ITC logits of the local pairs, from the
+    bottoms ``x`` and ``h`` through the unfused top (the dual encoder)."""
     o = model.objectives
     param = model.itc.temperature
     with torch.no_grad():
         param.clamp_(o.itc_temperature_min, o.itc_temperature_max)
     tau = clamp_temperature(param, o.itc_temperature_min, o.itc_temperature_max)
-    image_emb = model.encode_image(images).embeds
-    text_emb = model.encode_text(ids, mask).embeds
-    return contrastive_logits(image_emb, text_emb, tau, image_ids, queue=model.itc_queue)
+    tokens, states = unfused_top(model.image, model.text, model.pairs, x, h, mask)
+    return contrastive_logits(model.itc.embed_image(tokens), model.itc.embed_text(states), tau,
+                              image_ids, queue=model.itc_queue)
 
 
 def _negatives(model: nn.Module, logits, batch: dict[str, Tensor]) -> Negatives:
@@ -89,6 +98,22 @@ def _negatives(model: nn.Module, logits, batch: dict[str, Tensor]) -> Negatives:
                          "processes) to draw negatives from")
     return draw_negatives(logits, o.itm_negatives, o.hard_negative_pool,
                           o.hard_negative_exclude, noise=noise)
+
+
+def _texts(model: nn.Module, batch: dict[str, Tensor], run_masked: bool
+           ) -> tuple[Tensor, Tensor, Tensor | None, Tensor | None]:
+    """The matched texts ``(B, L')`` and their mask, the masked texts and their labels, padded
+    to the longest text of the negatives' pool (a collective with the gathered pool)."""
+    ids, mask = first_text(batch["input_ids"]), first_text(batch["attention_mask"])
+    mlm_ids = labels = None
+    if run_masked:
+        mlm_ids, labels = first_text(batch["mlm_input_ids"]), first_text(batch["mlm_labels"])
+    if model.objectives.hard_negative_pool == "gathered":
+        length, pad = max(gather_sizes(ids.shape[1], ids.device)), model.cfg.text.pad_token_id
+        ids, mask = _pad_to(ids, length, pad), _pad_to(mask, length, 0)
+        if run_masked:
+            mlm_ids, labels = _pad_to(mlm_ids, length, pad), _pad_to(labels, length, IGNORE_INDEX)
+    return ids, mask, mlm_ids, labels
 
 
 def forward_pretrain(model: nn.Module, batch: dict[str, Tensor], run_masked: bool = True
@@ -112,27 +137,31 @@ def forward_pretrain(model: nn.Module, batch: dict[str, Tensor], run_masked: boo
         only pairs of their image), ``gate_i2t_k`` / ``gate_t2i_k`` of each fused pair ``k``.
     """
     images = batch["image"]
-    ids, mask = first_text(batch["input_ids"]), first_text(batch["attention_mask"])
     b = images.shape[0]
-    logits = _itc(model, images, ids, mask, batch.get("image_id"))
+    ids, mask, mlm_ids, labels = _texts(model, batch, run_masked)
+    x = image_bottom(model.image, model.pairs, images)
+    h = text_bottom(model.text, model.pairs, ids, mask)
+    logits = _itc(model, x, h, mask, batch.get("image_id"))
     negatives = _negatives(model, logits, batch)
     itm = itm_inputs(images, ids, mask, negatives, model.cfg.text.pad_token_id)
-    rows = [itm.images], [itm.input_ids], [itm.attention_mask]
+    more_ids, more_mask = [itm.input_ids[b:2 * b]], [itm.attention_mask[b:2 * b]]
     if run_masked:
-        length = itm.input_ids.shape[1]
-        labels = _pad_to(first_text(batch["mlm_labels"]), length, IGNORE_INDEX)
-        rows[0].append(images)
-        rows[1].append(_pad_to(first_text(batch["mlm_input_ids"]), length,
-                               model.cfg.text.pad_token_id))
-        rows[2].append(_pad_to(mask, length, 0))
-    fused = model(*(torch.cat(r) for r in rows))
+        more_ids.append(mlm_ids)
+        more_mask.append(mask)
+    more = text_bottom(model.text, model.pairs, torch.cat(more_ids), torch.cat(more_mask))
+    xs = [x, x, image_bottom(model.image, model.pairs, itm.images[2 * b:])]
+    hs, masks = [h, more[:b], h], [mask, more_mask[0], mask]
+    if run_masked:
+        xs, hs, masks = [*xs, x], [*hs, more[b:]], [*masks, mask]
+    fused = fused_top(model.image, model.text, model.pairs, model.i2t, model.t2i, torch.cat(xs),
+                      torch.cat(hs), torch.cat(masks), model.cfg.fusion.final_norms == "keep")
+    pooled = model.cross_modal(fused.text, fused.image)[2]
     out = PretrainOutput(itc_logits_i2t=logits.i2t, itc_logits_t2i=logits.t2i,
-                         itc_targets=logits.targets,
-                         itm_logits=model.itm_head(fused.pooler_output[: 3 * b]),
+                         itc_targets=logits.targets, itm_logits=model.itm_head(pooled[: 3 * b]),
                          itm_labels=itm.labels)
     if run_masked:
         selected = labels != IGNORE_INDEX
-        out.mlm_logits = model.mlm_head(fused.text_hidden_state[3 * b:][selected])
+        out.mlm_logits = model.mlm_head(fused.text[3 * b:][selected])
         out.mlm_labels = labels[selected]
     if model.itc_queue is not None and model.training:
         g = logits.gathered
