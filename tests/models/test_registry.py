@@ -19,8 +19,8 @@ SRC = str(Path(__file__).resolve().parents[2] / "src")
 
 def test_models_and_recipes_are_listed_apart():
     models, recipes = vlparse.list_models(), vlparse.list_recipes()
-    assert {"tiny", "ablation", "paper", "ablation_r50", "ablation_r101", "ablation_patch"} <= set(
-        models)
+    assert {"tiny", "ablation", "paper", "ablation_r50", "ablation_r101", "ablation_patch",
+            "fiber_tiny", "fiber_base"} <= set(models)
     assert "quickstart" in recipes and "quickstart" not in models
     assert {"finetune/vqa", "finetune/retrieval_world"} <= set(recipes)
     assert not set(models) & set(recipes)

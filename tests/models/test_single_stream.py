@@ -171,9 +171,30 @@ def test_grad_checkpointing_same_outputs() -> None:
     assert model.visual.model.patch_embed.proj.weight.grad is not None
 
 
+def _check_fiber(name: str, cfg) -> None:
+    """A built-in FIBER architecture: CPU-sized ones run, paper-sized ones are built on the
+    meta device."""
+    if cfg.visual.image_size > 96:
+        with torch.device("meta"):
+            model = create_model(name)
+        assert len(model.pairs) == cfg.fusion.num_layers
+        assert model.itm_head.fc.in_features == 2 * cfg.hidden_size
+        return
+    model = create_model(name).eval()
+    ids, mask = _text(b=1)
+    size = cfg.visual.image_size
+    with torch.no_grad():
+        out = model(torch.randn(1, 3, size, size), ids, mask)
+    assert out.pooler_output.shape == (1, 2 * cfg.hidden_size)
+    assert out.text_hidden_state.shape == (1, 7, cfg.text.hidden_size)
+
+
 @pytest.mark.parametrize("name", list_models())
 def test_create_every_builtin_model(name: str) -> None:
     cfg = load_config(name).model
+    if cfg.family == "fiber":
+        _check_fiber(name, cfg)
+        return
     small = cfg.visual.image_size <= 96
     if small:  # CPU-sized: build and run
         model = create_model(name, vocab_size=V).eval()

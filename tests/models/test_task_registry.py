@@ -31,8 +31,9 @@ def test_visual_parsing_classes_are_found_by_family_and_task():
 
 
 def test_unknown_family_or_task_is_a_config_error_naming_what_exists():
-    assert "fiber" not in FAMILY_MODELS  # FIBER's task models are not written yet
-    with pytest.raises(ConfigError, match="family 'fiber' has no task models.*visual_parsing"):
-        task_model_class("fiber", "vqa")
+    with pytest.raises(ConfigError, match="family 'owl' has no task models.*visual_parsing"):
+        task_model_class("owl", "vqa")
+    assert set(FAMILY_MODELS) == {"visual_parsing", "fiber"}
+    assert architectures()["FiberModel"].__name__ == "FiberModel"
     with pytest.raises(ConfigError, match="no task model for 'captioning'.*retrieval"):
         task_model_class("visual_parsing", "captioning")

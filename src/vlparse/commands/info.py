@@ -34,4 +34,9 @@ def run(args: argparse.Namespace) -> None:
         model = create_model(cfg.model)
     n_all = sum(p.numel() for p in model.parameters())
     print(f"multi-modal model: {n_all / 1e6:.1f} M parameters in all")
-    print(format_model_info(cfg))
+    if cfg.model.family == "fiber":
+        from vlparse.models.fiber.info import format_fiber_info
+
+        print(format_fiber_info(model))
+    else:
+        print(format_model_info(cfg))

@@ -11,10 +11,9 @@ the tokenizer reads either family's config the same way.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
-from vlparse.config.base import Config, FieldError, from_dict
+from vlparse.config.base import Config, FieldError
 from vlparse.config.ranges import ranged
 
 __all__ = [
@@ -24,8 +23,6 @@ __all__ = [
     "FiberLrMultipliers",
     "FiberModelConfig",
     "FiberObjectiveConfig",
-    "fiber_config_file",
-    "load_fiber_sections",
 ]
 
 
@@ -234,35 +231,3 @@ class FiberObjectiveConfig(Config):
             raise FieldError("itc_temperature", f"{t} must lie in [itc_temperature_min, "
                              f"itc_temperature_max] = [{lo}, {hi}]",
                              also=["itc_temperature_min", "itc_temperature_max"])
-
-
-def fiber_config_file(name: str) -> Path:
-    """The YAML file of a built-in FIBER config (``fiber_tiny``, ``fiber_base``).
-
-    Raises:
-        ConfigError: no such built-in FIBER config.
-    """
-    from importlib import resources
-
-    from vlparse.errors import ConfigError
-
-    folder = Path(str(resources.files("vlparse") / "configs" / "fiber"))
-    path = folder / f"{name}.yaml"
-    if not path.is_file():
-        known = sorted(p.stem for p in folder.glob("*.yaml"))
-        raise ConfigError(f"no built-in FIBER config '{name}'; built-in: {', '.join(known)}")
-    return path
-
-
-def load_fiber_sections(name_or_path: str | Path) -> tuple[FiberModelConfig, FiberObjectiveConfig]:
-    """The validated ``model`` and ``objectives`` sections of a FIBER YAML config (a built-in
-    name or a path). The other sections (``data``, ``optim``, ``train``) are the shared ones."""
-    import yaml
-
-    path = Path(name_or_path)
-    if not path.is_file():
-        path = fiber_config_file(str(name_or_path))
-    data: dict[str, Any] = yaml.safe_load(path.read_text()) or {}
-    model = from_dict(FiberModelConfig, data.get("model", {}), "model")
-    objectives = from_dict(FiberObjectiveConfig, data.get("objectives", {}), "objectives")
-    return model, objectives

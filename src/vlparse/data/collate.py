@@ -89,6 +89,10 @@ class PretrainCollator:
         negative_filter: :data:`NegativeFilter`, or ``None`` (real data: the dataset strategy
             draws at random as the paper does, the batch strategy only leaves out the image's
             own captions).
+        item_noise: ``k`` uniform numbers per item for the draws a model makes itself (e.g.
+            negatives drawn from its own similarities), drawn from the item's generator after
+            every other draw, so that they too depend on ``(seed, epoch, index)`` only; 0 (the
+            default) adds no field.
 
     An item with a ``visit`` (a data set whose epoch counts pairs,
     :class:`~vlparse.data.pretrain.PretrainDataset`) takes matched captions ``visit * P`` to
@@ -99,8 +103,14 @@ class PretrainCollator:
     A batch: ``image (B, 3, S, S)``; ``input_ids``, ``attention_mask`` ``(B, P+N, L)`` (matched
     captions first); ``mlm_input_ids``, ``mlm_labels`` ``(B, P, L)`` (labels -100 where not
     masked); ``mfr_noise (B, m)`` in ``[0, 1)``; ``index (B,)``; ``record`` (the records used,
-    ``index`` unless an image was bad); ``texts`` (the ``P + N`` captions of each item);
-    ``skipped`` (``(path, reason)`` of bad images met).
+    ``index`` unless an image was bad); ``image_id (B,)`` long (the first record with the same
+    image file: rows with equal ids show the same image); ``texts`` (the ``P + N`` captions of
+    each item); ``skipped`` (``(path, reason)`` of bad images met); with ``item_noise = k``,
+    ``item_noise (B, k)`` in ``[0, 1)``.
+
+    The texts are what ``processor.encode_text`` makes (the text part of the Visual Parsing
+    sequence, or whole sequences with their special tokens); MLM never masks the processor's
+    ``[CLS]``, ``[SEP]`` and padding.
     """
 
     def __init__(
@@ -116,6 +126,7 @@ class PretrainCollator:
         negatives: str = "dataset",
         group: int = 8,
         negative_filter: NegativeFilter | None = None,
+        item_noise: int = 0,
     ) -> None:
         if num_pos < 1 or num_neg < 0:
             raise ValueError(f"need num_pos >= 1 and num_neg >= 0, got {num_pos} and {num_neg}")
@@ -124,6 +135,8 @@ class PretrainCollator:
                              f"got {negatives!r}")
         if negatives == "batch" and group < 2:
             raise ValueError(f"PretrainCollator: group must be >= 2, got {group}")
+        if item_noise < 0:
+            raise ValueError(f"PretrainCollator: item_noise must be >= 0, got {item_noise}")
         if records is not None and num_neg > 0 and len(records) < 2:
             raise ValueError("PretrainCollator: unmatched captions need at least 2 images")
         for i, r in enumerate(records or ()):
@@ -137,6 +150,10 @@ class PretrainCollator:
         self.mlm_min_masked = mlm_min_masked
         self.seed, self.negatives, self.group = seed, negatives, group
         self.negative_filter = negative_filter
+        self.item_noise = item_noise
+        first: dict[str, int] = {}  # an image's id: its first record (a stream: its record)
+        self.image_ids = (None if records is None else
+                          [first.setdefault(r.image_path, i) for i, r in enumerate(records)])
 
     def rejects(self, record: int, text: str) -> bool:
         """Whether ``text`` may describe the image of ``record`` (of the collator's records):
@@ -204,6 +221,9 @@ class PretrainCollator:
         )
         mfr_noise = torch.rand(self.num_visual_tokens, generator=gen)
         batch_key = float(torch.rand((), generator=gen))  # drawn last: earlier draws unchanged
+        extra = {}
+        if self.item_noise:
+            extra["item_noise"] = torch.rand(self.item_noise, generator=gen)
         return {
             "image": self.processor.image_transform(item["image"]),
             "input_ids": input_ids,
@@ -213,9 +233,11 @@ class PretrainCollator:
             "mfr_noise": mfr_noise,
             "index": index,
             "record": j,
+            "image_id": torch.tensor(j if self.image_ids is None else self.image_ids[j]),
             "skipped": item["skipped"],
             "texts": texts,
             "batch_key": batch_key,
+            **extra,
         }
 
     def __call__(self, items: list[dict[str, Any]]) -> dict[str, Any]:

@@ -87,8 +87,9 @@ class PretrainOutput:
         mfr_target: ``(M, c)`` their features before masking (detached).
         mfr_num_samples: what the MFR sum is divided by (pairs, times ``c`` for a per-channel
             mean).
-        itc_logits_i2t: ``(B, B')`` image-to-text contrastive logits.
-        itc_logits_t2i: ``(B', B)`` text-to-image contrastive logits.
+        itc_logits_i2t: ``(B, C)`` contrastive logits of each local image against ``C``
+            texts (e.g. the batch gathered over all processes, then a queue).
+        itc_logits_t2i: ``(B, C)`` of each local text against ``C`` images.
         itc_targets: ``(B,)`` long, the matching index of each row.
         diagnostics: scalars to log, not to train (e.g. ``visual_spread``: the std of the
             visual tokens across the images of the batch; near 0 means a collapsed parser).

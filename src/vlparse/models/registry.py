@@ -18,6 +18,7 @@ from vlparse.config import (
     load_yaml,
     to_dict,
 )
+from vlparse.config.fiber import FiberModelConfig
 
 __all__ = ["DEFAULT_VOCAB_SIZE", "create_model", "list_models", "list_recipes"]
 
@@ -44,11 +45,11 @@ def list_recipes() -> list[str]:
     return pretrain + [f"finetune/{name}" for name in builtin_recipes()]
 
 
-def _model_config(name_or_cfg: str | ModelConfig | PretrainConfig,
-                  overrides: dict[str, Any]) -> ModelConfig:
+def _model_config(name_or_cfg: str | ModelConfig | FiberModelConfig | PretrainConfig,
+                  overrides: dict[str, Any]) -> ModelConfig | FiberModelConfig:
     if isinstance(name_or_cfg, PretrainConfig):
         cfg = name_or_cfg.model
-    elif isinstance(name_or_cfg, ModelConfig):
+    elif isinstance(name_or_cfg, (ModelConfig, FiberModelConfig)):
         cfg = name_or_cfg
     elif isinstance(name_or_cfg, (str, os.PathLike)):
         cfg = load_config(name_or_cfg).model
@@ -62,11 +63,11 @@ def _model_config(name_or_cfg: str | ModelConfig | PretrainConfig,
     data = to_dict(cfg)
     for key, value in overrides.items():
         data[key] = {**data[key], **value} if isinstance(value, dict) and key in data else value
-    return from_dict(ModelConfig, data)
+    return from_dict(type(cfg), data)
 
 
 def create_model(
-    name_or_cfg: str | ModelConfig | PretrainConfig,
+    name_or_cfg: str | ModelConfig | FiberModelConfig | PretrainConfig,
     pretrained: bool | str | os.PathLike = False,
     *,
     vocab_size: int | None = None,
@@ -84,18 +85,20 @@ def create_model(
             ``model.text.pretrained``; e.g. ImageNet Swin, BERT). A path: the model saved there
             by ``save_pretrained`` (its architecture must carry the name asked for).
         vocab_size: tokenizer size; ``None`` takes ``text.vocab_size`` if set, else 30522
-            (bert-base-uncased).
-        cls_token_id, sep_token_id: the tokenizer's ``[CLS]`` and ``[SEP]`` ids.
+            (bert-base-uncased). (A FIBER model's vocabulary is ``model.text.vocab_size``.)
+        cls_token_id, sep_token_id: the tokenizer's ``[CLS]`` and ``[SEP]`` ids (Visual
+            Parsing only).
         **overrides: model config sections to change, e.g. ``text={"num_layers": 2}``,
             ``visual={"pretrained": "parser.safetensors"}``.
 
     Returns:
-        a :class:`~vlparse.models.single_stream.VisualParsingModel` (or, from a folder, the
-        class saved there).
+        a :class:`~vlparse.models.single_stream.VisualParsingModel` or, for a config of family
+        ``fiber``, a :class:`~vlparse.models.fiber.FiberModel` (from a folder, the class saved
+        there).
 
     Raises:
         ValueError: ``pretrained=True`` and the config names no source; a folder of another
-            architecture; overrides given with a folder.
+            architecture; overrides given with a folder; ``vocab_size`` given for FIBER.
     """
     from vlparse.models.loading import load_pretrained_model
     from vlparse.models.single_stream import VisualParsingModel
@@ -112,8 +115,12 @@ def create_model(
                              f"'{wanted}'; ask for create_model('{saved}', pretrained=...)")
         return model
     cfg = _model_config(name_or_cfg, overrides)
-    vocab = vocab_size or cfg.text.vocab_size or DEFAULT_VOCAB_SIZE
-    model = VisualParsingModel(cfg, vocab, cls_token_id=cls_token_id, sep_token_id=sep_token_id)
+    if cfg.family == "fiber":
+        model = _fiber_model(cfg, vocab_size)
+    else:
+        vocab = vocab_size or cfg.text.vocab_size or DEFAULT_VOCAB_SIZE
+        model = VisualParsingModel(cfg, vocab, cls_token_id=cls_token_id,
+                                   sep_token_id=sep_token_id)
     if pretrained:
         if not (cfg.visual.pretrained or cfg.text.pretrained):
             raise ValueError(
@@ -122,3 +129,12 @@ def create_model(
             )
         model.load_pretrained()
     return model
+
+
+def _fiber_model(cfg: FiberModelConfig, vocab_size: int | None) -> Any:
+    from vlparse.models.fiber import FiberModel
+
+    if vocab_size is not None:
+        raise ValueError("create_model: a FIBER model's vocabulary is model.text.vocab_size "
+                         "(its pretrained text backbone's); override text={'vocab_size': ...}")
+    return FiberModel(cfg)

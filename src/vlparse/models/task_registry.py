@@ -105,6 +105,11 @@ FAMILY_MODELS: Mapping[str, FamilyModels] = MappingProxyType({
         processor="vlparse.models.processor:VisualParsingProcessor",
         tasks="vlparse.models.vp_tasks",
     ),
+    "fiber": FamilyModels(
+        model="vlparse.models.fiber:FiberModel",
+        processor="vlparse.models.fiber:FiberProcessor",
+        tasks="vlparse.models.fiber.tasks",
+    ),
 })
 """Every family with task models, by the value of ``model.family``."""
 
@@ -147,7 +152,7 @@ def task_model_class(family: str, task: str) -> type:
     models = _task_models(family)
     if task not in models:
         raise ConfigError(f"model family {family!r} has no task model for {task!r}; it has "
-                          f"{', '.join(models)}")
+                          f"{', '.join(models) or 'none'}")
     return models[task]
 
 

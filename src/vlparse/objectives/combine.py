@@ -11,9 +11,10 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Protocol
 
-import torch.nn.functional as F
+import torch
 from torch import Tensor
 
+from vlparse.objectives.contrastive import itc_loss
 from vlparse.objectives.itm import itm_loss
 from vlparse.objectives.mfr import mfr_loss
 from vlparse.objectives.mlm import IGNORE_INDEX, mlm_loss
@@ -28,7 +29,9 @@ TERMS = ("itm", "vla", "mlm", "mfr", "itc")
 class PretrainTargets(Protocol):
     """What :func:`pretrain_loss` reads: the fields of
     :class:`~vlparse.models.outputs.PretrainOutput` (``None`` where a family or a step has no
-    such term). ``T`` pairs, ``K`` masked text positions, ``M`` masked visual tokens."""
+    such term). ``T`` pairs, ``K`` masked text positions, ``M`` masked visual tokens, ``B``
+    local ITC pairs whose rows are scored against ``C`` columns (e.g. the pairs gathered over
+    all processes and a queue; a column that is neither target nor negative holds ``-inf``)."""
 
     itm_logits: Tensor | None  # (T, 2)
     itm_labels: Tensor | None  # (T,)
@@ -38,17 +41,18 @@ class PretrainTargets(Protocol):
     mfr_pred: Tensor | None  # (M, c)
     mfr_target: Tensor | None  # (M, c)
     mfr_num_samples: int | None
-    itc_logits_i2t: Tensor | None  # (B, B')
-    itc_logits_t2i: Tensor | None  # (B', B)
-    itc_targets: Tensor | None  # (B,)
+    itc_logits_i2t: Tensor | None  # (B, C): each local image against the texts
+    itc_logits_t2i: Tensor | None  # (B, C): each local text against the images
+    itc_targets: Tensor | None  # (B,) the target column of each row, the same both ways
 
 
 @dataclass
 class LossOutput:
     """The weighted total, every computed term (also those weighted 0) and the accuracy counts
-    (``itm_correct`` / ``itm_total``, ``mlm_correct`` / ``mlm_total``): integers, or 0-dim
-    integer tensors on the device where the count depends on the data (read back by whoever
-    logs them, so that the step itself never waits for the device)."""
+    (``itm_correct`` / ``itm_total``, ``mlm_correct`` / ``mlm_total``, ``itc_correct`` /
+    ``itc_total``: rows of both ITC directions whose highest logit is their target): integers,
+    or 0-dim integer tensors on the device where the count depends on the data (read back by
+    whoever logs them, so that the step itself never waits for the device)."""
 
     total: Tensor
     parts: dict[str, Tensor] = field(default_factory=dict)
@@ -59,10 +63,12 @@ def _identity(x: Tensor) -> Tensor:
     return x
 
 
-def _itc(i2t: Tensor, t2i: Tensor, targets: Tensor) -> Tensor:
-    """Symmetric InfoNCE: the mean of the image-to-text and text-to-image cross-entropies, each
-    row's target the index ``targets`` names (the same pairing both ways)."""
-    return 0.5 * (F.cross_entropy(i2t.float(), targets) + F.cross_entropy(t2i.float(), targets))
+def _itc_accuracy(i2t: Tensor, t2i: Tensor, targets: Tensor) -> tuple[Tensor, int]:
+    """Rows of both directions whose highest logit is their target (on the device), and the
+    rows counted."""
+    with torch.no_grad():
+        hits = (i2t.argmax(1) == targets).sum() + (t2i.argmax(1) == targets).sum()
+    return hits, 2 * int(targets.numel())
 
 
 def _terms(
@@ -90,7 +96,9 @@ def _terms(
         parts["mfr"] = mfr_loss(out.mfr_pred.float(), out.mfr_target.float(),
                                 num_samples=out.mfr_num_samples)
     if out.itc_logits_i2t is not None:
-        parts["itc"] = _itc(out.itc_logits_i2t, out.itc_logits_t2i, out.itc_targets)
+        i2t, t2i, targets = out.itc_logits_i2t, out.itc_logits_t2i, out.itc_targets
+        parts["itc"] = itc_loss(i2t, t2i, targets)
+        counts["itc_correct"], counts["itc_total"] = _itc_accuracy(i2t, t2i, targets)
     return parts, counts
 
 
@@ -104,9 +112,12 @@ def pretrain_loss(
     Terms: ITM (cross-entropy of ``itm_logits`` against ``itm_labels``), VLA (matched minus
     unmatched OT distances, :func:`~vlparse.objectives.ot.vla_loss`), MLM (cross-entropy of the
     masked positions divided by their count over all processes), MFR (squared error over
-    ``mfr_num_samples``), ITC (symmetric InfoNCE). A term whose fields are ``None`` is not
-    computed; a computed term whose weight is 0 (or absent from ``weights``) is reported in
-    ``parts`` but not added. The terms are summed in the order of :data:`TERMS`.
+    ``mfr_num_samples``), ITC (symmetric InfoNCE over the local rows,
+    :func:`~vlparse.objectives.contrastive.itc_loss`: averaged over processes it is the loss of
+    one process holding the global batch when every process holds as many rows). A term whose
+    fields are ``None`` is not computed; a computed term whose weight is 0 (or absent from
+    ``weights``) is reported in ``parts`` but not added. The terms are summed in the order of
+    :data:`TERMS`.
 
     Args:
         output: a :class:`~vlparse.models.outputs.PretrainOutput`.

@@ -1,4 +1,6 @@
-"""Pre-training of the Visual Parsing model as a task the trainer runs (:class:`PretrainTask`).
+"""Pre-training as a task the trainer runs (:class:`PretrainTask`): of the Visual Parsing model
+here, of FIBER in :mod:`vlparse.tasks.pretrain_fiber` (``PretrainTask(cfg, ...)`` gives the task of
+``cfg.model.family``).
 
 Batch composition (paper section 4.1): every image comes with ``P = num_pos`` matched captions
 and ``N = num_neg`` captions of other images (2 and 2 in the paper); the collator
@@ -42,7 +44,7 @@ from vlparse.tasks.pretrain_eval import evaluate_pretrain
 from vlparse.train.protocol import StepContext, StepOutput
 from vlparse.utils import autocast_dtype
 
-__all__ = ["PretrainTask", "loss_weights", "run_pretrain"]
+__all__ = ["PretrainTask", "loss_weights", "run_pretrain", "step_scalars"]
 
 
 def loss_weights(cfg: PretrainConfig, mlm_weight: float) -> dict[str, float]:
@@ -52,9 +54,23 @@ def loss_weights(cfg: PretrainConfig, mlm_weight: float) -> dict[str, float]:
             "mfr": o.lambda_mfr}
 
 
+def step_scalars(losses: Any, output: Any) -> dict[str, Any]:
+    """What a pre-training step logs: the total, each computed term and the model's
+    diagnostics, as detached tensors (the trainer reads them back once per log window, so that
+    the step never waits for the device; it turns the counts of ``losses`` into accuracies)."""
+    scalars: dict[str, Any] = {"loss": losses.total.detach()}
+    scalars.update({k: v.detach() for k, v in losses.parts.items()})
+    scalars.update({k: torch.as_tensor(v).detach() for k, v in output.diagnostics.items()})
+    return scalars
+
+
 class PretrainTask:
     """Pre-training on the caption data sets of a manifest, or on tar shards of them (the
     trainer's task protocol, :class:`~vlparse.train.protocol.TrainTask`).
+
+    ``PretrainTask(cfg, ...)`` is the task of ``cfg.model.family``: a FIBER config gives a
+    :class:`~vlparse.tasks.pretrain_fiber.FiberPretrainTask` (a subclass that replaces the
+    family's parts: processor, collator settings, model, step and evaluation).
 
     Args:
         cfg: the pre-training config.
@@ -71,15 +87,21 @@ class PretrainTask:
 
     name = "pretrain"
 
+    def __new__(cls, cfg: PretrainConfig | None = None, *args: Any, **kwargs: Any):
+        if cls is PretrainTask and cfg is not None and cfg.model.family == "fiber":
+            from vlparse.tasks.pretrain_fiber import FiberPretrainTask
+
+            cls = FiberPretrainTask
+        return super().__new__(cls)
+
     def __init__(self, cfg: PretrainConfig, manifest_path: str | Path, *, world_size: int = 1,
                  rank: int = 0, evaluate: bool = True, init_weights: bool = True,
                  log: Callable[[str], None] | None = print) -> None:
-        require_attention(cfg.model.visual, cfg.objectives.mfr_mode)
         self.cfg, self.init_weights, self._log = cfg, init_weights, log
         self.rank, self.world_size = rank, world_size
-        self._check_groups(world_size)
+        self._check(world_size)
         manifest = load_manifest(manifest_path)
-        self.processor = VisualParsingProcessor.from_config(cfg.model)
+        self.processor = self._processor()
         d = cfg.data
         self.shard_index = self._open_shards() if d.format == "shards" else None
         self.records = (read_pretrain_records(manifest, d.train_sets, d.train_splits)
@@ -95,23 +117,23 @@ class PretrainTask:
             report_unknown_tokens(self.processor.tokenizer,
                                   [c for r in self.records for c in r.captions],
                                   "the training captions", log=self._log)
-        o = cfg.objectives
         numbered = self.records
         if truth is not None and numbered is None:  # what the samples' record numbers index
             numbered = self._shard_records(manifest, manifest_path)
-        self._collator = self._make_collator(self.records, cfg.train.seed, o.itm_negatives, truth,
-                                             numbered)
+        self._collator = self._make_collator(self.records, cfg.train.seed, truth, train=True,
+                                             numbered=numbered)
         self._eval_collator = None
         if self.val_records is not None:
             self._eval_collator = self._make_collator(self.val_records, cfg.train.seed + 1,
-                                                      "dataset", truth)
-        self._num_visual_tokens: int | None = None
+                                                      truth, train=False)
 
     def log(self, line: str) -> None:
         if self._log is not None:
             self._log(line)
 
-    def _check_groups(self, world_size: int) -> None:
+    def _check(self, world_size: int) -> None:
+        """Refuse settings the family cannot run, before any data is read."""
+        require_attention(self.cfg.model.visual, self.cfg.objectives.mfr_mode)
         o, tr = self.cfg.objectives, self.cfg.train
         micro = tr.batch_size // (tr.grad_accum * world_size)
         if o.itm_negatives == "batch" and micro % o.itm_negative_group:
@@ -122,16 +144,20 @@ class PretrainTask:
                 f"({o.itm_negative_group}), so that no group is split"
             )
 
-    def _make_collator(self, records, seed: int, negatives: str, truth: SceneTruth | None,
+    def _processor(self) -> VisualParsingProcessor:
+        return VisualParsingProcessor.from_config(self.cfg.model)
+
+    def _make_collator(self, records, seed: int, truth: SceneTruth | None, train: bool,
                        numbered=None) -> PretrainCollator:
-        """``numbered``: the records that items' ``record`` numbers index (default
-        ``records``; for shards, the manifest's records they were written from)."""
+        """The collator of training (``train``) or of the held-out evaluation. ``numbered``:
+        the records that items' ``record`` numbers index (default ``records``; for shards, the
+        manifest's records they were written from)."""
         o = self.cfg.objectives
         numbered = records if numbered is None else numbered
         return PretrainCollator(
             records, self.processor, self._visual_tokens(), num_pos=o.num_pos,
             num_neg=o.num_neg, mlm_prob=o.mlm_prob, mlm_min_masked=o.mlm_min_masked,
-            seed=seed, negatives=negatives,
+            seed=seed, negatives=o.itm_negatives if train else "dataset",
             group=o.itm_negative_group,
             negative_filter=truth.negative_filter(numbered) if truth is not None else None,
         )
@@ -238,10 +264,7 @@ class PretrainTask:
         weight = ramp_weight(ctx.step, o.mlm_delay, o.mlm_ramp)
         output = model.forward_pretrain(batch, run_masked=weight > 0)
         losses = pretrain_loss(output, loss_weights(self.cfg, weight), ctx.reduce_count)
-        # detached tensors, not floats: the trainer reads them back once per log window
-        scalars: dict[str, Any] = {"loss": losses.total.detach()}
-        scalars.update({k: v.detach() for k, v in losses.parts.items()})
-        scalars.update({k: torch.as_tensor(v).detach() for k, v in output.diagnostics.items()})
+        scalars = step_scalars(losses, output)
         if o.mlm_delay or o.mlm_ramp:
             scalars["mlm_weight"] = weight
         return StepOutput(losses.total, scalars, losses.counts)

@@ -10,14 +10,12 @@ import pytest
 import torch
 from transformers import BertConfig, BertForMaskedLM, BertModel, RobertaForMaskedLM
 
-from vlparse.config import DataConfig, OptimConfig, TrainConfig, from_dict
+from vlparse.config import builtin_configs, from_dict, load_config
 from vlparse.config.fiber import (
     FiberModelConfig,
     FiberObjectiveConfig,
     FiberTextConfig,
     FiberVisualConfig,
-    fiber_config_file,
-    load_fiber_sections,
 )
 from vlparse.errors import ConfigError
 from vlparse.models.fiber import FiberModel
@@ -25,22 +23,22 @@ from vlparse.models.fiber.loading import _bundled_folder
 from vlparse.models.fiber.text_tower import hf_text_config
 
 
+def _sections(name: str) -> tuple[FiberModelConfig, FiberObjectiveConfig]:
+    cfg = load_config(name)
+    return cfg.model, cfg.objectives
+
+
 @pytest.mark.parametrize("name", ["fiber_tiny", "fiber_base"])
 def test_named_configs_load_and_validate(name: str) -> None:
-    import yaml
-
-    model, objectives = load_fiber_sections(name)
+    assert name in builtin_configs()  # --config fiber_tiny works
+    model, objectives = _sections(name)
+    assert isinstance(model, FiberModelConfig) and isinstance(objectives, FiberObjectiveConfig)
     assert model.family == "fiber" and model.name == name
     assert objectives.lambda_itc == objectives.lambda_itm == objectives.lambda_mlm == 1.0
-    data = yaml.safe_load(fiber_config_file(name).read_text())
-    assert set(data) <= {"model", "objectives", "data", "optim", "train"}
-    from_dict(OptimConfig, data["optim"], "optim")
-    from_dict(TrainConfig, data["train"], "train")
-    from_dict(DataConfig, data.get("data", {}), "data")
 
 
 def test_fiber_base_is_the_papers_model() -> None:
-    cfg, _ = load_fiber_sections("fiber_base")
+    cfg, _ = _sections("fiber_base")
     assert cfg.visual.pretrained == "timm" and cfg.text.pretrained == "roberta-base"
     with torch.device("meta"):
         model = FiberModel(cfg)
@@ -65,7 +63,7 @@ def test_fiber_base_offline_names_the_overrides(monkeypatch) -> None:
     real_create = timm.create_model
     monkeypatch.setattr(timm, "create_model", offline)
     monkeypatch.setattr(huggingface_hub, "hf_hub_download", offline)
-    cfg, _ = load_fiber_sections("fiber_base")
+    cfg, _ = _sections("fiber_base")
     with torch.device("meta"):
         model = FiberModel(cfg)
     with pytest.raises(ConfigError, match=r"model\.visual\.pretrained.*null"):
@@ -106,7 +104,7 @@ def test_objective_ranges() -> None:
 
 
 def test_fiber_tiny_starts_from_the_shipped_minilm_weights() -> None:
-    cfg, _ = load_fiber_sections("fiber_tiny")
+    cfg, _ = _sections("fiber_tiny")
     model = FiberModel(cfg).eval()
     report = model.load_pretrained()["text"]
     assert not [k for k in report.missing if k.startswith("text.model.")]
@@ -124,7 +122,7 @@ def test_fiber_tiny_starts_from_the_shipped_minilm_weights() -> None:
 
 
 def test_a_checkpoint_of_another_shape_names_the_fields(tmp_path) -> None:
-    cfg, _ = load_fiber_sections("fiber_tiny")
+    cfg, _ = _sections("fiber_tiny")
     text = replace(cfg.text, num_layers=4, hidden_size=256, num_heads=4)
     expected = r"hidden_size=256 \(checkpoint: 384\).*num_layers=4 \(checkpoint: 6\)"
     with pytest.raises(ConfigError, match=expected):
@@ -167,3 +165,17 @@ def test_random_text_init_reads_nothing(make_config) -> None:
     assert isinstance(model.cfg.visual, FiberVisualConfig)
     assert isinstance(model.cfg.text, FiberTextConfig)
     assert isinstance(hf_text_config(model.cfg.text), BertConfig)
+
+
+def test_info_describes_the_fused_pairs_and_the_roles(capsys) -> None:
+    from vlparse.cli import main
+
+    assert main(["info", "--config", "fiber_base"]) == 0
+    out = capsys.readouterr().out
+    assert "2.14 <-> 6, 2.15 <-> 7, 2.16 <-> 8, 2.17 <-> 9, 3.0 <-> 10, 3.1 <-> 11" in out
+    assert "last grid 12 x 12 (144 tokens)" in out
+    total = float(out.split("multi-modal model: ")[1].split(" M")[0])
+    roles = out.split("parameters: ")[1].splitlines()[0].split(", ")
+    assert [r.split()[0] for r in roles] == ["image_backbone", "text_backbone", "cross_modal",
+                                             "head"]
+    assert sum(float(r.split()[1]) for r in roles) == pytest.approx(total, abs=0.1)

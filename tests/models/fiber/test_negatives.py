@@ -134,3 +134,42 @@ def test_the_model_learns_its_itc_temperature_through_a_pretraining_step(make_co
     (loss + torch.nn.functional.cross_entropy(itm_logits, itm.labels)).backward()
     assert tau.grad is not None and tau.grad != 0
     assert model.itm_head.fc.weight.grad.abs().sum() > 0
+
+
+def test_uniforms_pick_the_entry_whose_cumulative_share_holds_them():
+    # allowed weights of the hard rule by hand: softmax of [2, 0.5, 1] over columns 0, 1, 3
+    row = torch.tensor([[2.0, 0.5, -1.0, 1.0]])
+    allowed = torch.tensor([[True, True, False, True]])
+    p = torch.tensor([2.0, 0.5, 1.0]).exp()
+    p = p / p.sum()  # columns 0, 1, 3
+    edges = [float(p[0]), float(p[0] + p[1])]
+    cases = [(0.0, 0), (edges[0] - 1e-4, 0), (edges[0] + 1e-4, 1), (edges[1] - 1e-4, 1),
+             (edges[1] + 1e-4, 3), (0.999999, 3)]
+    for u, column in cases:
+        assert int(sample_rows(row, allowed, "hard", noise=torch.tensor([u]))) == column, u
+    # random: each allowed column a third of [0, 1)
+    for u, column in [(0.1, 0), (0.4, 1), (0.7, 3)]:
+        assert int(sample_rows(row, allowed, "random", noise=torch.tensor([u]))) == column
+    # a fine grid of uniforms reproduces the distribution within the grid's resolution
+    grid = (torch.arange(3000) + 0.5) / 3000
+    drawn = sample_rows(row.expand(3000, 4), allowed.expand(3000, 4), noise=grid)
+    freq = torch.bincount(drawn, minlength=4).double() / 3000
+    torch.testing.assert_close(freq[[0, 1, 3]], p.double(), atol=1e-3, rtol=0)
+    assert freq[2] == 0
+
+
+def test_uniform_draws_depend_on_the_rows_own_uniforms():
+    emb, ids = _same_image_favoured(1)
+    logits = contrastive_logits(emb, emb, 0.05, ids)
+    noise = torch.rand(12, 2, generator=torch.Generator().manual_seed(4))
+    whole = draw_negatives(logits, noise=noise)
+    assert bool((ids[whole.text_for_image] != ids).all())
+    assert bool((ids[whole.image_for_text] != ids).all())
+    # new uniforms for the second half: the first half draws what it drew
+    other = torch.cat([noise[:6], torch.rand(6, 2, generator=torch.Generator().manual_seed(5))])
+    again = draw_negatives(logits, noise=other)
+    assert torch.equal(again.text_for_image[:6], whole.text_for_image[:6])
+    assert torch.equal(again.image_for_text[:6], whole.image_for_text[:6])
+    assert not torch.equal(again.text_for_image, whole.text_for_image)
+    with pytest.raises(ValueError, match="noise must be"):
+        draw_negatives(logits, noise=noise[:, :1])

@@ -5,9 +5,11 @@ from vlparse.models.fiber.cross_attention import GatedCrossAttention
 from vlparse.models.fiber.modeling import FiberModel
 from vlparse.models.fiber.outputs import FiberImageOutput, FiberOutput, FiberTextOutput
 from vlparse.models.fiber.pairing import FusionPair, fusion_pairs
+from vlparse.models.fiber.processor import FiberProcessor
 
 __all__ = [
     "FiberModel",
+    "FiberProcessor",
     "FiberOutput",
     "FiberImageOutput",
     "FiberTextOutput",

@@ -21,11 +21,16 @@ parameter groups by module role with learning-rate multipliers.
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Any
+
 import torch
 from torch import Tensor, nn
 
+from vlparse.config.base import from_dict, to_dict
 from vlparse.config.fiber import FiberModelConfig, FiberObjectiveConfig
 from vlparse.config.training import OptimConfig
+from vlparse.models.base import PretrainedMixin
 from vlparse.models.fiber.cross_attention import GatedCrossAttention
 from vlparse.models.fiber.fusion import run_fused
 from vlparse.models.fiber.heads import CrossModalPooler, ITCProjection, ITMHead
@@ -34,24 +39,33 @@ from vlparse.models.fiber.loading import load_text_weights
 from vlparse.models.fiber.outputs import FiberImageOutput, FiberOutput, FiberTextOutput
 from vlparse.models.fiber.pairing import fusion_pairs
 from vlparse.models.fiber.params import role_param_groups
+from vlparse.models.fiber.pretraining import PASS_FIELDS, forward_pretrain
 from vlparse.models.fiber.text_tower import TextTower
+from vlparse.models.outputs import PretrainOutput
 from vlparse.models.weights import LoadReport
+from vlparse.objectives.contrastive import FeatureQueue
 
-__all__ = ["FiberModel"]
+__all__ = ["FAMILY", "FiberModel"]
 
+FAMILY = "fiber"
 SWIN_NORM_EPS = 1e-5  # timm's Swin LayerNorm epsilon, used by the image-side query norm
+SAVED_TOKENIZER = "."
+"""``text.tokenizer`` in a saved ``config.json`` when the tokenizer is saved beside the model
+(``from_pretrained`` puts the folder's path back)."""
 
 
-class FiberModel(nn.Module):
+class FiberModel(PretrainedMixin, nn.Module):
     """FIBER: fusion in the backbone.
 
     Args:
         cfg: the model config. No weights are read here; call :meth:`load_pretrained`.
         objectives: the pre-training settings the model's passes use (kept as
             ``self.objectives``; default :class:`~vlparse.config.fiber.FiberObjectiveConfig`'s):
-            here the initial ITC temperature ``itc_temperature``, a learnable parameter of the
+            the initial ITC temperature ``itc_temperature``, a learnable parameter of the
             ``head`` role (``itc.temperature``) saved with the weights, so a loaded model keeps
-            its trained value whatever this says.
+            its trained value whatever this says; its bounds, the queue size and the ITM
+            negatives of :meth:`forward_pretrain`
+            (:data:`~vlparse.models.fiber.pretraining.PASS_FIELDS`).
 
     Attributes:
         image: :class:`~vlparse.models.fiber.image_tower.SwinTower` (timm model in ``image.model``).
@@ -64,7 +78,11 @@ class FiberModel(nn.Module):
         itc: the dual encoder's projections and the ITC temperature. itm_head:
             ``Linear(2 D -> 2)``.
         mlm_head: transformers' MLM head, decoder tied to the word embeddings.
+        itc_queue: earlier ITC embeddings (``objectives.itc_queue_size > 0``; not saved), or
+            ``None``.
     """
+
+    family = FAMILY
 
     def __init__(self, cfg: FiberModelConfig,
                  objectives: FiberObjectiveConfig | None = None) -> None:
@@ -98,6 +116,8 @@ class FiberModel(nn.Module):
                                  temperature=self.objectives.itc_temperature)
         self.itm_head = ITMHead(cfg.hidden_size)
         self.mlm_head = self.text.build_mlm_head()
+        size = self.objectives.itc_queue_size
+        self.itc_queue = FeatureQueue(size, cfg.itc_dim) if size else None
 
     # ------------------------------------------------------------------ unimodal
 
@@ -178,6 +198,15 @@ class FiberModel(nn.Module):
         """``(..., Dt)`` fused text states -> ``(..., V)`` vocabulary logits."""
         return self.mlm_head(text_states)
 
+    def forward_pretrain(self, batch: dict[str, Tensor], *, run_masked: bool = True
+                         ) -> PretrainOutput:
+        """ITC (fusion off, over the batch gathered across processes), ITM with hard negatives
+        drawn from the ITC similarities and MLM on the fused text
+        (:func:`~vlparse.models.fiber.pretraining.forward_pretrain`, where the batch and the
+        output are described). Collective under ``torch.distributed``: every process calls it.
+        """
+        return forward_pretrain(self, batch, run_masked)
+
     @property
     def gates(self) -> Tensor:
         """``(F, 2)``: the image-to-text and text-to-image gate of each pair, bottom up."""
@@ -228,3 +257,40 @@ class FiberModel(nn.Module):
                 self.text.model, self.mlm_head, self.cfg.text, self.cfg.text.pretrained
             )
         return reports
+
+    def pretrained_config(self, processor: Any = None) -> dict[str, Any]:
+        """``model`` (the config without initialisation sources: the weights are saved; the
+        tokenizer, saved beside the model, as :data:`SAVED_TOKENIZER`), ``vocab_size``,
+        ``special_ids`` and ``objectives`` (:data:`~vlparse.models.fiber.pretraining.
+        PASS_FIELDS`).
+
+        Raises:
+            ValueError: the processor's tokenizer does not fit the model (larger vocabulary,
+                another padding id).
+        """
+        t = self.cfg.text
+        ids: dict[str, int] = {"pad": t.pad_token_id}
+        if processor is not None:
+            theirs = processor.special_ids
+            if theirs["vocab_size"] > t.vocab_size or theirs["pad"] != t.pad_token_id:
+                raise ValueError(
+                    f"save_pretrained: the processor's tokenizer ({theirs}) does not fit the "
+                    f"model (vocabulary {t.vocab_size}, padding id {t.pad_token_id})"
+                )
+            ids = {k: v for k, v in theirs.items() if k != "vocab_size"}
+        model = to_dict(self.cfg)
+        model["visual"]["pretrained"] = model["text"]["pretrained"] = None
+        if processor is not None or Path(model["text"]["tokenizer"]).exists():
+            model["text"]["tokenizer"] = SAVED_TOKENIZER
+        passes = {k: getattr(self.objectives, k) for k in PASS_FIELDS}
+        return {"model": model, "vocab_size": t.vocab_size, "special_ids": ids,
+                "objectives": passes}
+
+    @classmethod
+    def from_pretrained_config(cls, config: dict[str, Any], directory: Path) -> FiberModel:
+        """A model of the architecture ``config.json`` describes (no weights read)."""
+        model = dict(config["model"])
+        if model.get("text", {}).get("tokenizer") == SAVED_TOKENIZER:
+            model["text"] = {**model["text"], "tokenizer": str(Path(directory).resolve())}
+        objectives = from_dict(FiberObjectiveConfig, config.get("objectives", {}), "objectives")
+        return cls(from_dict(FiberModelConfig, model, "model"), objectives=objectives)

@@ -101,17 +101,35 @@ def allowed_negatives(
     return allowed
 
 
+def _inverse_cdf(probs: Tensor, noise: Tensor) -> Tensor:
+    """``(B, P)`` non-negative weights and ``(B,)`` uniforms in ``[0, 1)`` -> ``(B,)`` long: the
+    entry whose share of the cumulative weight holds each uniform (never a 0-weight entry)."""
+    probs = probs.double()
+    cdf = probs.cumsum(1)
+    target = noise.to(cdf) * cdf[:, -1]
+    index = torch.searchsorted(cdf, target[:, None].contiguous(), right=True).squeeze(1)
+    last = (probs > 0).long().cumsum(1).argmax(1)  # the last entry of positive weight
+    return torch.minimum(index, last)
+
+
 def sample_rows(
     logits: Tensor,
     allowed: Tensor,
     mode: Literal["hard", "random"] = "hard",
     generator: torch.Generator | None = None,
+    noise: Tensor | None = None,
 ) -> Tensor:
     """One draw per row among the allowed entries: ``(B, P)`` logits and mask -> ``(B,)`` long.
 
     ``"hard"``: with probability ``softmax(logits)`` renormalised over the allowed entries
     (computed over them, so a small temperature cannot underflow every allowed entry to 0);
-    ``"random"``: uniformly. ``generator``: on the logits' device; ``None`` uses the global RNG.
+    ``"random"``: uniformly.
+
+    Args:
+        generator: on the logits' device; ``None`` uses the global RNG.
+        noise: ``(B,)`` uniforms in ``[0, 1)``, one per row: the draw is then the inverse of the
+            row's cumulative distribution at its uniform, a function of the row alone (whatever
+            the other rows, the process or the generator); ``generator`` is not used.
 
     Raises:
         ValueError: a row with no allowed entry.
@@ -124,6 +142,11 @@ def sample_rows(
         probs = allowed.float()
     else:
         raise ValueError(f"mode must be 'hard' or 'random', got {mode!r}")
+    if noise is not None:
+        if noise.shape != probs.shape[:1]:
+            raise ValueError(f"sample_rows: noise must be ({probs.shape[0]},), got "
+                             f"{tuple(noise.shape)}")
+        return _inverse_cdf(probs, noise)
     return torch.multinomial(probs, 1, generator=generator).squeeze(1)
 
 
@@ -133,6 +156,7 @@ def draw_negatives(
     pool: Pool = "gathered",
     exclude: Literal["same_image", "pair"] = "same_image",
     generator: torch.Generator | None = None,
+    noise: Tensor | None = None,
 ) -> Negatives:
     """For each local image a text, for each local text an image, from the ITC logits.
 
@@ -144,6 +168,11 @@ def draw_negatives(
         mode, pool, exclude: see the module docstring (``FiberObjectiveConfig``'s
             ``itm_negatives``, ``hard_negative_pool``, ``hard_negative_exclude``).
         generator: one per process, seeded differently per process and step.
+        noise: ``(B, 2)`` uniforms in ``[0, 1)`` per local pair (the text draw of its image,
+            the image draw of its text), e.g. drawn with the pair's data: the draws then
+            depend on each pair's row of similarities and its uniforms only, so that a batch
+            split over processes draws what one process holding it draws. Replaces
+            ``generator``.
     """
     g = logits.gathered
     rank, _ = rank_and_world()
@@ -166,8 +195,13 @@ def draw_negatives(
         rows = g.own()
         i2t = g.image[rows] @ g.text[cols].t() / logits.temperature
         t2i = g.text[rows] @ g.image[cols].t() / logits.temperature
-    return Negatives(sample_rows(i2t, allowed, mode, generator),
-                     sample_rows(t2i, allowed, mode, generator), pool, sizes, int(empty.sum()))
+    if noise is not None and noise.shape != (len(own), 2):
+        raise ValueError(f"draw_negatives: noise must be ({len(own)}, 2), got "
+                         f"{tuple(noise.shape)}")
+    u = (None, None) if noise is None else (noise[:, 0], noise[:, 1])
+    return Negatives(sample_rows(i2t, allowed, mode, generator, u[0]),
+                     sample_rows(t2i, allowed, mode, generator, u[1]), pool, sizes,
+                     int(empty.sum()))
 
 
 def _pad_text(ids: Tensor, mask: Tensor, length: int, pad_id: int) -> tuple[Tensor, Tensor]:

@@ -94,17 +94,22 @@ class TextTower(nn.Module):
 
     def embed(self, input_ids: Tensor, attention_mask: Tensor) -> tuple[Tensor, object]:
         """Embeddings ``(B, L, Dt)`` and the self-attention mask in the form the layers take
-        (built by the same transformers function the model's ``forward`` uses)."""
+        (:meth:`self_attention_mask`)."""
         self._check(input_ids, attention_mask)
         h = self.model.embeddings(input_ids=input_ids)
+        return h, self.self_attention_mask(h, attention_mask)
+
+    def self_attention_mask(self, h: Tensor, attention_mask: Tensor) -> object:
+        """The self-attention mask of states ``h (B, L, Dt)`` with padding mask ``(B, L)``, in
+        the form the layers take (built by the same transformers function the model's
+        ``forward`` uses)."""
         try:
             from transformers.masking_utils import create_bidirectional_mask
         except ImportError:  # transformers 4.x: the additive (B, 1, 1, L) mask
-            return h, self.model.get_extended_attention_mask(attention_mask, input_ids.shape)
-        mask = create_bidirectional_mask(
+            return self.model.get_extended_attention_mask(attention_mask, h.shape[:2])
+        return create_bidirectional_mask(
             config=self.model.config, inputs_embeds=h, attention_mask=attention_mask
         )
-        return h, mask
 
     def layer(self, h: Tensor, index: int, mask: object) -> Tensor:
         """Text layer ``index`` as transformers runs it: ``(B, L, Dt)`` -> ``(B, L, Dt)``."""
