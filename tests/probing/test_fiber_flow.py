@@ -1,13 +1,20 @@
 """The generalised inter-modality flow of FIBER: the share formula by hand, its reduction to the
 paper's IMF on a single-stream layer, exactly 0 with every gate at 0, a hand computation of the
-first fused pair from timm's and transformers' own modules, and the accumulator."""
+first fused pair from timm's and transformers' own modules, the accumulator, and ``vlparse
+probe`` on a FIBER run beside a Visual Parsing run."""
 
 from __future__ import annotations
 
+import json
+import shutil
+from pathlib import Path
+
 import pytest
 import torch
+from safetensors.torch import load_file, save_file
 
 from tests.models.fiber.conftest import IMAGE, VOCAB, small_config
+from vlparse.io.checkpoint import find_checkpoint
 from vlparse.models.fiber import FiberModel
 from vlparse.probing import inter_modality_flow_per_sample
 from vlparse.probing.fiber_flow import (
@@ -138,3 +145,80 @@ def test_the_accumulator_averages_over_samples(model, batch):
     assert torch.allclose(acc.compute(), whole, atol=1e-6)
     with pytest.raises(RuntimeError, match="no samples"):
         FiberFlowAccumulator(3).compute()
+
+
+# a fiber_tiny run small enough for a test: 2 steps, a 3-layer random text backbone, 2 pairs
+FIBER_RUN = ["train.batch_size=4", "train.progress=false", "train.log_every=1",
+             "data.num_workers=0", "model.text.pretrained=null", "model.text.num_layers=3",
+             "model.fusion.num_layers=2", "train.max_steps=2", "optim.warmup_steps=0"]
+
+
+@pytest.fixture(scope="module")
+def runs(scene_world, tmp_path_factory) -> dict[str, Path]:
+    """A 2-step fiber_tiny run and a 2-step tiny (Visual Parsing) run on the scene world."""
+    from tests.conftest import SMALL
+    from vlparse.config import load_config
+    from vlparse.tasks.pretrain import run_pretrain
+
+    root = tmp_path_factory.mktemp("probe_runs")
+    run_pretrain(load_config("fiber_tiny", FIBER_RUN), scene_world, root / "fiber",
+                 evaluate=False)
+    run_pretrain(load_config("tiny", [*SMALL, "train.max_steps=2"]), scene_world,
+                 root / "vp", evaluate=False)
+    return {"fiber": root / "fiber", "vp": root / "vp"}
+
+
+def test_probe_command_on_a_fiber_run_beside_a_visual_parsing_run(runs, scene_world, tmp_path):
+    from vlparse.cli import main
+    from vlparse.probing.fiber_run import load_fiber_run
+
+    out = tmp_path / "probe"
+    assert main(["probe", "--checkpoint", str(runs["fiber"]), "--checkpoint", str(runs["vp"]),
+                 "--label", "fiber", "--label", "vp", "--data", str(scene_world),
+                 "--out", str(out), "--num-samples", "6", "--batch-size", "4"]) == 0
+    flows = json.loads((out / "fiber_flow.json").read_text())
+    assert set(flows) == {"fiber"}  # the Visual Parsing run went to the IMF and NMI probes
+    assert set(json.loads((out / "imf.json").read_text())) == {"vp"}
+    entry = flows["fiber"]
+    model = load_fiber_run(runs["fiber"])[0]
+    gates = model.gates.detach().double()
+    assert entry["gate_i2t"] == gates[:, 0].tolist() and entry["gate_t2i"] == gates[:, 1].tolist()
+    assert bool((gates != 0).all())  # two optimizer steps moved every gate
+    # fiber_tiny's Swin has depths 2-2: the two blocks of stage 2 pair with text layers 2, 3
+    assert entry["pairs"] == [{"image_stage": 2, "image_block": 1, "text_layer": 2},
+                              {"image_stage": 2, "image_block": 2, "text_layer": 3}]
+    assert entry["num_samples"] == 6 and entry["data"] == "pretrain"
+    for name in ("flow_i2t", "flow_t2i"):
+        assert len(entry[name]) == 2 and all(0.0 < v < 1.0 for v in entry[name])
+    for name in ("fiber_flow.png", "imf_within_layer.png", "nmi.png"):
+        assert (out / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+    # the same gates set to 0 in a copy of the run: its flow is exactly 0
+    zero = tmp_path / "zero"
+    shutil.copytree(runs["fiber"], zero)
+    weights = find_checkpoint(zero) / "model.safetensors"
+    state = load_file(weights)
+    for key in state:
+        if key.endswith(".gate"):
+            state[key] = torch.zeros_like(state[key])
+    save_file(state, weights)
+    assert main(["probe", "--checkpoint", str(zero), "--data", str(scene_world), "--out",
+                 str(tmp_path / "p0"), "--num-samples", "4", "--batch-size", "4"]) == 0
+    entry = json.loads((tmp_path / "p0" / "fiber_flow.json").read_text())["zero"]
+    assert entry["flow_i2t"] == [0.0, 0.0] and entry["flow_t2i"] == [0.0, 0.0]
+
+
+@pytest.mark.parametrize("argv, words", [
+    (["--nmi-data", "vg/train"], "the modality NMI does not apply to FIBER runs"),
+    (["masks"], "a FIBER run has none"),
+])
+def test_probes_that_do_not_apply_to_fiber_are_refused_in_one_line(runs, scene_world, tmp_path,
+                                                                    capsys, argv, words):
+    from vlparse.cli import main
+
+    head, tail = (["probe", "masks"], []) if argv == ["masks"] else (["probe"], argv)
+    rc = main([*head, "--checkpoint", str(runs["fiber"]), "--data", str(scene_world),
+               "--out", str(tmp_path / "p"), *tail])
+    err = capsys.readouterr().err
+    assert rc == 2 and words in err
+    assert err.count("\n") == 1 and err.startswith("vlparse: error: ")
