@@ -83,16 +83,16 @@ def _capture(model: nn.Module, text_mask: Tensor, found: dict[tuple[int, int], T
     handles = []
 
     def hook_of(pair: int, direction: int):
-        def hook(module: nn.Module, args: tuple, output: tuple) -> None:
-            self_out, cross_out = args[0], output[0]
+        def hook(module: nn.Module, args: tuple, kwargs: dict, output: tuple) -> None:
+            self_out, cross_out = (args[0] if args else kwargs["x"]), output[0]
             mask = text_mask if direction == 1 else None  # the text queries' padding
             found[(pair, direction)] = update_share(self_out, cross_out, mask)
         return hook
 
     try:
         for k, (i2t, t2i) in enumerate(zip(model.i2t, model.t2i, strict=True)):
-            handles.append(i2t.register_forward_hook(hook_of(k, 0)))
-            handles.append(t2i.register_forward_hook(hook_of(k, 1)))
+            handles.append(i2t.register_forward_hook(hook_of(k, 0), with_kwargs=True))
+            handles.append(t2i.register_forward_hook(hook_of(k, 1), with_kwargs=True))
         yield
     finally:
         for handle in handles:
