@@ -10,8 +10,9 @@ time left is skipped and the record says so):
   retrieval   benchmarks/retrieval_speed.py, vlparse and stock  -> retrieval_speed.json
   probe       benchmarks/probe_overhead.py                 -> probe_overhead.json
   smoke       benchmarks/gpu_smoke.sh: torchrun, 20 steps and a resume  -> gpu_smoke.json
-  fiber       FIBER pre-training and two-stage retrieval, once the FIBER model has its
-              pre-training passes (else "not available at this commit")  -> fiber.json
+  fiber       benchmarks/fiber_speed.py: fiber_base pre-training beside the paper model in the
+              same run, and FIBER's two-stage retrieval (else "not available at this commit")
+                                                           -> fiber_speed.json
   ablation    the next missing unit of the Table 5 ablation (``vlparse ablate --max-units 1``
               against the committed units in reports/*-table5-ablation/units/)
                                                            -> units/<row>-seed<k>.json
@@ -215,8 +216,8 @@ def parts(run: Run, wheels: str | None) -> dict[str, tuple[list[list[str]], floa
         "smoke": ([["bash", str(BENCH / "gpu_smoke.sh")]], 60, 120,
                   {"OUT": str(out), "WORK": str(tmp / "smoke"), "PYTHON": sys.executable,
                    **smoke_env}),
-        "fiber": ([_python("fiber_speed.py", *cpu, "--out", str(out / "fiber.json"))], 60, 90,
-                  {}),
+        "fiber": ([_python("fiber_speed.py", "--config", "tiny" if smoke else "base", *cpu,
+                           "--out", str(out / "fiber_speed.json"))], 60, 90, {}),
         "ablation": (_ablation_commands(run), unit_estimate_s(
             committed_units(), 60.0 if smoke else 170.0), 400, {}),
         "fp8": ([_python("fp8_loss.py", *fp8, *(["--wheels", wheels] if wheels else []),

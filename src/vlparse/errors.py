@@ -28,6 +28,7 @@ __all__ = [
     "AblationMismatchError",
     "OptionalDependencyError",
     "ShardError",
+    "ProbeNotApplicableError",
 ]
 
 
@@ -127,3 +128,7 @@ class ShardError(VlparseError, ValueError):
     """Tar shards cannot be used as asked: a shard is missing (named) or not in its folder's
     index, the index is incomplete, the folder holds shards written with other arguments, or the
     ``webdataset`` package that reads and writes them is not installed."""
+
+
+class ProbeNotApplicableError(VlparseError, ValueError):
+    """A probe asked of a model family it does not apply to (e.g. the modality NMI of FIBER)."""
