@@ -70,6 +70,9 @@ class FiberForGrounding(PretrainedMixin, nn.Module):
 
     family: ClassVar[str] = "fiber"
     default_task: ClassVar[str] = "grounding"
+    whole_for: ClassVar[tuple[str, ...]] = ("grounding", "refexp", "detection")
+    """Fine-tuning one of these tasks from a saved box model starts from all of it, head
+    included (:meth:`from_backbone`)."""
 
     def __init__(self, backbone: FiberModel, task: str | None = None) -> None:
         super().__init__()
