@@ -23,6 +23,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, ClassVar
 
+import numpy as np
 import torch
 from torch import Tensor, nn
 
@@ -41,6 +42,9 @@ from vlparse.objectives.grounding import (
     decode_boxes,
     grounding_loss,
 )
+from vlparse.processing.grounding import positive_map, tokenize_with_offsets
+from vlparse.processing.resize import pad_to_multiple, resize_with_boxes
+from vlparse.processing.transforms import IMAGENET_MEAN, IMAGENET_STD
 
 __all__ = [
     "BOX_TASKS",
@@ -181,6 +185,29 @@ class FiberForGrounding(PretrainedMixin, nn.Module):
                 boxes[b], scores, score_threshold=d.score_threshold,
                 nms_threshold=d.nms_threshold, top_k=d.top_k, image_size=tuple(size)))
         return out
+
+    @torch.no_grad()
+    def find(self, image: Any, caption: str, phrases: Sequence[Sequence[tuple[int, int]]],
+             tokenizer: Any) -> Detections:
+        """Boxes of one RGB PIL ``image`` for the ``phrases`` (character span lists) of
+        ``caption``, in the image's pixels, best first: the test size of ``detection``
+        (shorter side ``test_size``, longer at most ``max_size``), ImageNet normalisation,
+        padding to the stride, the fast ``tokenizer``'s offsets for the positive maps."""
+        d = self.cfg.detection
+        width, height = image.size
+        resized, _ = resize_with_boxes(image, torch.zeros(0, 4), d.test_size, d.max_size)
+        new_w, new_h = resized.size
+        pixels = torch.from_numpy(np.asarray(resized, dtype=np.float32) / 255.0).permute(2, 0, 1)
+        mean, std = torch.tensor(IMAGENET_MEAN), torch.tensor(IMAGENET_STD)
+        pixels = (pixels - mean[:, None, None]) / std[:, None, None]
+        batch, _ = pad_to_multiple([pixels], self.size_multiple)
+        tok = tokenize_with_offsets(tokenizer, [caption], max_length=d.max_text_len)
+        pmap, _ = positive_map(phrases, tok.offsets[0])
+        device = self.head.bias0.device
+        out = self(batch.to(device), tok.input_ids.to(device), tok.attention_mask.to(device))
+        det = self.detect(out, [pmap], [(new_h, new_w)])[0]
+        scale = torch.tensor([new_w / width, new_h / height] * 2, device=det.boxes.device)
+        return Detections(det.boxes / scale, det.scores, det.phrases)
 
     # ------------------------------------------------------------------ optimisation
 
