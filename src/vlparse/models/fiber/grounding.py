@@ -214,11 +214,11 @@ class FiberForGrounding(PretrainedMixin, nn.Module):
     def param_groups(self, optim: OptimConfig) -> list[dict]:
         """FIBER's fine-grained groups (module docstring), each split into decay / no-decay."""
         bb = self.backbone
-        roles = [
+        roles = [  # the text first: it owns the word embeddings the MLM decoder shares
             ("text_backbone", [bb.text, bb.t2i]),
+            ("coarse_heads", [bb.cross_modal, bb.itc, bb.itm_head, bb.mlm_head]),
             ("image_backbone", [bb.image, bb.i2t]),
             ("head", [self.head]),
-            ("coarse_heads", [bb.cross_modal, bb.itc, bb.itm_head, bb.mlm_head]),
         ]
         mult = {"text_backbone": self.cfg.detection.text_lr_mult, "image_backbone": 1.0,
                 "head": 1.0, "coarse_heads": 0.0}
