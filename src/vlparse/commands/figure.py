@@ -34,7 +34,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     b.add_argument("--out", required=True, help="the PNG to write")
     b.add_argument("--device", default=None, help="cpu, cuda, ... (default: cuda if available)")
     b.set_defaults(run=run_boxes)
-    f.set_defaults(run=lambda _args: f.print_help())
+    f.set_defaults(run=run, figure_parser=f)
+
+
+def run(args: argparse.Namespace) -> None:
+    """``vlparse figure`` without a figure: its help."""
+    args.figure_parser.print_help()
 
 
 def run_boxes(args: argparse.Namespace) -> None:
