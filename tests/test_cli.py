@@ -47,7 +47,8 @@ def test_each_command_is_a_module_that_wires_itself():
     parser = cli.build_parser()
     sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
     assert set(sub.choices) == {"quickstart", "pretrain", "pretrain-parser", "data", "finetune",
-                                "evaluate", "probe", "ablate", "info", "convert-checkpoint"}
+                                "evaluate", "probe", "ablate", "info", "figure",
+                                "convert-checkpoint"}
 
 
 def test_no_command_prints_help(capsys):

@@ -1,4 +1,5 @@
-"""Inference API: ``model = vlparse.load(path)``, then score, rank, answer, entail, reason.
+"""Inference API: ``model = vlparse.load(path)``, then score, rank, answer, entail, reason,
+ground, detect.
 
 ``path`` is a folder written by ``save_pretrained`` (e.g. the ``model/`` a training run exports,
 moved anywhere), a run folder written by ``vlparse pretrain`` or ``vlparse finetune TASK`` (its
@@ -12,6 +13,9 @@ method                        needs a model of
 ``answer``                    ``finetune vqa``
 ``entail``                    ``finetune snli-ve``
 ``reason``                    ``finetune nlvr2``
+``ground``, ``detect``        FIBER's fine-grained stage (``pretrain --config
+                              fiber_fine_*``) or ``finetune grounding | refexp |
+                              detection``
 ============================  =======================================================
 
 Every method sits on the family's task model (:mod:`vlparse.models.task_registry`) and takes
@@ -30,7 +34,9 @@ call runs without gradients. Example::
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -40,7 +46,7 @@ from torch import Tensor, nn
 
 from vlparse.errors import WrongTaskError
 
-__all__ = ["VLModel", "WrongTaskError", "load"]
+__all__ = ["BoxResult", "VLModel", "WrongTaskError", "caption_phrases", "load"]
 
 ImageLike = Image.Image | str | os.PathLike
 """An image: a PIL image or the path of an image file."""
@@ -238,6 +244,125 @@ class VLModel:
                                        "reason")
         true = self._logits(pairs, sentences).softmax(-1)[:, 1].tolist()
         return true[0] if single else true
+
+
+    # ------------------------------------------------------------------ boxes
+
+    def _boxes(self, method: str, image: ImageLike, caption: str,
+               spans: list[tuple[int, int]]) -> Any:
+        if not hasattr(self.model, "find"):
+            raise WrongTaskError(
+                f"{method}() needs a box model: a fine-grained FIBER run ('vlparse pretrain "
+                "--config fiber_fine_tiny ...') or one fine-tuned with 'vlparse finetune "
+                f"grounding | refexp | detection'; {self.path or 'this model'} is a {self.task} "
+                "model")
+        from vlparse.processing.images import load_image
+
+        pil = load_image(image) if not isinstance(image, Image.Image) else image.convert("RGB")
+        return self.model.find(pil, caption, [[s] for s in spans], self.processor.tokenizer)
+
+    def ground(self, image: ImageLike, caption: str,
+               phrases: Sequence[str | tuple[int, int]] | None = None,
+               per_phrase: int = 1) -> BoxResult:
+        """Boxes of the phrases of ``caption`` in ``image``.
+
+        Args:
+            image: a PIL image or an image file.
+            caption: the text.
+            phrases: substrings of ``caption`` (their first occurrence) or ``(start, end)``
+                character spans; default :func:`caption_phrases` (runs of content words).
+            per_phrase: boxes kept per phrase, best first.
+
+        Returns:
+            :class:`BoxResult` in the image's pixels, phrase by phrase.
+        """
+        spans = [_span(caption, p) for p in phrases] if phrases is not None else (
+            caption_phrases(caption))
+        if not spans:
+            raise ValueError(f"ground: no phrase to ground in {caption!r}")
+        det = self._boxes("ground", image, caption, spans)
+        keep = [int(i) for p in range(len(spans))
+                for i in (det.phrases == p).nonzero().flatten()[:per_phrase]]
+        return _result(det, keep, caption, spans)
+
+    def detect(self, image: ImageLike, names: Sequence[str], min_score: float = 0.3
+               ) -> BoxResult:
+        """Objects of the named categories: the names joined into a prompt ``"a. b. c"``
+        (as FIBER detects), every box of a name scoring at least ``min_score``."""
+        if isinstance(names, str) or not names:
+            raise ValueError("detect: pass a list of category names")
+        prompt, spans = "", []
+        for name in names:
+            prompt += ". " if prompt else ""
+            spans.append((len(prompt), len(prompt) + len(name)))
+            prompt += name
+        det = self._boxes("detect", image, prompt, spans)
+        keep = [i for i, s in enumerate(det.scores.tolist()) if s >= min_score]
+        return _result(det, keep, prompt, spans)
+
+
+@dataclass
+class BoxResult:
+    """Boxes found by :meth:`VLModel.ground` / :meth:`VLModel.detect`.
+
+    Attributes:
+        boxes: ``(K, 4)`` xyxy in the image's pixels.
+        scores: ``(K,)`` in [0, 1].
+        phrases: the text each box grounds (the phrase, or the category name).
+        spans: its ``(start, end)`` characters in the caption (or prompt).
+    """
+
+    boxes: Tensor
+    scores: Tensor
+    phrases: list[str]
+    spans: list[tuple[int, int]]
+
+    def __len__(self) -> int:
+        return len(self.phrases)
+
+
+_STOP_WORDS = frozenset(
+    "a an the this that these those is are was were be there here it its of to and or with "
+    "on in at by from for next beside besides near under over above below behind left right "
+    "top bottom side middle centre center".split())
+
+
+def caption_phrases(caption: str) -> list[tuple[int, int]]:
+    """The default phrases of :meth:`VLModel.ground`: maximal runs of words (letters and
+    digits) that are not in a small list of function and place words, as ``(start, end)``
+    spans: ``"a red circle left of a blue square"`` -> ``red circle``, ``blue square``."""
+    spans: list[tuple[int, int]] = []
+    run: tuple[int, int] | None = None
+    for m in re.finditer(r"[A-Za-z0-9]+", caption):
+        if m.group().lower() in _STOP_WORDS:
+            if run:
+                spans.append(run)
+            run = None
+        else:
+            run = (run[0] if run else m.start(), m.end())
+    if run:
+        spans.append(run)
+    return spans
+
+
+def _span(caption: str, phrase: str | tuple[int, int]) -> tuple[int, int]:
+    if isinstance(phrase, str):
+        start = caption.find(phrase)
+        if start < 0 or not phrase:
+            raise ValueError(f"phrase {phrase!r} is not in the caption {caption!r}")
+        return start, start + len(phrase)
+    start, end = phrase
+    if not 0 <= start < end <= len(caption):
+        raise ValueError(f"span {phrase} is not inside the caption ({len(caption)} characters)")
+    return int(start), int(end)
+
+
+def _result(det: Any, keep: list[int], caption: str, spans: list[tuple[int, int]]
+            ) -> BoxResult:
+    idx = torch.tensor(keep, dtype=torch.long)
+    chosen = [spans[int(p)] for p in det.phrases[idx].tolist()] if keep else []
+    return BoxResult(det.boxes[idx].float().cpu().reshape(-1, 4), det.scores[idx].float().cpu(),
+                     [caption[a:b] for a, b in chosen], chosen)
 
 
 def load(path: str | os.PathLike, device: str | torch.device | None = None) -> VLModel:

@@ -44,12 +44,21 @@ def test_builtin_configs_load_and_validate():
 
 
 def test_builtin_recipes_load_with_their_task_class():
-    from vlparse.config import NLVR2TaskConfig, RetrievalTaskConfig, SNLIVETaskConfig, VQATaskConfig
+    from vlparse.config import (
+        DetectionTaskConfig,
+        GroundingTaskConfig,
+        NLVR2TaskConfig,
+        RefexpTaskConfig,
+        RetrievalTaskConfig,
+        SNLIVETaskConfig,
+        VQATaskConfig,
+    )
 
     classes = {"retrieval": RetrievalTaskConfig, "vqa": VQATaskConfig, "nlvr2": NLVR2TaskConfig,
-               "snli_ve": SNLIVETaskConfig}
+               "snli_ve": SNLIVETaskConfig, "grounding": GroundingTaskConfig,
+               "refexp": RefexpTaskConfig, "detection": DetectionTaskConfig}
     recipes = builtin_recipes()
-    assert len(recipes) == 12
+    assert len(recipes) == 18
     for name in recipes:
         cfg = load_config(name, cls=FinetuneConfig)
         prefix = next(p for p in classes if name.startswith(p))

@@ -20,7 +20,6 @@ from vlparse.config import (
     ObjectiveConfig,
     PretrainConfig,
     RetrievalTaskConfig,
-    SNLIVETaskConfig,
     VQATaskConfig,
     from_dict,
     load_config,
@@ -31,11 +30,14 @@ from vlparse.config import families as fam
 
 
 def test_task_name_picks_the_task_class():
-    assert FINETUNE_TASKS == ("retrieval", "vqa", "nlvr2", "snli-ve")
-    picked = {name: type(from_dict(FinetuneConfig, {"task": {"name": name}}).task)
+    assert FINETUNE_TASKS == ("retrieval", "vqa", "nlvr2", "snli-ve", "grounding", "refexp",
+                              "detection")
+    picked = {name: type(from_dict(FinetuneConfig, {"task": {"name": name}}).task).__name__
               for name in FINETUNE_TASKS}
-    assert picked == {"retrieval": RetrievalTaskConfig, "vqa": VQATaskConfig,
-                      "nlvr2": NLVR2TaskConfig, "snli-ve": SNLIVETaskConfig}
+    assert picked == {"retrieval": "RetrievalTaskConfig", "vqa": "VQATaskConfig",
+                      "nlvr2": "NLVR2TaskConfig", "snli-ve": "SNLIVETaskConfig",
+                      "grounding": "GroundingTaskConfig", "refexp": "RefexpTaskConfig",
+                      "detection": "DetectionTaskConfig"}
     assert type(FinetuneConfig().task) is RetrievalTaskConfig  # the default
     assert type(from_dict(FinetuneConfig, {"task": {"num_neg": 1}}).task) is RetrievalTaskConfig
     vqa = from_dict(FinetuneConfig, {"task": {"name": "vqa", "num_answers": 10}}).task
@@ -66,7 +68,8 @@ def test_a_wrong_task_name_lists_the_tasks():
     with pytest.raises(FieldError) as e:
         load_config("retrieval_world", ["task.name=captioning"], cls=FinetuneConfig)
     assert str(e.value) == ("override 'task.name=captioning': task.name: 'captioning' is not one "
-                            "of 'retrieval', 'vqa', 'nlvr2', 'snli-ve'")
+                            "of 'retrieval', 'vqa', 'nlvr2', 'snli-ve', 'grounding', 'refexp', "
+                            "'detection'")
     with pytest.raises(FieldError, match=r"^FinetuneConfig\.task: expected RetrievalTaskConfig or "
                                          r"VQATaskConfig or NLVR2TaskConfig or SNLIVETaskConfig"):
         FinetuneConfig(task=ModelConfig())

@@ -7,6 +7,7 @@ from vlparse.commands import (
     convert_checkpoint,
     data,
     evaluate,
+    figure,
     finetune,
     info,
     pretrain,
@@ -16,7 +17,7 @@ from vlparse.commands import (
 )
 
 COMMANDS = (quickstart, pretrain, pretrain_parser, data, finetune, evaluate, probe, ablate, info,
-            convert_checkpoint)
+            figure, convert_checkpoint)
 """In the order of ``vlparse --help``."""
 
 __all__ = ["COMMANDS"]

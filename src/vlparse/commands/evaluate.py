@@ -20,7 +20,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     ev = add_command(sub, "evaluate", "evaluate a fine-tuned run on one split; metrics as JSON",
                      EXAMPLES)
     ev.add_argument("task", choices=FINETUNE_TASKS, metavar="TASK",
-                    help="retrieval, vqa, nlvr2 or snli-ve")
+                    help=", ".join(FINETUNE_TASKS))
     ev.add_argument("--checkpoint", required=True, help="the fine-tuned model: its run folder, a "
                     "checkpoint or a saved model folder such as RUN/model")
     add_manifest(ev)

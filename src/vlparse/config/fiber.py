@@ -21,6 +21,7 @@ __all__ = [
     "FiberTextConfig",
     "FiberFusionConfig",
     "FiberLrMultipliers",
+    "FiberDetectionConfig",
     "FiberModelConfig",
     "FiberObjectiveConfig",
 ]
@@ -168,6 +169,49 @@ class FiberLrMultipliers(Config):
 
 
 @dataclass
+class FiberDetectionConfig(Config):
+    """The box head of the fine-grained stage (boxes from phrases) and the image sizes it sees.
+
+    ``num_levels``: the last backbone stages read by the FPN, at most as many as there are
+    (FIBER: stages 2-4 of Swin-B, 3); P6 and P7 are added on top. ``channels``,
+    ``num_convs``, ``norm_groups``: FPN and tower width, tower depth and GroupNorm groups
+    (FIBER: 256, 6, 16). ``anchor_scale``: anchor side = this times the level's stride
+    (FIBER: 8, sizes 64-1024).
+    ``max_text_len``: tokens of a caption or prompt, special tokens included (FIBER: 256).
+    ``train_sizes``: the shorter image side is drawn from these in training (FIBER: 480-800);
+    ``test_size``: the shorter side at test time (800); ``max_size``: the cap on the longer
+    side (1,333). ``text_lr_mult``: the text backbone's learning rate (its cross-attention to
+    the image included) relative to ``optim.lr``, which the image side, its cross-attention and
+    the head use (FIBER: 1e-5 against 1e-4). ``lambda_*``: the loss weights (1 / 2 / 1).
+    ``score_threshold``, ``nms_threshold``, ``top_k``: inference post-processing.
+    """
+
+    num_levels: int = ranged(3, ge=1)
+    channels: int = ranged(256, ge=1)
+    num_convs: int = ranged(6, ge=0)
+    norm_groups: int = ranged(16, ge=1)
+    anchor_scale: float = ranged(8.0, gt=0)
+    max_text_len: int = ranged(256, ge=2)
+    train_sizes: list[int] = ranged(factory=lambda: [480, 560, 640, 720, 800], ge=1)
+    test_size: int = ranged(800, ge=1)
+    max_size: int = ranged(1333, ge=1)
+    text_lr_mult: float = ranged(0.1, ge=0)
+    lambda_alignment: float = ranged(1.0, ge=0)
+    lambda_box: float = ranged(2.0, ge=0)
+    lambda_centerness: float = ranged(1.0, ge=0)
+    score_threshold: float = ranged(0.0, ge=0, lt=1)
+    nms_threshold: float = ranged(0.6, gt=0, le=1)
+    top_k: int = ranged(100, ge=1)
+
+    def check(self) -> None:
+        if self.channels % self.norm_groups:
+            raise FieldError("norm_groups", f"channels ({self.channels}) must be divisible by "
+                             f"norm_groups ({self.norm_groups})", also=["channels"])
+        if not self.train_sizes:
+            raise FieldError("train_sizes", "must list at least one size")
+
+
+@dataclass
 class FiberModelConfig(Config):
     """The FIBER model.
 
@@ -175,7 +219,8 @@ class FiberModelConfig(Config):
     each projected to ``D`` (FIBER: 768) and pooled (text: ``tanh(dense(first token))``, image:
     ``tanh(dense(mean of tokens))``); the fused feature ``pooler_output`` is both, ``2 D`` wide,
     and the ITM head reads it. ``itc_dim``: width of the L2-normalised dual-encoder (ITC)
-    embeddings (FIBER: 768).
+    embeddings (FIBER: 768). ``detection``: the box head of the fine-grained stage
+    (:class:`FiberDetectionConfig`; only the grounding models build it).
     """
 
     family: Literal["fiber"] = "fiber"
@@ -186,6 +231,7 @@ class FiberModelConfig(Config):
     hidden_size: int = ranged(768, ge=1)
     itc_dim: int = ranged(768, ge=1)
     lr_mult: FiberLrMultipliers = field(default_factory=FiberLrMultipliers)
+    detection: FiberDetectionConfig = field(default_factory=FiberDetectionConfig)
 
     def check(self) -> None:
         blocks, f = sum(self.visual.depths), self.fusion.num_layers
@@ -211,6 +257,10 @@ class FiberObjectiveConfig(Config):
     raw images (the released code's costs 7 GB at 384 px). ``hard_negative_exclude``:
     ``"same_image"`` (default) never draws a caption of the same image (another caption of the
     pair's image is no negative); ``"pair"`` excludes only the pair itself, as released.
+
+    ``stage``: ``"coarse"`` (the image-text objectives above) or ``"fine"`` (FIBER's second
+    stage: boxes from phrases on grounding and detection data, with the head and losses of
+    ``model.detection``; ``vlparse pretrain --init RUN`` starts it from a coarse run).
     """
 
     mlm_prob: float = ranged(0.15, gt=0, lt=1)
@@ -224,6 +274,7 @@ class FiberObjectiveConfig(Config):
     itm_negatives: Literal["hard", "random"] = "hard"
     hard_negative_pool: Literal["gathered", "local"] = "gathered"
     hard_negative_exclude: Literal["same_image", "pair"] = "same_image"
+    stage: Literal["coarse", "fine"] = "coarse"
 
     def check(self) -> None:
         lo, t, hi = self.itc_temperature_min, self.itc_temperature, self.itc_temperature_max

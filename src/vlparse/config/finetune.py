@@ -1,8 +1,9 @@
 """Fine-tuning recipes: the task, the model, the data sets of the manifest, optimizer and loop.
 
 ``task`` is one class a task, picked by ``task.name``: :class:`RetrievalTaskConfig`,
-:class:`VQATaskConfig`, :class:`NLVR2TaskConfig` or :class:`SNLIVETaskConfig`. A key of another
-task is refused with a message naming the task that has it.
+:class:`VQATaskConfig`, :class:`NLVR2TaskConfig`, :class:`SNLIVETaskConfig`, or a box task
+(:class:`GroundingTaskConfig`, :class:`RefexpTaskConfig`, :class:`DetectionTaskConfig`).
+A key of another task is refused with a message naming the task that has it.
 """
 
 from __future__ import annotations
@@ -24,6 +25,10 @@ __all__ = [
     "VQATaskConfig",
     "NLVR2TaskConfig",
     "SNLIVETaskConfig",
+    "BoxTaskConfig",
+    "GroundingTaskConfig",
+    "RefexpTaskConfig",
+    "DetectionTaskConfig",
     "TaskConfig",
     "FinetuneConfig",
 ]
@@ -91,7 +96,46 @@ class SNLIVETaskConfig(BaseTaskConfig):
     head: Literal["linear", "mlp"] = "linear"
 
 
-TaskConfig = RetrievalTaskConfig | VQATaskConfig | NLVR2TaskConfig | SNLIVETaskConfig
+@dataclass
+class BoxTaskConfig(BaseTaskConfig):
+    """What the box tasks (FIBER's fine-grained stage) share. ``flip_prob``: chance of a
+    horizontal flip of a training image (never for a caption that says "left" or "right").
+    Image sizes, text length and post-processing are the model's (``model.detection``)."""
+
+    flip_prob: float = ranged(0.5, ge=0, le=1)
+
+
+@dataclass
+class GroundingTaskConfig(BoxTaskConfig):
+    """Phrase grounding (Flickr30K Entities): Recall@1/5/10 over phrases, any-box protocol at
+    IoU >= ``iou_threshold``."""
+
+    name: Literal["grounding"] = "grounding"
+    iou_threshold: float = ranged(0.5, gt=0, le=1)
+
+
+@dataclass
+class RefexpTaskConfig(BoxTaskConfig):
+    """Referring expressions (RefCOCO/+/g): top-1 accuracy at ``iou_threshold``, by plain IoU
+    or, with ``generalized_iou``, by generalised IoU as FIBER's evaluator (both are reported;
+    ``accuracy`` is the chosen one). Flips are off: the expressions say left and right."""
+
+    name: Literal["refexp"] = "refexp"
+    flip_prob: float = ranged(0.0, ge=0, le=1)
+    iou_threshold: float = ranged(0.5, gt=0, le=1)
+    generalized_iou: bool = False
+
+
+@dataclass
+class DetectionTaskConfig(BoxTaskConfig):
+    """Detection of the categories named in a prompt (COCO instances): AP, AP50, AP75 through
+    pycocotools ``COCOeval``."""
+
+    name: Literal["detection"] = "detection"
+
+
+TaskConfig = (RetrievalTaskConfig | VQATaskConfig | NLVR2TaskConfig | SNLIVETaskConfig
+              | GroundingTaskConfig | RefexpTaskConfig | DetectionTaskConfig)
 """The task section: one of the task classes, picked by ``name`` (default ``retrieval``)."""
 
 FINETUNE_TASKS = tuple(get_args(typing.get_type_hints(c)["name"])[0] for c in get_args(TaskConfig))

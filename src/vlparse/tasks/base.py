@@ -50,6 +50,9 @@ TASK_MODULES: types.MappingProxyType[str, str] = types.MappingProxyType(
         "vqa": "vlparse.tasks.vqa",
         "nlvr2": "vlparse.tasks.nlvr2",
         "snli-ve": "vlparse.tasks.snli_ve",
+        "grounding": "vlparse.tasks.grounding",
+        "refexp": "vlparse.tasks.refexp",
+        "detection": "vlparse.tasks.detection",
     }
 )
 """Task name -> module that defines ``build_task()``; read-only."""

@@ -156,6 +156,8 @@ def finetune_task(task_name: str, cfg: FinetuneConfig, manifest: dict,
     if init is not None:
         loaded = load_model(init)
         backbone, processor = loaded.backbone, loaded.processor
+        if task_name in getattr(loaded.model, "whole_for", ()):
+            backbone = loaded.model  # e.g. a fine-grained FIBER run keeps its box head
         cfg = dataclasses.replace(cfg, model=backbone.cfg)  # the architecture it starts from
     return FinetuneTask(task, cfg, manifest, backbone=backbone, processor=processor, init=init,
                         evaluate=evaluate, log=log)

@@ -312,9 +312,13 @@ def run_pretrain(
     resume: bool = False,
     evaluate: bool = True,
     overwrite: bool = False,
+    init: str | Path | None = None,
 ) -> dict:
     """Pre-train on the caption data sets of a manifest with the trainer
-    (:func:`vlparse.train.trainer.train`).
+    (:func:`vlparse.train.trainer.train`); FIBER's fine-grained stage
+    (``objectives.stage: fine``) trains on the box data sets instead
+    (:class:`~vlparse.tasks.pretrain_fine.FineGrainedPretrainTask`), from the model at ``init``
+    (a coarse-grained run) when given.
 
     Writes checkpoints, ``log.jsonl``, TensorBoard events, ``config.yaml``, ``run_info.json``,
     ``loss_curves.png``, ``summary.json`` (held-out metrics beside chance) and the final model
@@ -328,9 +332,19 @@ def run_pretrain(
     from vlparse.train.trainer import train
 
     dist = init_distributed()
-    task = PretrainTask(cfg, manifest_path, world_size=dist.world_size, rank=dist.rank,
-                        evaluate=evaluate, init_weights=not resume,
-                        log=print if dist.is_main else None)
+    log = print if dist.is_main else None
+    if getattr(cfg.objectives, "stage", "coarse") == "fine":
+        from vlparse.tasks.pretrain_fine import FineGrainedPretrainTask
+
+        task = FineGrainedPretrainTask(cfg, manifest_path, init=init, evaluate=evaluate,
+                                       init_weights=not resume, log=log)
+        cfg = task.cfg
+    elif init is not None:
+        raise ConfigError("--init starts FIBER's fine-grained stage (objectives.stage=fine); "
+                          "coarse-grained pre-training starts from model.*.pretrained")
+    else:
+        task = PretrainTask(cfg, manifest_path, world_size=dist.world_size, rank=dist.rank,
+                            evaluate=evaluate, init_weights=not resume, log=log)
     result = train(task, cfg, out_dir, resume=resume, overwrite=overwrite, evaluate=evaluate,
                    dist=dist)
     cleanup()

@@ -41,14 +41,18 @@ class FusedStates:
     t2i_weights: tuple[Tensor, ...] | None = None
 
 
-def image_bottom(tower: SwinTower, pairs: Sequence[FusionPair], images: Tensor) -> Tensor:
+def image_bottom(tower: SwinTower, pairs: Sequence[FusionPair], images: Tensor,
+                 stage_outputs: list[Tensor] | None = None) -> Tensor:
     """``(B, 3, S, S)`` -> ``(B, H, W, C)``: the patch embedding and the image blocks below the
     first fused one (the first fused block's input, before the patch merging that opens its
-    stage when it is a stage's first block)."""
+    stage when it is a stage's first block). ``stage_outputs``, when given, receives the
+    ``(B, H_s, W_s, C_s)`` output of every stage that ends below the fused blocks."""
     blocks = [(s, b) for s, depth in enumerate(tower.depths) for b in range(depth)]
     x = tower.embed(images)
     for stage, block in blocks[: len(blocks) - len(pairs)]:
         x = tower.block(tower.enter(x, stage, block), stage, block)
+        if stage_outputs is not None and block == tower.depths[stage] - 1:
+            stage_outputs.append(x)
     return x
 
 
@@ -73,9 +77,12 @@ def fused_top(
     attention_mask: Tensor,
     final_norms: bool = True,
     need_weights: bool = False,
+    stage_outputs: list[Tensor] | None = None,
 ) -> FusedStates:
     """The fused pairs on the bottoms' states: ``x (B, H, W, C)`` from :func:`image_bottom`,
-    ``h (B, L, Dt)`` from :func:`text_bottom` with its padding mask ``(B, L)``."""
+    ``h (B, L, Dt)`` from :func:`text_bottom` with its padding mask ``(B, L)``.
+    ``stage_outputs``, when given, receives the ``(B, H_s, W_s, C_s)`` output of every image
+    stage that ends in a fused block (before the final LayerNorm)."""
     if x.shape[0] != h.shape[0]:
         raise ValueError(f"one text per image: {x.shape[0]} images but {h.shape[0]} texts")
     self_mask = text_tower.self_attention_mask(h, attention_mask)
@@ -92,6 +99,9 @@ def fused_top(
         )
         i2t_weights.append(wi)
         t2i_weights.append(wt)
+        if stage_outputs is not None and pair.image_block == image_tower.depths[
+                pair.image_stage] - 1:
+            stage_outputs.append(x)
     return FusedStates(
         text=h,
         image=image_tower.finish(x, final_norm=final_norms),

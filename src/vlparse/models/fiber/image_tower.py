@@ -78,6 +78,7 @@ class SwinTower(nn.Module):
         stages = getattr(self.model, "layers", None)
         if stages is None or not all(hasattr(s, "blocks") for s in stages):
             raise ConfigError(f"model.visual.arch '{cfg.arch}' is not a timm Swin Transformer")
+        self.any_size = False
         if not all(hasattr(b, "_attn") for s in stages for b in s.blocks):
             raise RuntimeError(
                 "the installed timm's SwinTransformerBlock has no _attn method, the seam the "
@@ -117,6 +118,22 @@ class SwinTower(nn.Module):
     @property
     def num_tokens(self) -> int:
         return self.grid_size[0] * self.grid_size[1]
+
+    @property
+    def stride(self) -> int:
+        """Input pixels per cell of the last stage's grid (``patch_size * 2**(stages - 1)``)."""
+        return self.cfg.patch_size * 2 ** (len(self.depths) - 1)
+
+    def allow_any_size(self) -> None:
+        """Accept images of any height and width divisible by ``patch_size`` (the box tasks'
+        variable sizes): timm's patch embedding stops requiring ``image_size`` and every block
+        builds its shifted-window mask for the grid it is given (timm's ``dynamic_mask``; a
+        grid not divisible by the window is padded inside the block). No parameter changes."""
+        self.model.patch_embed.strict_img_size = False
+        for stage in self.stages:
+            for blk in stage.blocks:
+                blk.dynamic_mask = True
+        self.any_size = True
 
     # ------------------------------------------------------------------ forward
 
@@ -181,6 +198,13 @@ class SwinTower(nn.Module):
 
     def _check(self, images: Tensor) -> None:
         size = self.cfg.image_size
+        if self.any_size:
+            patch = self.cfg.patch_size
+            if images.dim() != 4 or images.shape[1] != 3 or images.shape[2] % patch or (
+                    images.shape[3] % patch):
+                raise ValueError(f"expected images (B, 3, H, W) with H and W divisible by "
+                                 f"{patch}, got {tuple(images.shape)}")
+            return
         if images.dim() != 4 or images.shape[1] != 3 or tuple(images.shape[-2:]) != (size, size):
             raise ValueError(
                 f"the FIBER image backbone expects images of shape (B, 3, {size}, {size}) "

@@ -3,7 +3,17 @@
 
 from __future__ import annotations
 
+from vlparse.models.fiber.grounding import (
+    FiberForDetection,
+    FiberForGrounding,
+    FiberForReferringExpressions,
+)
+
 __all__ = ["TASK_MODELS"]
 
-TASK_MODELS: dict[str, type] = {}
+TASK_MODELS: dict[str, type] = {
+    "grounding": FiberForGrounding,
+    "refexp": FiberForReferringExpressions,
+    "detection": FiberForDetection,
+}
 """FIBER's task models by task; fine-tuning FIBER on a task without one is refused by name."""

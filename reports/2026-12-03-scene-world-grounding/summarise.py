@@ -1,0 +1,70 @@
+"""Gather the ``runs.jsonl`` lines of ``measure.py`` into ``results.json`` (per condition: each
+seed's numbers, their mean and spread).
+
+    python reports/2026-12-03-scene-world-grounding/summarise.py OUT/runs.jsonl ... \
+        --commit COMMIT --out reports/2026-12-03-scene-world-grounding/results.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+from collections import defaultdict
+from pathlib import Path
+
+KEYS = {
+    "grounding": ["recall@1", "recall@5", "recall@10", "largest_box_recall@1",
+                  "random_box_recall@1", "num_phrases"],
+    "refexp": ["accuracy_iou", "accuracy_giou", "largest_box_accuracy_iou",
+               "random_box_accuracy_iou", "num_examples"],
+    "detection": ["AP", "AP50", "AP75", "largest_box_AP", "random_box_AP", "num_examples"],
+}
+
+
+def spread(values: list[float]) -> dict:
+    out = {"mean": statistics.fmean(values), "n": len(values)}
+    if len(values) > 1:
+        out["std"] = statistics.stdev(values)
+    return out
+
+
+def main() -> None:
+    p = argparse.ArgumentParser()
+    p.add_argument("runs", nargs="+")
+    p.add_argument("--commit", required=True)
+    p.add_argument("--out", required=True)
+    args = p.parse_args()
+    lines = [json.loads(x) for f in args.runs for x in Path(f).read_text().splitlines() if x]
+    by: dict[str, list[dict]] = defaultdict(list)
+    for line in lines:
+        by[line["condition"]].append(line)
+    results = {}
+    for condition, runs in by.items():
+        entry = {"seeds": [r["seed"] for r in runs], "steps": runs[0]["steps"],
+                 "train_s": [round(r["train_s"]) for r in runs]}
+        for task, keys in KEYS.items():
+            entry[task] = {k: spread([r["metrics"][task][k] for r in runs]) for k in keys}
+        results[f"from_{condition}"] = entry
+    doc = {
+        "topic": "scene-world-grounding",
+        "question": "How well does a briefly fine-grained fiber_tiny ground phrases, find "
+                    "referred objects and detect prompted shapes on held-out scene-world "
+                    "images, beside the largest-box and random-box baselines?",
+        "date": "2026-12-03", "commit": args.commit, "dirty": False,
+        "hardware": "2 CPU cores, shared with other jobs (load average 10-15)",
+        "commands": [
+            "vlparse data synth --out WORLD --images 1500 --seed 0 --image-size 256",
+            "python reports/2026-12-03-scene-world-grounding/measure.py --world "
+            "WORLD/manifest.json --out OUT --steps 100 --seeds 0 --conditions text "
+            "--caps 60 100 60",
+            "python reports/2026-12-03-scene-world-grounding/summarise.py OUT/runs.jsonl "
+            "--commit COMMIT --out reports/2026-12-03-scene-world-grounding/results.json",
+        ],
+        "results": results,
+    }
+    Path(args.out).write_text(json.dumps(doc, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()
