@@ -66,6 +66,8 @@ class FiberForImageAndTextRetrieval(FiberTaskModel):
     """
 
     task = "retrieval"
+    default_rerank_k = 128
+    """Texts :meth:`vlparse.api.VLModel.rank` re-scores with ITM after the ITC shortlist."""
 
     def __init__(self, backbone: FiberModel, head_lr_mult: float = 1.0,
                  init_from_itm: bool = False) -> None:
