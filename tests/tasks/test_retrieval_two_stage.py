@@ -128,3 +128,44 @@ def test_small_k_scores_only_the_itc_top_k_of_each_query(setup):
     torch.testing.assert_close(two.scores_tr[tr], full.scores_tr[tr], rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(two.scores_ir[ir], full.scores_ir[ir], rtol=1e-5, atol=1e-5)
     assert two.shortlist_s > 0 and two.full_s > 0
+
+
+FIBER_SMALL = ["model.visual.embed_dim=16", "model.visual.num_heads=[1,2]",
+               "model.text.pretrained=null", "model.text.hidden_size=32",
+               "model.text.num_layers=2", "model.text.num_heads=2",
+               "model.text.intermediate_size=64", "model.text.max_text_len=20",
+               "model.fusion.num_layers=2", "model.hidden_size=16", "model.itc_dim=8"]
+
+
+def test_finetune_from_a_fiber_run_and_evaluate_both_ways(scene_world, tmp_path):
+    """``vlparse finetune retrieval --config retrieval_fiber_world --init RUN`` on a FIBER
+    pre-training run, then ``vlparse evaluate`` with the full ITM ranking and in two stages."""
+    import json
+
+    from vlparse.cli import main
+
+    pre, ft = tmp_path / "pre", tmp_path / "ft"
+    loop = ["train.progress=false", "data.num_workers=0", "train.log_every=1"]
+    assert main(["pretrain", "--config", "fiber_tiny", "--data", str(scene_world), "--out",
+                 str(pre), *FIBER_SMALL, *loop, "train.max_steps=1", "train.batch_size=4",
+                 "train.eval_images=4"]) == 0
+    assert main(["finetune", "retrieval", "--config", "retrieval_fiber_world", "--init", str(pre),
+                 "--out", str(ft), "--data", str(scene_world), *loop, "train.max_steps=1",
+                 "train.batch_size=4", "task.num_neg=1"]) == 0
+    summary = json.loads((ft / "summary.json").read_text())
+    assert summary["steps"] == 1 and summary["model"] == "fiber_tiny"
+    assert json.loads((ft / "model" / "config.json").read_text())["architecture"] == (
+        "FiberForImageAndTextRetrieval")
+    base = ["evaluate", "retrieval", "--checkpoint", str(ft), "--data", str(scene_world),
+            "--split", "test", "--no-progress", "--workers", "0"]
+    full, two, every = tmp_path / "full.json", tmp_path / "two.json", tmp_path / "every.json"
+    assert main([*base, "--out", str(full), "--rerank-k", "0"]) == 0
+    assert main([*base, "--out", str(two), "--rerank-k", "2"]) == 0
+    assert main([*base, "--out", str(every), "--rerank-k", "1000"]) == 0
+    a, b, c = (json.loads(p.read_text()) for p in (full, two, every))
+    n_img, n_txt = a["num_images"], a["num_captions"]
+    assert a["pairs_scored"] == a["pairs_all"] == n_img * n_txt and "shortlist_tr_r1" not in a
+    assert b["pairs_scored"] <= 2 * (n_img + n_txt) and b["pairs_all"] == n_img * n_txt
+    assert {"shortlist_tr_r1", "shortlist_ir_r10", "shortlist_s", "rerank_s"} <= set(b)
+    for k in ("tr_r1", "tr_r5", "tr_r10", "ir_r1", "ir_r5", "ir_r10"):
+        assert c[k] == a[k], k  # every candidate re-ranked: the full ranking
