@@ -49,7 +49,7 @@ def test_builtin_recipes_load_with_their_task_class():
     classes = {"retrieval": RetrievalTaskConfig, "vqa": VQATaskConfig, "nlvr2": NLVR2TaskConfig,
                "snli_ve": SNLIVETaskConfig}
     recipes = builtin_recipes()
-    assert len(recipes) == 12
+    assert len(recipes) == 20  # 3 sizes x 4 tasks of Visual Parsing, 2 x 4 of FIBER
     for name in recipes:
         cfg = load_config(name, cls=FinetuneConfig)
         prefix = next(p for p in classes if name.startswith(p))

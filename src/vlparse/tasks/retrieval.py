@@ -16,10 +16,13 @@ pair is ``model.match_scores`` (the matching logit margin ``z_1 - z_0``, monoton
 probability). TR ranks the captions of each image, IR the images of each caption; Recall@1/5/10
 by :func:`vlparse.eval.metrics.recall_at_k`.
 
-``task.rerank_k = K``: a cheap first score (the dot product of ``model.shortlist_embeddings``)
+``task.rerank_k = K``, retrieval in two stages: a cheap first score (the dot product of
+``model.shortlist_embeddings``; FIBER: the dual encoder's ITC similarity) ranks every pair and
 picks, for each image, its top-K captions (TR) and, for each caption, its top-K images (IR);
-only those pairs go through the full model, the others rank last. With ``K >= max(I, T)`` the
-result equals the full ranking exactly.
+only those pairs go through the full model (FIBER: the fused ITM), the others rank last. With
+``K >= max(I, T)`` the result equals the full ranking exactly. The evaluation then also reports
+the first stage's own recalls, the pairs the full model scored beside ``I x T`` and the seconds
+of each stage (:class:`Ranking`).
 """
 
 from __future__ import annotations
