@@ -227,3 +227,64 @@ def test_a_damaged_saved_model_is_a_user_error(runs, tmp_path, capsys):
     assert main(argv) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("vlparse: error: ") and "config.json" in err[0]
+
+
+FIBER_SMALL = ["model.visual.embed_dim=16", "model.visual.num_heads=[1,2]",
+               "model.text.pretrained=null", "model.text.hidden_size=32",
+               "model.text.num_layers=2", "model.text.num_heads=2",
+               "model.text.intermediate_size=64", "model.text.max_text_len=12",
+               "model.fusion.num_layers=2", "model.hidden_size=16", "model.itc_dim=8"]
+
+
+@pytest.fixture(scope="module")
+def fiber_saved(tmp_path_factory):
+    """A small FIBER pre-trained model with open gates and its processor, saved; and a
+    retrieval model fine-tuned from it (a new head), saved."""
+    from vlparse.config.finetune import RetrievalTaskConfig
+    from vlparse.models.fiber import FiberModel, FiberProcessor
+    from vlparse.models.fiber.tasks import FiberForImageAndTextRetrieval
+
+    cfg = load_config("fiber_tiny", FIBER_SMALL)
+    processor = FiberProcessor.from_config(cfg.model)
+    torch.manual_seed(0)
+    net = FiberModel(cfg.model, cfg.objectives).eval()
+    with torch.no_grad():
+        for p in net.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+        net.itm_head.fc.weight.normal_(0, 1.0)
+    base = tmp_path_factory.mktemp("fiber_api")
+    net.save_pretrained(base / "pre", processor=processor)
+    ft = FiberForImageAndTextRetrieval.from_backbone(net, RetrievalTaskConfig(), pretrained=True)
+    torch.nn.init.normal_(ft.head.fc.weight)
+    ft.save_pretrained(base / "ft", processor=processor)
+    return base / "pre", base / "ft"
+
+
+@pytest.mark.parametrize("which", [0, 1], ids=["pretrained", "retrieval"])
+def test_fiber_rank_is_itc_then_itm(fiber_saved, examples, which):
+    model = vlparse.load(fiber_saved[which], device="cpu")
+    assert model.task == ("pretrain", "retrieval")[which]
+    image = examples["snli"].image_path
+    texts = ["a red square", "a green star left of a circle", "two yellow triangles",
+             "a blue circle", "a small purple square above a star", "three shapes"]
+    scores = model.score(image, texts)  # the fused ITM margin of each pair
+    full = model.rank(image, texts, rerank_k=0)
+    assert [t for t, _ in full] == sorted(texts, key=lambda t: -float(scores[texts.index(t)]))
+    # two stages: ITC (the dual encoder, computed here by the backbone itself) picks the top k
+    net = model.model if which == 0 else model.model.backbone
+    pixels = model.processor.image(image)[None]
+    ids, mask = model.processor.encode_text(texts, padding="longest")
+    with torch.no_grad():
+        itc = (net.encode_image(pixels).embeds @ net.encode_text(ids, mask).embeds.t())[0]
+    k = 3
+    top = {texts[i] for i in itc.topk(k).indices.tolist()}
+    ranked = model.rank(image, texts, rerank_k=k)
+    head, tail = ranked[:k], ranked[k:]
+    assert {t for t, _ in head} == top
+    assert [t for t, _ in head] == sorted(top, key=lambda t: -float(scores[texts.index(t)]))
+    for t, s in head:
+        assert s == pytest.approx(float(scores[texts.index(t)]), abs=1e-4)
+    assert [t for t, _ in tail] == sorted(set(texts) - top,
+                                          key=lambda t: -float(itc[texts.index(t)]))
+    assert all(s == float("-inf") for _, s in tail)
+    assert model.rank(image, texts) == full  # default k = 128 > 6 texts: every text scored

@@ -63,3 +63,31 @@ def test_python_dash_m_vlparse():
     done = subprocess.run([sys.executable, "-m", "vlparse", "quickstart", "--help"],
                           capture_output=True, text=True)
     assert done.returncode == 0 and "examples:" in done.stdout
+
+
+def test_fiber_quickstart_end_to_end(tmp_path):
+    # the fiber_quickstart model itself (its shipped parser weights, 128 wide), tiny budgets
+    out = tmp_path / "qs"
+    rc = main([
+        "quickstart", "--model", "fiber", "--out", str(out), "--images", "60", "--workers", "1",
+        "--vqa-steps", "2", "--processes", "2", "train.max_steps=2", "train.batch_size=8",
+        "train.eval_images=12",
+    ])
+    assert rc == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["model"] == "fiber_quickstart"
+    held = summary["held_out"]
+    assert held["itm_chance"] == 0.5 and held["itm_pairs"] == 2 * held["num_images"] > 0
+    assert held["i2t_r1_chance"] == 1 / held["retrieval_images"]
+    for key in ("itm_acc", "i2t_r1", "t2i_r1", "itm_hard_acc", "mlm_acc"):
+        assert 0.0 <= held[key] <= 1.0, key
+    assert summary["pretrain"]["steps"] == 2 and summary["pretrain"]["world_size"] == 2
+    # the text backbone's vocabulary is the pruned tokenizer's
+    config = (out / "pretrain" / "config.yaml").read_text()
+    pruned = (out / "tokenizer" / "vocab.txt").read_text().split()
+    assert str(out / "tokenizer") in config and f"vocab_size: {len(pruned)}" in config
+    vqa = summary["vqa"]
+    assert vqa["steps"] == 2 and vqa["num_examples"] > 0
+    assert 0.0 <= vqa["vqa_score"] <= 1.0 and 0.0 < vqa["majority_baseline"] <= 1.0
+    ft = json.loads((out / "vqa" / "model" / "config.json").read_text())
+    assert (ft["family"], ft["architecture"]) == ("fiber", "FiberForQuestionAnswering")

@@ -18,6 +18,9 @@ method                        needs a model of
                               detection``
 ============================  =======================================================
 
+``rank`` of a FIBER model runs in two stages: the dual encoder's ITC similarity orders every text,
+the fused model's ITM re-ranks the top ``rerank_k`` (128 by default).
+
 Every method sits on the family's task model (:mod:`vlparse.models.task_registry`) and takes
 batches: lists of images and texts (a single image and text still work, and give a single
 result). Images are PIL images (any mode: 16-bit ones are scaled, not clipped) or paths of image
@@ -180,24 +183,45 @@ class VLModel:
         return torch.cat(out) if out else torch.zeros(0)
 
     @torch.no_grad()
-    def rank(self, images: Sequence[ImageLike] | ImageLike,
-             texts: Sequence[str]) -> list[tuple[str, float]] | list[list[tuple[str, float]]]:
+    def rank(self, images: Sequence[ImageLike] | ImageLike, texts: Sequence[str],
+             rerank_k: int | None = None
+             ) -> list[tuple[str, float]] | list[list[tuple[str, float]]]:
         """``texts`` sorted by their :meth:`score` with each image, best first:
         ``[(text, score), ...]`` for one image, a list of those for a list of images. The
-        image side runs once per image."""
+        image side runs once per image.
+
+        With ``rerank_k = k > 0`` and more than ``k`` texts, the ranking has two stages: the
+        model's cheap first-stage score (FIBER: the dual encoder's ITC similarity) orders every
+        text and :meth:`score` re-ranks the top ``k``; the other texts follow in first-stage
+        order with the score ``-inf``. Default: the model's ``default_rerank_k`` (FIBER: 128;
+        Visual Parsing: 0, every text scored).
+        """
         self._require("rank", PRETRAIN, "retrieval")
         single = _is_image(images)
         texts = [texts] if isinstance(texts, str) else list(texts)
-        model, ranked = self._retrieval_model(), []
-        for image in [images] if single else list(images):
-            features = model.encode_images(self._images([image]))  # (1, ...)
+        images = [images] if single else list(images)
+        model = self._retrieval_model()
+        k = getattr(model, "default_rerank_k", 0) if rerank_k is None else rerank_k
+        features = torch.cat([model.encode_images(self._images(images[s : s + self.batch_size]))
+                              for s in range(0, len(images), self.batch_size)])
+        ids, mask = self._texts(texts)
+        if 0 < k < len(texts):
+            img_emb, txt_emb = model.shortlist_embeddings(features, ids, mask)
+            order = (img_emb @ txt_emb.t()).argsort(dim=1, descending=True, stable=True).cpu()
+        else:
+            k = len(texts)
+            order = torch.arange(len(texts)).expand(len(images), -1)
+        ranked = []
+        for i in range(len(images)):
+            shortlist, rest = order[i, :k].tolist(), order[i, k:].tolist()
             scores: list[float] = []
-            for s in range(0, len(texts), self.batch_size):
-                ids, mask = self._texts(texts[s : s + self.batch_size])
-                repeated = features.expand(ids.shape[0], *features.shape[1:])
-                scores += model.match_scores(repeated, ids, mask).tolist()
-            order = sorted(range(len(texts)), key=lambda i: -scores[i])
-            ranked.append([(texts[i], float(scores[i])) for i in order])
+            for s in range(0, len(shortlist), self.batch_size):
+                cand = torch.tensor(shortlist[s : s + self.batch_size], device=self.device)
+                repeated = features[i : i + 1].expand(cand.numel(), *features.shape[1:])
+                scores += model.match_scores(repeated, ids[cand], mask[cand]).tolist()
+            best = sorted(range(len(shortlist)), key=lambda j: -scores[j])
+            ranked.append([(texts[shortlist[j]], float(scores[j])) for j in best]
+                          + [(texts[t], float("-inf")) for t in rest])
         return ranked[0] if single else ranked
 
     # ------------------------------------------------------------------ tasks

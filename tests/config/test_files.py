@@ -58,7 +58,7 @@ def test_builtin_recipes_load_with_their_task_class():
                "snli_ve": SNLIVETaskConfig, "grounding": GroundingTaskConfig,
                "refexp": RefexpTaskConfig, "detection": DetectionTaskConfig}
     recipes = builtin_recipes()
-    assert len(recipes) == 18
+    assert len(recipes) == 26  # Visual Parsing: 3 sizes x 4 tasks; FIBER: 2 x 4, 2 x 3 boxes
     for name in recipes:
         cfg = load_config(name, cls=FinetuneConfig)
         prefix = next(p for p in classes if name.startswith(p))

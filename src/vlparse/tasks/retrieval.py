@@ -16,10 +16,13 @@ pair is ``model.match_scores`` (the matching logit margin ``z_1 - z_0``, monoton
 probability). TR ranks the captions of each image, IR the images of each caption; Recall@1/5/10
 by :func:`vlparse.eval.metrics.recall_at_k`.
 
-``task.rerank_k = K``: a cheap first score (the dot product of ``model.shortlist_embeddings``)
+``task.rerank_k = K``, retrieval in two stages: a cheap first score (the dot product of
+``model.shortlist_embeddings``; FIBER: the dual encoder's ITC similarity) ranks every pair and
 picks, for each image, its top-K captions (TR) and, for each caption, its top-K images (IR);
-only those pairs go through the full model, the others rank last. With ``K >= max(I, T)`` the
-result equals the full ranking exactly.
+only those pairs go through the full model (FIBER: the fused ITM), the others rank last. With
+``K >= max(I, T)`` the result equals the full ranking exactly. The evaluation then also reports
+the first stage's own recalls, the pairs the full model scored beside ``I x T`` and the seconds
+of each stage (:class:`Ranking`).
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ from __future__ import annotations
 import math
 import time
 from contextlib import nullcontext
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -58,6 +62,7 @@ __all__ = [
     "encode_images",
     "score_matrix",
     "rerank_candidates",
+    "Ranking",
     "rank_pairs",
     "retrieval_metrics",
     "chance_recall",
@@ -301,27 +306,62 @@ def chance_recall(caption_image: Tensor, num_images: int) -> dict[str, float]:
     return out
 
 
+@dataclass
+class Ranking:
+    """What :func:`rank_pairs` returns.
+
+    Attributes:
+        scores_tr: ``(I, T)`` scores that rank the captions of each image (TR).
+        scores_ir: ``(I, T)`` scores that rank the images of each caption (IR); both are the
+            full model's scores, ``-inf`` outside the shortlist of the direction.
+        pairs: image-caption pairs the full model scored.
+        shortlist: ``(I, T)`` first-stage scores (``None`` for the full ranking).
+        shortlist_s: seconds of the first stage; full_s: seconds of the full model's scoring.
+    """
+
+    scores_tr: Tensor
+    scores_ir: Tensor
+    pairs: int
+    shortlist: Tensor | None = None
+    shortlist_s: float = 0.0
+    full_s: float = 0.0
+
+
+def _synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
 @torch.no_grad()
 def rank_pairs(model: nn.Module, features: Tensor, input_ids: Tensor, attention_mask: Tensor,
                rerank_k: int = 0, batch_pairs: int = 1024, autocast=None,
-               progress: bool = False) -> tuple[Tensor, Tensor, int]:
-    """The ``(I, T)`` scores that rank captions per image (TR) and images per caption (IR), and
-    the number of pairs the full model scored: every pair, or with ``rerank_k = K > 0`` the
-    top-K candidates of ``model.shortlist_embeddings`` in each direction (``-inf`` elsewhere)."""
+               progress: bool = False) -> Ranking:
+    """Rank captions per image (TR) and images per caption (IR) with the full model's scores
+    (``model.match_scores``) of every pair, or, with ``rerank_k = K > 0``, in two stages: the
+    dot product of ``model.shortlist_embeddings`` ranks everything and the full model re-scores
+    the top-K candidates of each query in each direction (``-inf`` elsewhere). ``K >= max(I,
+    T)`` re-scores every pair: the full ranking by another path."""
     kw = {"batch_pairs": batch_pairs, "autocast": autocast, "progress": progress}
+    device = features.device
+    t0 = time.perf_counter()
     if rerank_k <= 0:
         scores = score_matrix(model, features, input_ids, attention_mask, **kw)
-        return scores, scores, scores.numel()
+        _synchronize(device)
+        return Ranking(scores, scores, scores.numel(), full_s=time.perf_counter() - t0)
     if not hasattr(model, "shortlist_embeddings"):
         raise ConfigError(f"task.rerank_k={rerank_k}: {type(model).__name__} has no cheap "
                           "first-stage score (shortlist_embeddings); use task.rerank_k=0")
     with autocast or nullcontext():
         img_emb, txt_emb = model.shortlist_embeddings(features, input_ids, attention_mask)
-    # K >= max(I, T) re-scores every pair: the full ranking, by another path
-    tr, ir = rerank_candidates(img_emb @ txt_emb.t(), rerank_k)
+    cheap = img_emb.float() @ txt_emb.float().t()
+    tr, ir = rerank_candidates(cheap, rerank_k)
+    _synchronize(device)
+    t1 = time.perf_counter()
     scores = score_matrix(model, features, input_ids, attention_mask, candidates=tr | ir, **kw)
+    _synchronize(device)
     inf = torch.tensor(float("-inf"), device=scores.device)
-    return torch.where(tr, scores, inf), torch.where(ir, scores, inf), int((tr | ir).sum())
+    return Ranking(torch.where(tr, scores, inf), torch.where(ir, scores, inf),
+                   int((tr | ir).sum()), cheap, t1 - t0, time.perf_counter() - t1)
 
 
 @torch.no_grad()
@@ -330,7 +370,9 @@ def evaluate_retrieval(
     device: torch.device, progress: bool = True,
 ) -> dict[str, Any]:
     """Full ranking (or top-``task.rerank_k`` re-ranking) of a split: TR and IR Recall@1/5/10,
-    chance levels, counts and timings."""
+    chance levels, counts and timings. With re-ranking also the first stage's own recalls
+    (``shortlist_tr_r1`` ...), its seconds (``shortlist_s``) and those of the full model
+    (``rerank_s``), and ``pairs_all`` (``I x T``, what the full ranking scores)."""
     autocast = precision_autocast(cfg.train.precision, device)
     loader = DataLoader(dataset, batch_size=64, num_workers=cfg.data.num_workers,
                         pin_memory=device.type == "cuda")
@@ -342,23 +384,27 @@ def evaluate_retrieval(
     n_img, n_txt = features.shape[0], dataset.input_ids.shape[0]
     k = cfg.task.rerank_k
     ids, mask = dataset.input_ids.to(device), dataset.attention_mask.to(device)
-    scores_tr, scores_ir, pairs = rank_pairs(model, features, ids, mask, k,
-                                             cfg.task.eval_batch_pairs, autocast, progress)
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
+    ranking = rank_pairs(model, features, ids, mask, k, cfg.task.eval_batch_pairs, autocast,
+                         progress)
     t2 = time.perf_counter()
-    return {
-        **retrieval_metrics(scores_tr, scores_ir, dataset.caption_image),
+    result = {
+        **retrieval_metrics(ranking.scores_tr, ranking.scores_ir, dataset.caption_image),
         "num_examples": n_img,
         "num_images": n_img,
         "num_captions": n_txt,
         "rerank_k": k,
-        "pairs_scored": pairs,
+        "pairs_scored": ranking.pairs,
+        "pairs_all": n_img * n_txt,
         "parser_s": t1 - t0,
         "scoring_s": t2 - t1,
-        "pairs_per_s": pairs / max(t2 - t1, 1e-9),
+        "pairs_per_s": ranking.pairs / max(ranking.full_s, 1e-9),
         **chance_recall(dataset.caption_image, n_img),
     }
+    if ranking.shortlist is not None:
+        first = retrieval_metrics(ranking.shortlist, ranking.shortlist, dataset.caption_image)
+        result.update({f"shortlist_{key}": v for key, v in first.items()})
+        result.update(shortlist_s=ranking.shortlist_s, rerank_s=ranking.full_s)
+    return result
 
 
 # --------------------------------------------------------------------------- the task
