@@ -296,9 +296,9 @@ def run_ablation(
     chosen = get_rows(rows)
     base_config = base_config or ("tiny" if tiny else "ablation")
     finetune_config = finetune_config or f"{task.replace('-', '_')}_world"
-    args = {"base_config": base_config, "finetune_config": finetune_config, "task": task,
-            "pretrain_steps": pretrain_steps, "finetune_steps": finetune_steps,
-            "overrides": list(overrides), "tiny": tiny, "probe_samples": probe_samples}
+    args = dict(base_config=base_config, finetune_config=finetune_config, task=task,
+                pretrain_steps=pretrain_steps, finetune_steps=finetune_steps,
+                overrides=list(overrides), tiny=tiny, probe_samples=probe_samples)
     _check_counts(seeds, pretrain_steps, finetune_steps, probe_samples, max_units)
     pre_ov, ft_ov = _split_overrides(overrides)
     cfgs, ft_cfg = _resolve_configs(chosen, args, pre_ov, ft_ov)
@@ -309,36 +309,50 @@ def run_ablation(
         visuals = {name: describe_visual(c.model.visual) for name, c in cfgs.items()}
         ft_record = _ft_config(ft_cfg, 0, finetune_steps, ft_ov)
 
+        results: dict[str, dict[int, dict]] = {r.name: {} for r in chosen}
+
         def table() -> dict[str, Any]:
             return _table(chosen, seeds, results, cfgs, visuals, ft_record, args, manifest_path,
                           out)
 
-        total = len(chosen) * seeds
-        results: dict[str, dict[int, dict]] = {r.name: {} for r in chosen}
-        writes = Path(units_out) if units_out is not None else units
-        folders = [Path(f) for f in (units_out, units) if f is not None]
-        ran = 0
-        for i, (row, seed) in enumerate(((r, s) for r in chosen for s in range(seeds)), start=1):
-            def say(msg: str, row=row, seed=seed, i=i) -> None:
-                log(f"[{i}/{total}] {row.name} seed {seed}: {msg}")
+        def run(row: AblationRow, seed: int, say: Callable[[str], None]) -> dict[str, Any]:
+            return _run_unit(row, seed, args, manifest_path, out, ft_cfg, pre_ov, ft_ov,
+                             progress, say)
 
-            unit = read_unit(folders, row.name, seed, args)
-            if unit is not None:
-                say("unit file found, not run")
-            elif max_units is not None and ran >= max_units:
-                say(f"missing, left for a later run (--max-units {max_units})")
-                continue
-            else:
-                unit = _run_unit(row, seed, args, manifest_path, out, ft_cfg, pre_ov, ft_ov,
-                                 progress, say)
-                ran += 1
-                if writes is not None:
-                    say(f"unit file {write_unit(writes, unit, args)}")
+        for row, seed, unit in _units(chosen, seeds, args, units, units_out, max_units, run,
+                                      log):
             results[row.name][seed] = unit
             write_report(out, table(), plot=False)
-        final = table()
-        write_report(out, final)
+        write_report(out, final := table())
         return final
+
+
+def _units(chosen: list[AblationRow], seeds: int, args: dict[str, Any],
+           units: str | Path | None, units_out: str | Path | None, max_units: int | None,
+           run: Callable[..., dict[str, Any]], log: Callable[[str], None]):
+    """Each (row, seed, summary) of the ablation in order: read from a unit file when one is
+    found, else run by ``run(row, seed, say)`` (at most ``max_units`` of them) and written to
+    ``units_out`` (or ``units``)."""
+    total = len(chosen) * seeds
+    writes = Path(units_out) if units_out is not None else units
+    folders = [Path(f) for f in (units_out, units) if f is not None]
+    ran = 0
+    for i, (row, seed) in enumerate(((r, s) for r in chosen for s in range(seeds)), start=1):
+        def say(msg: str, row=row, seed=seed, i=i) -> None:
+            log(f"[{i}/{total}] {row.name} seed {seed}: {msg}")
+
+        unit = read_unit(folders, row.name, seed, args)
+        if unit is not None:
+            say("unit file found, not run")
+        elif max_units is not None and ran >= max_units:
+            say(f"missing, left for a later run (--max-units {max_units})")
+            continue
+        else:
+            unit = run(row, seed, say)
+            ran += 1
+            if writes is not None:
+                say(f"unit file {write_unit(writes, unit, args)}")
+        yield row, seed, unit
 
 
 def _run_unit(row: AblationRow, seed: int, a: dict[str, Any], manifest_path: str | Path,

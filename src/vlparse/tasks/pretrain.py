@@ -144,6 +144,11 @@ class PretrainTask:
                 f"({o.itm_negative_group}), so that no group is split"
             )
 
+    @property
+    def captions_per_image(self) -> int:
+        """Matched captions an image comes with in a training item (``objectives.num_pos``)."""
+        return self.cfg.objectives.num_pos
+
     def _processor(self) -> VisualParsingProcessor:
         return VisualParsingProcessor.from_config(self.cfg.model)
 
@@ -246,7 +251,7 @@ class PretrainTask:
             return self.shard_dataset(self.rank, self.world_size)
         d = self.cfg.data
         return PretrainDataset(self.records, on_error=d.on_error, epoch_unit=d.epoch_unit,
-                               num_pos=self.cfg.objectives.num_pos)
+                               num_pos=self.captions_per_image)
 
     def eval_dataset(self) -> PretrainDataset | None:
         if self.val_records is None:

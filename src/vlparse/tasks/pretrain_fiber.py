@@ -58,6 +58,9 @@ class FiberPretrainTask(PretrainTask):
                 f"grad_accum {tr.grad_accum} / {world_size} processes); it needs at least 2"
             )
 
+    captions_per_image = 1
+    """One matched caption per image and item (an epoch over pairs visits every caption)."""
+
     def _processor(self) -> FiberProcessor:
         """The backbone's tokenizer and the image transform; the tokenizer must fit the text
         backbone (its vocabulary, its padding id)."""
@@ -79,7 +82,7 @@ class FiberPretrainTask(PretrainTask):
         ``numbered``: as :meth:`PretrainTask._make_collator`'s."""
         numbered = records if numbered is None else numbered
         return PretrainCollator(
-            records, self.processor, 0, num_pos=1, num_neg=0 if train else 1,
+            records, self.processor, 0, num_pos=self.captions_per_image, num_neg=0 if train else 1,
             mlm_prob=self.cfg.objectives.mlm_prob, seed=seed, negatives="dataset",
             negative_filter=truth.negative_filter(numbered) if truth is not None else None,
             item_noise=NOISE_PER_ITEM if train else 0,
