@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 import torch
 
@@ -98,3 +99,30 @@ def test_self_critical_stage_from_the_mle_run(scene_world, pretrained, tmp_path)
         torch.testing.assert_close(r["loss"], 0.3 * r["mle"] + 0.7 * r["scst"], rtol=1e-4,
                                    atol=1e-5)
         assert r["reward_sample"] >= 0 and r["reward_greedy"] >= 0
+
+
+def test_nearest_neighbour_baseline_finds_the_image_itself(scene_world):
+    """An embedding that identifies each image (its pixels): with the test images among the
+    training ones, every test image gets its own first caption."""
+    from types import SimpleNamespace
+
+    from vlparse.tasks.caption import CaptionEvalDataset, nearest_neighbour_results
+    from vlparse.tasks.retrieval import read_retrieval_records
+
+    class Pixels:
+        def encode_image(self, images):
+            return SimpleNamespace(embeds=images.flatten(1) - images.mean())
+
+    def pixels(image):
+        return torch.from_numpy(np.asarray(image.resize((16, 16)), dtype="float32")).permute(
+            2, 0, 1)
+
+    processor = SimpleNamespace(image_transform=pixels)
+    manifest = load_manifest(scene_world)
+    train = read_retrieval_records(manifest, ["coco"], ["train", "test"])
+    test = read_retrieval_records(manifest, ["coco"], ["test"])
+    cfg = load_config("caption_world", ["train.batch_size=7"], cls=FinetuneConfig)
+    results = nearest_neighbour_results(Pixels(), CaptionEvalDataset(train, processor),
+                                        CaptionEvalDataset(test, processor), cfg,
+                                        torch.device("cpu"))
+    assert results == [{"image_id": r.image_id, "caption": r.captions[0]} for r in test]

@@ -35,7 +35,7 @@ from tqdm.auto import tqdm
 
 from vlparse.config import FinetuneConfig
 from vlparse.data.formats.records import ImageCaptions
-from vlparse.eval.caption import caption_scores
+from vlparse.eval.caption import caption_scores, nearest_neighbour_captions
 from vlparse.eval.cider import CiderD
 from vlparse.io.files import atomic_write_text
 from vlparse.objectives.caption import mix_caption_losses, self_critical_loss
@@ -52,6 +52,7 @@ __all__ = [
     "build_task",
     "caption_results",
     "evaluate_captioning",
+    "nearest_neighbour_results",
     "results_path",
 ]
 
@@ -171,6 +172,26 @@ def evaluate_captioning(model: nn.Module, dataset: CaptionEvalDataset, cfg: Fine
     scores = caption_scores(results, refs)
     return {**scores.metrics, "tokenizer": scores.tokenizer, "skipped": scores.skipped,
             "num_examples": len(results), "num_beams": cfg.task.num_beams, "results": results}
+
+
+@torch.no_grad()
+def nearest_neighbour_results(model: nn.Module, train: CaptionEvalDataset,
+                              test: CaptionEvalDataset, cfg: FinetuneConfig,
+                              device: torch.device) -> list[dict[str, Any]]:
+    """The retrieval baseline of captioning: each image of ``test`` gets the first caption of
+    the image of ``train`` whose dual-encoder (ITC) image embedding is the most cosine-similar
+    (``model.encode_image(images).embeds``, e.g. a pre-trained FIBER model)."""
+
+    def embed(dataset: CaptionEvalDataset) -> Tensor:
+        loader = DataLoader(dataset, batch_size=cfg.train.batch_size, shuffle=False,
+                            num_workers=cfg.data.num_workers)
+        return torch.cat([model.encode_image(b["image"].to(device)).embeds.float().cpu()
+                          for b in loader])
+
+    captions = nearest_neighbour_captions(embed(test), embed(train),
+                                          [r.captions[0] for r in train.records])
+    return [{"image_id": r.image_id, "caption": c}
+            for r, c in zip(test.records, captions, strict=True)]
 
 
 def results_path(out_json: Path) -> Path:
