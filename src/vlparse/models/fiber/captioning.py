@@ -45,9 +45,10 @@ class FiberForCaptioning(PretrainedMixin, nn.Module):
         head_lr_mult: learning-rate multiplier of the ``last_stage`` adapters (new weights).
 
     Attributes:
-        backbone, adapters (empty for ``paired``), decoder (the
-        :class:`~vlparse.models.fiber.decoder.FiberCaptionDecoder` over them), labels (empty:
-        no classes).
+        backbone: the FIBER model.
+        adapters: the ``last_stage`` adapters (empty for ``paired``).
+        decoder: the :class:`~vlparse.models.fiber.decoder.FiberCaptionDecoder` over them.
+        labels: empty (no classes).
     """
 
     family = FAMILY
