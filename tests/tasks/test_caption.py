@@ -61,9 +61,10 @@ def test_finetune_evaluate_and_caption_end_to_end(scene_world, pretrained, tmp_p
 
     path = tmp_path / "eval" / "test.json"
     argv = ["evaluate", "caption", "--checkpoint", str(out), "--data", str(scene_world),
-            "--split", "test", "--out", str(path), "--no-progress"]
+            "--split", "test", "--out", str(path), "--no-progress", "--beams", "1"]
     assert main(argv) == 0
     metrics = json.loads(path.read_text())
+    assert metrics["num_beams"] == 1  # greedy, asked on the command line
     for key in ("Bleu_1", "Bleu_2", "Bleu_3", "Bleu_4", "ROUGE_L", "CIDEr"):
         assert 0.0 <= metrics[key] <= 10.0, key
     assert metrics["tokenizer"] in ("ptb", "simple_ptb") and "SPICE" in metrics["skipped"]

@@ -19,13 +19,14 @@ EXAMPLES = """examples:
   vlparse finetune retrieval --data /data/manifest.json --init runs/paper --out ft/flickr
   vlparse finetune retrieval --data m.json --out ft/scratch --config retrieval_world train.epochs=2
   vlparse finetune vqa --data m.json --init runs/tiny --out ft/vqa --config vqa_world --resume
-recipes (--config; default: the task's paper recipe): retrieval, vqa, nlvr2, snli_ve and their
-*_world versions for the scene world on a CPU, or a YAML file."""
+  vlparse finetune caption --data m.json --init runs/fiber_tiny --out ft/cap --config caption_world
+recipes (--config; default: the task's paper recipe): retrieval, vqa, nlvr2, snli_ve, caption
+and their *_world versions for the scene world on a CPU, or a YAML file."""
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     parent = add_command(sub, "finetune",
-                         "fine-tune on a downstream task (retrieval, vqa, nlvr2, snli-ve)",
+                         "fine-tune on a downstream task (retrieval, vqa, nlvr2, snli-ve, caption)",
                          EXAMPLES)
     tasks = parent.add_subparsers(dest="task", metavar="TASK")
     for name in FINETUNE_TASKS:  # one sub-parser per task: key=value may follow options
