@@ -45,11 +45,12 @@ def test_builtin_configs_load_and_validate():
 
 def test_builtin_recipes_load_with_their_task_class():
     from vlparse.config import NLVR2TaskConfig, RetrievalTaskConfig, SNLIVETaskConfig, VQATaskConfig
+    from vlparse.config.finetune import CaptionTaskConfig
 
     classes = {"retrieval": RetrievalTaskConfig, "vqa": VQATaskConfig, "nlvr2": NLVR2TaskConfig,
-               "snli_ve": SNLIVETaskConfig}
+               "snli_ve": SNLIVETaskConfig, "caption": CaptionTaskConfig}
     recipes = builtin_recipes()
-    assert len(recipes) == 12
+    assert len(recipes) == 14
     for name in recipes:
         cfg = load_config(name, cls=FinetuneConfig)
         prefix = next(p for p in classes if name.startswith(p))
