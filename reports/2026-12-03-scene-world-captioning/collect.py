@@ -28,11 +28,15 @@ def main(eval_dir: str, runs_dir: str) -> None:
             continue
         data = json.loads(path.read_text())
         metrics = data.get("metrics", data)
+        captions_file = path.with_name(f"{path.stem}_captions.json")
+        rows = data.get("results") or (json.loads(captions_file.read_text())
+                                       if captions_file.exists() else [])
         results[path.stem] = {
             **{k: metrics[k] for k in METRICS if k in metrics},
             "num_images": data.get("num_examples", data.get("num_images")),
             "tokenizer": data["tokenizer"],
             "num_beams": data.get("num_beams"),
+            "distinct_captions": len({r["caption"] for r in rows}),
         }
     runs = {}
     for summary in sorted(Path(runs_dir).glob("*/summary.json")):
