@@ -1,18 +1,24 @@
 """Caption decoding speed on the CPU: beam search with and without the key/value cache.
 
     python benchmarks/caption_decoding.py --out caption_decoding_cpu.json
+    python benchmarks/caption_decoding.py --model ft/caption/model --out caption_decoding_cpu.json
 
-The default decoder is transformers' ``BertLMHeadModel`` as a causal decoder with
-cross-attention (``is_decoder``, ``add_cross_attention``; random weights, sized by the flags)
-behind :class:`vlparse.models.generation.CaptionDecoder`: with the cache, the image keys/values
-are computed once per image and each step feeds one token through ``EncoderDecoderCache``;
-without it, every step runs the whole prefix and recomputes the image keys/values, as FIBER's
-released code decodes. ``--decoder package.module:factory`` benchmarks any other decoder that
-follows the protocol: ``factory(args)`` returns ``(decoder, memory, batch_size)``.
+The default decoder is FIBER's (:class:`vlparse.models.fiber.decoder.FiberCaptionDecoder`):
+a captioning model saved by ``vlparse finetune caption`` (``--model``), or a freshly initialised
+one of a model config (``--config``, default ``fiber_tiny``, with ``--set key=value``
+overrides; no weights are read). With the cache, each fused layer's image keys/values are
+computed once per image and each step feeds one token; without it, every step runs the whole
+prefix and projects the image tokens again, as FIBER's released code decodes. The image
+backbone runs once per batch on random images, outside the timed search. ``--decoder bert``
+benchmarks transformers' ``BertLMHeadModel`` with cross-attention (sized by ``--layers``,
+``--width``...) through ``EncoderDecoderCache``; ``--decoder package.module:factory`` any other
+decoder that follows :class:`vlparse.models.generation.CaptionDecoder`: ``factory(args)``
+returns ``(decoder, memory, batch_size)``.
 
 Random weights rarely emit the end token, so most captions run to ``--max-length``: the time
-of the longest captions. Reports captions/s (median of ``--repeats`` runs) of each path, their
-ratio and whether both paths gave the same captions, with the command, commit, hardware and date.
+of the longest captions (a trained model's captions end earlier; ``mean_length`` says). Reports
+captions/s (median of ``--repeats`` runs) of each path, their ratio and whether both paths gave
+the same captions, with the command, commit, hardware and date.
 """
 
 from __future__ import annotations
@@ -107,7 +113,34 @@ def bert_decoder(args: argparse.Namespace) -> tuple[BertCaptionDecoder, Any, int
     return decoder, memory, args.images
 
 
-def load_factory(spec: str):
+def fiber_decoder(args: argparse.Namespace) -> tuple[Any, Any, int]:
+    """FIBER's caption decoder: the saved model ``--model``, or a fresh one of ``--config``."""
+    from vlparse.models.fiber.captioning import FiberForCaptioning
+
+    if args.model:
+        model = FiberForCaptioning.from_pretrained(args.model)
+    else:
+        from vlparse.config import load_config
+        from vlparse.config.finetune import CaptionTaskConfig
+        from vlparse.models.fiber import FiberProcessor
+
+        overrides = ["model.text.pretrained=null", "model.visual.pretrained=null",
+                     *[f"model.{kv}" for kv in args.set]]
+        cfg = load_config(args.config, overrides).model
+        model = FiberForCaptioning.from_config(cfg, FiberProcessor.from_config(cfg),
+                                               CaptionTaskConfig())
+    model.eval()
+    size = model.backbone.cfg.visual.image_size
+    with torch.no_grad():
+        memory = model.encode_images(torch.randn(args.images, 3, size, size))
+    return model.decoder, memory, args.images
+
+
+def load_factory(spec: str | None):
+    if spec in (None, "fiber"):
+        return fiber_decoder
+    if spec == "bert":
+        return bert_decoder
     module, _, name = spec.partition(":")
     return getattr(importlib.import_module(module), name)
 
@@ -124,7 +157,12 @@ def commit() -> str:
 
 def main(argv: list[str] | None = None) -> dict:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--decoder", default=None, help="package.module:factory (default: BERT)")
+    p.add_argument("--decoder", default="fiber",
+                   help="fiber (default), bert, or package.module:factory")
+    p.add_argument("--model", default=None, help="a saved FIBER captioning model (fiber)")
+    p.add_argument("--config", default="fiber_tiny", help="model config of a fresh one (fiber)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override of the model config, e.g. text.num_layers=2 (fiber)")
     p.add_argument("--images", type=int, default=8)
     p.add_argument("--beams", type=int, default=5)
     p.add_argument("--max-length", type=int, default=50)
@@ -141,7 +179,7 @@ def main(argv: list[str] | None = None) -> dict:
     if args.threads:
         torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
-    factory = load_factory(args.decoder) if args.decoder else bert_decoder
+    factory = load_factory(args.decoder)
     decoder, memory, batch_size = factory(args)
     settings = dict(num_beams=args.beams, max_length=args.max_length)
     seconds, outputs = {}, {}
@@ -164,7 +202,7 @@ def main(argv: list[str] | None = None) -> dict:
             "torch": torch.__version__,
             "torch_threads": torch.get_num_threads(),
         },
-        "settings": {**vars(args), "decoder": args.decoder or "bert"},
+        "settings": vars(args),
         "median_seconds": seconds,
         "captions_per_s": {k: batch_size / s for k, s in seconds.items()},
         "speedup_cache": seconds["no_cache"] / seconds["cache"],

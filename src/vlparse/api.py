@@ -13,6 +13,7 @@ method                        needs a model of
 ``answer``                    ``finetune vqa``
 ``entail``                    ``finetune snli-ve``
 ``reason``                    ``finetune nlvr2``
+``caption``                   ``finetune caption``
 ``ground``, ``detect``        FIBER's fine-grained stage (``pretrain --config
                               fiber_fine_*``) or ``finetune grounding | refexp |
                               detection``
@@ -81,7 +82,8 @@ class VLModel:
     """A loaded model for inference; build it with :func:`load`.
 
     Attributes:
-        task: ``"pretrain"``, ``"retrieval"``, ``"vqa"``, ``"nlvr2"`` or ``"snli-ve"``.
+        task: ``"pretrain"``, ``"retrieval"``, ``"vqa"``, ``"nlvr2"``, ``"snli-ve"`` or
+            ``"caption"``.
         model: the family's model (pre-trained) or its task model (fine-tuned).
         processor: the model's processor (image transform and tokenizer).
         labels: the task model's classes (the VQA answers, the entailment classes ...), empty
@@ -268,6 +270,23 @@ class VLModel:
                                        "reason")
         true = self._logits(pairs, sentences).softmax(-1)[:, 1].tolist()
         return true[0] if single else true
+
+    @torch.no_grad()
+    def caption(self, images: Sequence[ImageLike] | ImageLike, beam: int = 5,
+                max_length: int = 50, length_alpha: float = 1.0) -> str | list[str]:
+        """A caption of each image: beam search with ``beam`` beams (1 = greedy),
+        length-normalised by ``length ** length_alpha``, at most ``max_length`` tokens; one
+        string for one image, a list for a list."""
+        self._require("caption", "caption")
+        single = _is_image(images)
+        images = [images] if single else list(images)
+        out: list[str] = []
+        for s in range(0, len(images), self.batch_size):
+            generated = self.model.generate(self._images(images[s : s + self.batch_size]),
+                                            num_beams=beam, max_length=max_length,
+                                            length_alpha=length_alpha)
+            out += self.model.decode(generated, self.processor.tokenizer)
+        return out[0] if single else out
 
 
     # ------------------------------------------------------------------ boxes

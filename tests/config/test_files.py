@@ -53,12 +53,15 @@ def test_builtin_recipes_load_with_their_task_class():
         SNLIVETaskConfig,
         VQATaskConfig,
     )
+    from vlparse.config.finetune import CaptionTaskConfig
 
     classes = {"retrieval": RetrievalTaskConfig, "vqa": VQATaskConfig, "nlvr2": NLVR2TaskConfig,
                "snli_ve": SNLIVETaskConfig, "grounding": GroundingTaskConfig,
-               "refexp": RefexpTaskConfig, "detection": DetectionTaskConfig}
+               "refexp": RefexpTaskConfig, "detection": DetectionTaskConfig,
+               "caption": CaptionTaskConfig}
     recipes = builtin_recipes()
-    assert len(recipes) == 26  # Visual Parsing: 3 sizes x 4 tasks; FIBER: 2 x 4, 2 x 3 boxes
+    # Visual Parsing: 3 sizes x 4 tasks; FIBER: 2 x 4, 2 x 3 box tasks, 2 caption
+    assert len(recipes) == 28
     for name in recipes:
         cfg = load_config(name, cls=FinetuneConfig)
         prefix = next(p for p in classes if name.startswith(p))

@@ -30,14 +30,14 @@ from vlparse.config import families as fam
 
 
 def test_task_name_picks_the_task_class():
-    assert FINETUNE_TASKS == ("retrieval", "vqa", "nlvr2", "snli-ve", "grounding", "refexp",
-                              "detection")
+    assert FINETUNE_TASKS == ("retrieval", "vqa", "nlvr2", "snli-ve", "caption", "grounding",
+                              "refexp", "detection")
     picked = {name: type(from_dict(FinetuneConfig, {"task": {"name": name}}).task).__name__
               for name in FINETUNE_TASKS}
     assert picked == {"retrieval": "RetrievalTaskConfig", "vqa": "VQATaskConfig",
                       "nlvr2": "NLVR2TaskConfig", "snli-ve": "SNLIVETaskConfig",
-                      "grounding": "GroundingTaskConfig", "refexp": "RefexpTaskConfig",
-                      "detection": "DetectionTaskConfig"}
+                      "caption": "CaptionTaskConfig", "grounding": "GroundingTaskConfig",
+                      "refexp": "RefexpTaskConfig", "detection": "DetectionTaskConfig"}
     assert type(FinetuneConfig().task) is RetrievalTaskConfig  # the default
     assert type(from_dict(FinetuneConfig, {"task": {"num_neg": 1}}).task) is RetrievalTaskConfig
     vqa = from_dict(FinetuneConfig, {"task": {"name": "vqa", "num_answers": 10}}).task
@@ -68,10 +68,11 @@ def test_a_wrong_task_name_lists_the_tasks():
     with pytest.raises(FieldError) as e:
         load_config("retrieval_world", ["task.name=captioning"], cls=FinetuneConfig)
     assert str(e.value) == ("override 'task.name=captioning': task.name: 'captioning' is not one "
-                            "of 'retrieval', 'vqa', 'nlvr2', 'snli-ve', 'grounding', 'refexp', "
-                            "'detection'")
+                            "of 'retrieval', 'vqa', 'nlvr2', 'snli-ve', 'caption', 'grounding', "
+                            "'refexp', 'detection'")
     with pytest.raises(FieldError, match=r"^FinetuneConfig\.task: expected RetrievalTaskConfig or "
-                                         r"VQATaskConfig or NLVR2TaskConfig or SNLIVETaskConfig"):
+                                         r"VQATaskConfig or NLVR2TaskConfig or SNLIVETaskConfig or "
+                                         r"CaptionTaskConfig"):
         FinetuneConfig(task=ModelConfig())
     with pytest.raises(FieldError, match=r"task: expected a mapping, got 'vqa'"):
         from_dict(FinetuneConfig, {"task": "vqa"})

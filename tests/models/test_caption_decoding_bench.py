@@ -1,5 +1,6 @@
 """``benchmarks/caption_decoding.py``: its BERT decoder follows the decoding protocol over
-transformers' caches (cache = no cache), and the script writes its JSON."""
+transformers' caches (cache = no cache), and the script writes its JSON for the BERT decoder and
+for FIBER's (the default)."""
 
 from __future__ import annotations
 
@@ -63,8 +64,22 @@ def test_benchmark_writes_its_json(tmp_path):
     pytest.importorskip("transformers")
     out = tmp_path / "caption_decoding.json"
     argv = [f"--{k.replace('_', '-')}={v}" for k, v in TINY.items()]
-    _load().main([*argv, "--beams", "2", "--max-length", "4", "--repeats", "1", "--out", str(out)])
+    _load().main([*argv, "--decoder", "bert", "--beams", "2", "--max-length", "4", "--repeats",
+                  "1", "--out", str(out)])
     saved = json.loads(out.read_text())
     assert saved["same_captions"] is True
     assert set(saved["captions_per_s"]) == {"cache", "no_cache"}
     assert saved["hardware"]["torch"] == torch.__version__ and saved["commit"]
+
+
+def test_benchmark_runs_the_fiber_decoder(tmp_path):
+    pytest.importorskip("timm")
+    pytest.importorskip("transformers")
+    out = tmp_path / "fiber.json"
+    small = ["text.num_layers=2", "text.hidden_size=32", "text.num_heads=2",
+             "text.intermediate_size=64", "fusion.num_layers=1", "visual.image_size=32"]
+    argv = [f"--set={kv}" for kv in small]
+    result = _load().main([*argv, "--images", "2", "--beams", "2", "--max-length", "3",
+                           "--repeats", "1", "--out", str(out)])
+    assert result["settings"]["decoder"] == "fiber" and result["same_captions"] is True
+    assert json.loads(out.read_text())["mean_length"] == result["mean_length"]

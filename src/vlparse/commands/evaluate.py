@@ -13,7 +13,9 @@ EXAMPLES = """examples:
   vlparse evaluate retrieval --checkpoint ft/flickr --data m.json --split test --out r.json \\
       --rerank-k 128
   vlparse evaluate retrieval --checkpoint runs/paper --data m.json --split test --out zs.json
-(the last one: zero-shot retrieval of a pre-training run with its ITM head)"""
+  vlparse evaluate caption --checkpoint ft/cap --data m.json --split test --out cap.json --beams 1
+(the third one: zero-shot retrieval of a pre-training run with its ITM head; the last one writes
+cap.json and the COCO results file cap_captions.json, greedy decoding)"""
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -31,6 +33,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     ev.add_argument("--rerank-k", type=int, default=None, help="retrieval: re-score only the "
                     "top K candidates of a cheap unimodal score (default: full ranking)")
     ev.add_argument("--batch-pairs", type=int, default=None, help="pairs per forward pass")
+    ev.add_argument("--beams", type=int, default=None, help="caption: beams of the beam search "
+                    "(1 = greedy; default: the run's task.num_beams)")
     ev.add_argument("--workers", type=int, default=None, help="image loading processes "
                     "(default: the run's data.num_workers)")
     ev.add_argument("--device", default=None, help="cuda, cpu, ... (default: cuda if available)")
@@ -48,6 +52,8 @@ def run(args: argparse.Namespace) -> None:
         overrides.append(f"task.rerank_k={args.rerank_k}")
     if args.batch_pairs is not None:
         overrides.append(f"task.eval_batch_pairs={args.batch_pairs}")
+    if args.beams is not None:
+        overrides.append(f"task.num_beams={args.beams}")
     if args.workers is not None:
         overrides.append(f"data.num_workers={args.workers}")
     result = run_evaluate(args.task, args.checkpoint, args.data, args.split, args.out,

@@ -20,8 +20,10 @@ EXAMPLES = """examples:
   vlparse finetune retrieval --data m.json --out ft/scratch --config retrieval_world train.epochs=2
   vlparse finetune vqa --data m.json --init runs/tiny --out ft/vqa --config vqa_world --resume
   vlparse finetune refexp --data m.json --init runs/fine --out ft/refexp --config refexp_world
-recipes (--config; default: the task's paper recipe): retrieval, vqa, nlvr2, snli_ve, grounding,
-refexp, detection and their *_world versions for the scene world on a CPU, or a YAML file."""
+  vlparse finetune caption --data m.json --init runs/fiber_tiny --out ft/cap --config caption_world
+recipes (--config; default: the task's paper recipe): retrieval, vqa, nlvr2, snli_ve, caption,
+grounding, refexp, detection and their *_world versions for the scene world on a CPU, or a YAML
+file."""
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:

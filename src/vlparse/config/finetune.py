@@ -1,9 +1,10 @@
 """Fine-tuning recipes: the task, the model, the data sets of the manifest, optimizer and loop.
 
 ``task`` is one class a task, picked by ``task.name``: :class:`RetrievalTaskConfig`,
-:class:`VQATaskConfig`, :class:`NLVR2TaskConfig`, :class:`SNLIVETaskConfig`, or a box task
-(:class:`GroundingTaskConfig`, :class:`RefexpTaskConfig`, :class:`DetectionTaskConfig`).
-A key of another task is refused with a message naming the task that has it.
+:class:`VQATaskConfig`, :class:`NLVR2TaskConfig`, :class:`SNLIVETaskConfig`,
+:class:`CaptionTaskConfig`, or a box task (:class:`GroundingTaskConfig`,
+:class:`RefexpTaskConfig`, :class:`DetectionTaskConfig`). A key of another task is refused with
+a message naming the task that has it.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ __all__ = [
     "VQATaskConfig",
     "NLVR2TaskConfig",
     "SNLIVETaskConfig",
+    "CaptionTaskConfig",
     "BoxTaskConfig",
     "GroundingTaskConfig",
     "RefexpTaskConfig",
@@ -97,6 +99,34 @@ class SNLIVETaskConfig(BaseTaskConfig):
 
 
 @dataclass
+class CaptionTaskConfig(BaseTaskConfig):
+    """Image captioning with a causal decoder (FIBER: the text backbone, cross-attending to the
+    image; :class:`~vlparse.models.fiber.captioning.FiberForCaptioning`).
+
+    Training: next-token cross-entropy with ``label_smoothing``; with ``scst_weight > 0`` the
+    loss is ``(1 - w) * MLE + w * SCST`` (self-critical: ``scst_samples`` captions sampled per
+    image at ``scst_temperature``, at most ``scst_max_length`` tokens, rewarded by CIDEr-D minus
+    the greedy caption's, document frequencies from the training references).
+    ``image_features``: which image tokens the decoder's fused layers attend to
+    (:mod:`vlparse.models.fiber.decoder`): ``paired`` (each layer the stage it was paired with
+    in pre-training, no new weights) or ``last_stage`` (the released code: every layer the last
+    stage, through new linear adapters where the widths differ). Evaluation decodes with
+    ``num_beams`` (1 = greedy), length-normalised by ``length ** length_alpha``, at most
+    ``max_length`` tokens."""
+
+    name: Literal["caption"] = "caption"
+    label_smoothing: float = ranged(0.0, ge=0, lt=1)
+    scst_weight: float = ranged(0.0, ge=0, le=1)
+    scst_samples: int = ranged(5, ge=1)
+    scst_temperature: float = ranged(1.0, gt=0)
+    scst_max_length: int = ranged(20, ge=1)
+    image_features: Literal["paired", "last_stage"] = "paired"
+    num_beams: int = ranged(5, ge=1)
+    length_alpha: float = ranged(1.0, ge=0)
+    max_length: int = ranged(50, ge=1)
+
+
+@dataclass
 class BoxTaskConfig(BaseTaskConfig):
     """What the box tasks (FIBER's fine-grained stage) share. ``flip_prob``: chance of a
     horizontal flip of a training image (never for a caption that says "left" or "right").
@@ -135,7 +165,8 @@ class DetectionTaskConfig(BoxTaskConfig):
 
 
 TaskConfig = (RetrievalTaskConfig | VQATaskConfig | NLVR2TaskConfig | SNLIVETaskConfig
-              | GroundingTaskConfig | RefexpTaskConfig | DetectionTaskConfig)
+              | CaptionTaskConfig | GroundingTaskConfig | RefexpTaskConfig
+              | DetectionTaskConfig)
 """The task section: one of the task classes, picked by ``name`` (default ``retrieval``)."""
 
 FINETUNE_TASKS = tuple(get_args(typing.get_type_hints(c)["name"])[0] for c in get_args(TaskConfig))

@@ -63,6 +63,15 @@ class GatedCrossAttention(nn.Module):
             nn.init.trunc_normal_(layer.weight, std=init_std)
             nn.init.zeros_(layer.bias)
 
+    def keys_values(self, context: Tensor) -> tuple[Tensor, Tensor]:
+        """Keys and values of ``context (B, M, Dc)``: two ``(B, H, M, D / H)`` tensors. A caller
+        that attends to one context many times (a caption decoder, once per generated token)
+        computes them once."""
+        b, m, _ = context.shape
+        kv = self.key_value(context).view(b, m, 2, self.num_heads, self.head_dim)
+        k, v = kv.permute(2, 0, 3, 1, 4).unbind(0)
+        return k, v
+
     def forward(
         self,
         x: Tensor,
@@ -83,23 +92,33 @@ class GatedCrossAttention(nn.Module):
             ``(gate * y, weights)``: ``(B, N, D)`` and, when asked, ``(B, H, N, M)`` (rows sum
             to 1, before dropout), else ``None``.
         """
+        k, v = self.keys_values(context)
+        return self.attend(x, k, v, context_mask, need_weights)
+
+    def attend(
+        self,
+        x: Tensor,
+        keys: Tensor,
+        values: Tensor,
+        context_mask: Tensor | None = None,
+        need_weights: bool = False,
+    ) -> tuple[Tensor, Tensor | None]:
+        """:meth:`forward` on keys and values from :meth:`keys_values` (``(B, H, M, D / H)``
+        each); same arguments and result."""
         b, n, d = x.shape
-        m = context.shape[1]
         q = self.query(self.norm(x)).view(b, n, self.num_heads, self.head_dim).transpose(1, 2)
-        kv = self.key_value(context).view(b, m, 2, self.num_heads, self.head_dim)
-        k, v = kv.permute(2, 0, 3, 1, 4).unbind(0)  # (B, H, M, d) each
         mask = None
         if context_mask is not None:
             mask = context_mask.to(torch.bool)[:, None, None, :]  # (B, 1, 1, M)
         drop = self.attn_drop if self.training else 0.0
         weights = None
         if need_weights:
-            logits = (q * self.head_dim**-0.5) @ k.transpose(-2, -1)
+            logits = (q * self.head_dim**-0.5) @ keys.transpose(-2, -1)
             if mask is not None:
                 logits = logits.masked_fill(~mask, float("-inf"))
             weights = logits.softmax(dim=-1)
-            y = F.dropout(weights, drop, self.training) @ v
+            y = F.dropout(weights, drop, self.training) @ values
         else:
-            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=drop)
+            y = F.scaled_dot_product_attention(q, keys, values, attn_mask=mask, dropout_p=drop)
         y = self.proj_drop(self.proj(y.transpose(1, 2).reshape(b, n, d)))
         return self.gate * y, weights

@@ -32,6 +32,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from vlparse.models.fiber.captioning import FiberForCaptioning
 from vlparse.models.fiber.fusion import fused_top, text_bottom, unfused_top
 from vlparse.models.fiber.grounding import (
     FiberForDetection,
@@ -299,6 +300,7 @@ TASK_MODELS: types.MappingProxyType[str, type] = types.MappingProxyType({
     **{cls.task: cls
        for cls in (FiberForImageAndTextRetrieval, FiberForQuestionAnswering, FiberForNLVR2,
                    FiberForVisualEntailment)},
+    "caption": FiberForCaptioning,
     "grounding": FiberForGrounding,
     "refexp": FiberForReferringExpressions,
     "detection": FiberForDetection,
