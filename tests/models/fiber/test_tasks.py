@@ -42,7 +42,9 @@ def _fused_pooled(bb: FiberModel, images, ids, mask) -> torch.Tensor:
 
 
 def test_registry_names_every_fine_tuning_task():
-    assert set(TASK_MODELS) == {"retrieval", "vqa", "nlvr2", "snli-ve"}
+    assert set(TASK_MODELS) == {
+        "retrieval", "vqa", "nlvr2", "snli-ve", "caption", "grounding", "refexp", "detection"
+    }
     assert task_model_class("fiber", "retrieval") is FiberForImageAndTextRetrieval
     assert task_model_class("fiber", "vqa") is FiberForQuestionAnswering
     assert {"FiberForImageAndTextRetrieval", "FiberForNLVR2"} <= set(architectures())
