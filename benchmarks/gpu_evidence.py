@@ -6,22 +6,28 @@ time left is skipped and the record says so):
   checks      benchmarks/step_checks.py: the attention kernel each mask gets, and one training
               step under the CUDA sync debug mode          -> evidence.json ("checks")
   throughput  benchmarks/pretrain_throughput.py at ``paper`` size, vlparse and the stock assembly
-              in the same run                              -> pretrain_throughput.json
+              in the same run, bf16 and SDPA, not compiled   -> pretrain_throughput.json
   retrieval   benchmarks/retrieval_speed.py, vlparse and stock  -> retrieval_speed.json
   probe       benchmarks/probe_overhead.py                 -> probe_overhead.json
   smoke       benchmarks/gpu_smoke.sh: torchrun, 20 steps and a resume  -> gpu_smoke.json
   fiber       benchmarks/fiber_speed.py: fiber_base pre-training beside the paper model in the
               same run, and FIBER's two-stage retrieval (else "not available at this commit")
                                                            -> fiber_speed.json
+  fp8         benchmarks/fp8_loss.py: FP8 against bf16 over 200 steps (needs torchao)
+                                                           -> evidence.json ("fp8")
+  compile     the throughput benchmark's compiled pair (stock compiled, vlparse's whole step
+              compiled with static shapes): minutes of compilation each, so it rarely fits
+              after the parts above; give it a window of its own (--parts compile,ablation)
+                                                           -> evidence.json ("compile")
   ablation    the next missing unit of the Table 5 ablation (``vlparse ablate --max-units 1``
               against the committed units in reports/*-table5-ablation/units/)
                                                            -> units/<row>-seed<k>.json
-  fp8         benchmarks/fp8_loss.py: FP8 against bf16 over 200 steps (needs torchao)
-                                                           -> evidence.json ("fp8")
 plus evidence.json (every part's status, time and small results) and evidence.log (the output).
 
-Usage (repository root, one GPU; ``--wheels .whl`` where a torchao wheel was carried):
-  bash benchmarks/gpu_evidence.sh OUTDIR
+Usage (repository root, one GPU; ``bash benchmarks/gpu_carry.sh .whl`` first, here, and
+carry ``.whl``: the torchao wheel and the bundled vocabulary that the GPU image lacks):
+  bash benchmarks/gpu_evidence.sh OUTDIR --wheels .whl
+  python benchmarks/gpu_evidence.py OUTDIR --wheels .whl --parts compile,ablation
   python benchmarks/gpu_evidence.py OUTDIR --parts ablation   # a window for ablation units
   python benchmarks/gpu_evidence.py OUTDIR --cpu-smoke        # every part shrunk, on the CPU
 """
@@ -41,7 +47,8 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 BENCH = REPO / "benchmarks"
-PARTS = ("checks", "throughput", "retrieval", "probe", "smoke", "fiber", "ablation", "fp8")
+PARTS = ("checks", "throughput", "retrieval", "probe", "smoke", "fiber", "fp8", "compile",
+         "ablation")
 LOG_TAIL_BYTES = 200_000
 
 # the Table 5 experiment whose units accumulate, one per GPU window (its arguments are stored
@@ -72,6 +79,7 @@ class Run:
     log: Path
     scratch: Path
     record: dict = field(default_factory=dict)
+    site: str | None = None  # a carried folder of packages the GPU image lacks, on PYTHONPATH
 
     def left(self) -> float:
         return self.deadline - time.monotonic()
@@ -115,7 +123,7 @@ def run_part(run: Run, name: str, commands: list[list[str]], need_s: float, limi
 def _call(run: Run, cmd: list[str], timeout: float, env: dict | None) -> str:
     full_env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
     full_env["PYTHONPATH"] = os.pathsep.join(
-        p for p in (str(REPO / "src"), full_env.get("PYTHONPATH")) if p)
+        p for p in (str(REPO / "src"), run.site, full_env.get("PYTHONPATH")) if p)
     with run.log.open("a") as log:
         log.write(f"\n$ {' '.join(cmd)}\n")
         log.flush()
@@ -191,8 +199,13 @@ def parts(run: Run, wheels: str | None) -> dict[str, tuple[list[list[str]], floa
                    "--variants", "stock-fp32,vlparse-fp32,vlparse-fp32-static", *cpu]
                   if smoke else
                   ["--config", "paper", "--batch-size", "64", "--steps", "8", "--warmup", "3",
-                   "--budget-s", "110", "--variants", "stock-bf16-sdpa,vlparse-bf16,"
-                   "stock-bf16-compile,vlparse-bf16-compile,vlparse-bf16-static-compile"])
+                   "--variants", "stock-bf16-sdpa,vlparse-bf16"])
+    # compiling the paper-size step takes minutes per variant on the GPU machine's CPUs (the
+    # stock one alone took over 170 s on the H200 machine), so the compiled pair is its own part
+    compiled = (["--config", "tiny", "--batch-size", "2", "--steps", "1", "--warmup", "1",
+                 "--variants", "stock-fp32,vlparse-fp32-static", *cpu] if smoke else
+                ["--config", "paper", "--batch-size", "64", "--steps", "8", "--warmup", "3",
+                 "--variants", "stock-bf16-compile,vlparse-bf16-static-compile"])
     retrieval = (["--config", "tiny", "--images", "4", "--naive-pairs", "8", "--batch-pairs",
                   "64", *cpu] if smoke else
                  ["--config", "paper", "--images", "100", "--batch-pairs", "4096",
@@ -208,7 +221,9 @@ def parts(run: Run, wheels: str | None) -> dict[str, tuple[list[list[str]], floa
         "checks": ([_python("step_checks.py", "--config", "tiny" if smoke else "paper", *cpu,
                             "--out", str(tmp / "checks.json"))], 20, 60, {}),
         "throughput": ([_python("pretrain_throughput.py", *throughput, "--out",
-                                str(out / "pretrain_throughput.json"))], 60, 170, {}),
+                                str(out / "pretrain_throughput.json"))], 40, 120, {}),
+        "compile": ([_python("pretrain_throughput.py", *compiled, "--out",
+                             str(tmp / "compiled.json"))], 300, 480, {}),
         "retrieval": ([_python("retrieval_speed.py", *retrieval, "--out",
                                str(out / "retrieval_speed.json"))], 30, 60, {}),
         "probe": ([_python("probe_overhead.py", *probe, "--out",
@@ -295,7 +310,8 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--budget-s", type=float, default=540.0, help="the whole run's time")
     ap.add_argument("--parts", default=",".join(PARTS), help=f"comma-separated, of {PARTS}")
     ap.add_argument("--cpu-smoke", action="store_true", help="every part shrunk, on the CPU")
-    ap.add_argument("--wheels", default=None, help="folder with a torchao wheel (FP8 part)")
+    ap.add_argument("--wheels", default=None, help="the folder benchmarks/gpu_carry.sh fills: "
+                    "a torchao wheel (FP8 part) and, in site/, the bundled vocabulary")
     ap.add_argument("--scratch", default=None, help="scratch folder (default: a temporary one)")
     args = ap.parse_args(argv)
     chosen = args.parts.split(",")
@@ -309,6 +325,8 @@ def main(argv: list[str] | None = None) -> dict:
     run.log.write_text("")
     run.record = {"environment": _environment(args.cpu_smoke), "budget_s": args.budget_s,
                   "parts": {}}
+    if args.wheels and (Path(args.wheels) / "site").is_dir():
+        run.site = str((Path(args.wheels) / "site").resolve())
     plan = parts(run, args.wheels)
     for name in chosen:
         if name == "fiber" and (why := fiber_status()) is not None:
@@ -316,7 +334,8 @@ def main(argv: list[str] | None = None) -> dict:
             continue
         commands, need, limit, env = plan[name]
         run_part(run, name, commands, need, limit, env)
-    for part, name in (("checks", "checks.json"), ("fp8", "fp8.json")):
+    for part, name in (("checks", "checks.json"), ("fp8", "fp8.json"),
+                       ("compile", "compiled.json")):
         if part in chosen:
             _embed(run, part, name)
     run.record["seconds"] = round(args.budget_s - run.left(), 1)

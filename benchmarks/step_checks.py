@@ -22,6 +22,7 @@ import json
 import statistics
 import sys
 import time
+import traceback
 from pathlib import Path
 
 import torch
@@ -88,6 +89,20 @@ def attention_kernels(t: int, heads: int, n: int, d: int, device: torch.device) 
     return out
 
 
+def _where(error: BaseException, frames: int = 6) -> list[str]:
+    """The innermost ``frames`` frames of ``error``'s traceback as ``file:line function``, the
+    paths cut below the repository or ``site-packages`` so that the record names no machine."""
+    out = []
+    for frame in traceback.extract_tb(error.__traceback__)[-frames:]:
+        path = frame.filename.replace("\\", "/")
+        for cut in ("/site-packages/", "/src/", "/benchmarks/"):
+            if cut in path:
+                path = path.split(cut, 1)[1]
+                break
+        out.append(f"{path}:{frame.lineno} {frame.name}")
+    return out
+
+
 def sync_check(cfg, device: torch.device) -> dict:
     """One training step under the sync debug mode (CUDA) or on the meta device (CPU)."""
     result = {}
@@ -113,6 +128,7 @@ def sync_check(cfg, device: torch.device) -> dict:
             result[key] = "no synchronisation"
         except Exception as e:  # what synchronised, for the record
             result[key] = f"{type(e).__name__}: {str(e).splitlines()[0][:200]}"
+            result[f"{key}_where"] = _where(e)
         finally:
             if not meta:
                 torch.cuda.set_sync_debug_mode(0)
