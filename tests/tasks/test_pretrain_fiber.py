@@ -127,6 +127,27 @@ def test_one_step_is_the_weighted_sum_of_the_passes(task, batch):
     torch.testing.assert_close(again.loss, direct.total)
 
 
+def test_mlm_waits_for_its_delay_then_ramps_in(scene_world, batch):
+    cfg = load_config("fiber_tiny", [*SMALL, "objectives.mlm_delay=10",
+                                     "objectives.mlm_ramp=4"])
+    task = PretrainTask(cfg, scene_world, log=None)
+    assert task.find_unused_parameters  # the MLM head has no gradient while MLM waits
+    weights = [fiber_loss_weights(cfg.objectives, k)["mlm"] for k in (0, 9, 10, 12, 14, 99)]
+    assert weights == pytest.approx([0.0, 0.0, 0.0, 0.5, 1.0, 1.0])
+    torch.manual_seed(0)
+    model = task.build_model()
+    waiting = task.step(model, batch, StepContext(5, _identity))
+    assert waiting.scalars["mlm_weight"] == 0.0
+    assert "mlm_total" not in waiting.counts  # the masked rows were not run
+    assert float(waiting.loss.detach()) == pytest.approx(
+        float(waiting.scalars["itc"] + waiting.scalars["itm"]), rel=1e-5)
+    ramping = task.step(model, batch, StepContext(12, _identity))
+    s = ramping.scalars
+    assert s["mlm_weight"] == 0.5 and ramping.counts["mlm_total"] > 0
+    assert float(ramping.loss.detach()) == pytest.approx(
+        float(s["itc"] + s["itm"] + 0.5 * s["mlm"]), rel=1e-5)
+
+
 def test_hardest_takes_the_best_allowed_column():
     scores = torch.tensor([[0.9, 0.8, 0.1, 0.5], [0.2, 0.1, 0.7, 0.6], [0.3, 0.2, 0.1, 0.0]])
     banned = {(0, 0), (0, 1), (1, 2), (2, 0), (2, 1), (2, 2), (2, 3)}

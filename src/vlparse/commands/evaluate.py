@@ -30,8 +30,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     ev.add_argument("--out", required=True, help="JSON file for the metrics")
     ev.add_argument("--dataset", default=None,
                     help="manifest data set (default: the run's data.val_set)")
-    ev.add_argument("--rerank-k", type=int, default=None, help="retrieval: re-score only the "
-                    "top K candidates of a cheap unimodal score (default: full ranking)")
+    ev.add_argument("--rerank-k", type=int, default=None, help="retrieval in two stages: "
+                    "rank every pair by the model's cheap shortlist score (FIBER: its ITC "
+                    "similarity), then score only each query's top K with the full model "
+                    "(FIBER: ITM); the others rank last (default: the full model scores "
+                    "every pair)")
     ev.add_argument("--batch-pairs", type=int, default=None, help="pairs per forward pass")
     ev.add_argument("--beams", type=int, default=None, help="caption: beams of the beam search "
                     "(1 = greedy; default: the run's task.num_beams)")

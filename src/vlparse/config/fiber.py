@@ -258,6 +258,13 @@ class FiberObjectiveConfig(Config):
     ``"same_image"`` (default) never draws a caption of the same image (another caption of the
     pair's image is no negative); ``"pair"`` excludes only the pair itself, as released.
 
+    ``mlm_delay`` / ``mlm_ramp``: a schedule of the MLM weight, beyond the paper (which weights
+    MLM 1 from the first step; the defaults 0 / 0): 0 for the first ``mlm_delay`` optimizer
+    steps (which skip the masked rows), then rising linearly to ``lambda_mlm`` over
+    ``mlm_ramp`` steps (:func:`vlparse.objectives.mlm.ramp_weight`), as the Visual Parsing
+    quickstart does; MLM, learnable from the text alone, otherwise holds back ITM and ITC on
+    small budgets.
+
     ``stage``: ``"coarse"`` (the image-text objectives above) or ``"fine"`` (FIBER's second
     stage: boxes from phrases on grounding and detection data, with the head and losses of
     ``model.detection``; ``vlparse pretrain --init RUN`` starts it from a coarse run).
@@ -267,6 +274,8 @@ class FiberObjectiveConfig(Config):
     lambda_mlm: float = ranged(1.0, ge=0)
     lambda_itm: float = ranged(1.0, ge=0)
     lambda_itc: float = ranged(1.0, ge=0)
+    mlm_delay: int = ranged(0, ge=0)
+    mlm_ramp: int = ranged(0, ge=0)
     itc_temperature: float = ranged(0.07, gt=0)
     itc_temperature_min: float = ranged(0.001, gt=0)
     itc_temperature_max: float = ranged(1.0, gt=0)

@@ -27,6 +27,7 @@ from vlparse.errors import ConfigError
 from vlparse.models.fiber import FiberModel, FiberProcessor
 from vlparse.models.fiber.pretraining import NOISE_PER_ITEM
 from vlparse.objectives import pretrain_loss
+from vlparse.objectives.mlm import ramp_weight
 from vlparse.tasks.pretrain import PretrainTask, step_scalars
 from vlparse.tasks.pretrain_fiber_eval import evaluate_fiber_pretrain
 from vlparse.train.protocol import StepContext, StepOutput
@@ -34,10 +35,12 @@ from vlparse.train.protocol import StepContext, StepOutput
 __all__ = ["FiberPretrainTask", "fiber_loss_weights"]
 
 
-def fiber_loss_weights(objectives: Any) -> dict[str, float]:
-    """The weight of each term of :func:`~vlparse.objectives.pretrain_loss`."""
+def fiber_loss_weights(objectives: Any, step: int = 0) -> dict[str, float]:
+    """The weight of each term of :func:`~vlparse.objectives.pretrain_loss` at optimizer step
+    ``step`` (MLM follows ``mlm_delay`` / ``mlm_ramp``)."""
     o = objectives
-    return {"itc": o.lambda_itc, "itm": o.lambda_itm, "mlm": o.lambda_mlm}
+    return {"itc": o.lambda_itc, "itm": o.lambda_itm,
+            "mlm": o.lambda_mlm * ramp_weight(step, o.mlm_delay, o.mlm_ramp)}
 
 
 class FiberPretrainTask(PretrainTask):
@@ -90,9 +93,10 @@ class FiberPretrainTask(PretrainTask):
 
     @property
     def find_unused_parameters(self) -> bool:
-        """A term weighted 0 leaves its head without a gradient (MLM off skips its rows)."""
+        """A term weighted 0 leaves its head without a gradient (MLM off, or waiting, skips
+        its rows)."""
         o = self.cfg.objectives
-        return not (o.lambda_itc and o.lambda_itm and o.lambda_mlm)
+        return not (o.lambda_itc and o.lambda_itm and o.lambda_mlm) or o.mlm_delay > 0
 
     def build_model(self) -> FiberModel:
         """The model of ``cfg.model`` with the pass settings of ``cfg.objectives``, initialised
@@ -109,11 +113,16 @@ class FiberPretrainTask(PretrainTask):
 
     def step(self, model: nn.Module, batch: dict[str, Any], ctx: StepContext) -> StepOutput:
         """The weighted loss of one micro-batch; logs its parts, the accuracies of ITC, ITM and
-        MLM, the temperature, the negatives' fallbacks and the gates."""
+        MLM, the temperature, the negatives' fallbacks and the gates (and, with a schedule, the
+        MLM weight)."""
         o = self.cfg.objectives
-        output = model.forward_pretrain(batch, run_masked=o.lambda_mlm > 0)
-        losses = pretrain_loss(output, fiber_loss_weights(o), ctx.reduce_count)
-        return StepOutput(losses.total, step_scalars(losses, output), losses.counts)
+        weights = fiber_loss_weights(o, ctx.step)
+        output = model.forward_pretrain(batch, run_masked=weights["mlm"] > 0)
+        losses = pretrain_loss(output, weights, ctx.reduce_count)
+        scalars = step_scalars(losses, output)
+        if o.mlm_delay or o.mlm_ramp:
+            scalars["mlm_weight"] = weights["mlm"]
+        return StepOutput(losses.total, scalars, losses.counts)
 
     def evaluate(self, model: nn.Module, device: torch.device) -> dict[str, float]:
         """Held-out metrics (:func:`~vlparse.tasks.pretrain_fiber_eval.
