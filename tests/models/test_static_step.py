@@ -8,6 +8,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from tests.host_traffic import HostTraffic
 from tests.models.test_forward_pretrain import SMALL, _batch
 from vlparse.config import load_config
 from vlparse.models.single_stream import VisualParsingModel
@@ -60,6 +61,29 @@ def test_the_static_step_runs_on_the_meta_device(mode):
     model.set_static_shapes(False)
     with pytest.raises((RuntimeError, NotImplementedError)):
         _step(model, batch, cfg)
+
+
+@pytest.mark.parametrize("mode", MFR_MODES)
+def test_the_static_step_moves_nothing_between_host_and_device(mode):
+    """The CPU stand-in for CUDA's sync debug mode: on the CPU, no read-back, no data-sized
+    output and no tensor made from host data; built on a device (``meta`` here), no operation
+    touches a tensor left on the host (a CPU index into a device map is a copy that
+    synchronises)."""
+    cfg = load_config("tiny", [*SMALL, f"objectives.mfr_mode={mode}"])
+    torch.manual_seed(0)
+    model = VisualParsingModel(cfg.model, 2048, objectives=cfg.objectives)
+    model.set_static_shapes(True)
+    batch = _batch(3, 4, 12, model.num_visual_tokens)
+    with HostTraffic() as traffic:
+        _step(model, batch, cfg).backward()
+    assert traffic.events == []
+    with torch.device("meta"):
+        model = VisualParsingModel(cfg.model, 2048, objectives=cfg.objectives)
+    model.set_static_shapes(True)
+    batch = {k: v.to("meta") for k, v in batch.items()}
+    with HostTraffic(host_device=True) as traffic:
+        _step(model, batch, cfg).backward()
+    assert traffic.events == []
 
 
 def test_the_static_step_traces_as_one_graph():

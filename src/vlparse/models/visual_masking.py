@@ -62,7 +62,7 @@ def _anchor_plus_top(scores: Tensor, anchor: Tensor, k: int, where: str,
     others = order.gather(1, last)[:, : m - 1]
     mask = torch.zeros(b, m, dtype=torch.bool, device=scores.device)
     mask.scatter_(1, others[:, : k - 1], True)
-    mask[torch.arange(b, device=scores.device), anchor] = True
+    mask.scatter_(1, anchor[:, None], True)  # a scalar fill: no value tensor from the host
     return mask
 
 

@@ -192,9 +192,11 @@ def contrastive_logits(
     targets = pairs.own()
     if image_ids is not None:
         same = image_ids[:, None] == col_ids[None, :]
-        same[torch.arange(len(targets), device=same.device), targets] = False
+        same.scatter_(1, targets[:, None], False)  # a scalar fill: no value from the host
         i2t, t2i = i2t.masked_fill(same, float("-inf")), t2i.masked_fill(same, float("-inf"))
-    used = torch.as_tensor(temperature, dtype=torch.float32, device=image.device).detach()
+    # a float is filled on the device (torch.as_tensor would copy it from the host)
+    used = (temperature.detach().float() if isinstance(temperature, Tensor)
+            else image.new_full((), float(temperature), dtype=torch.float32))
     return ContrastiveLogits(i2t, t2i, targets, pairs, used)
 
 

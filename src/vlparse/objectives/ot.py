@@ -121,7 +121,7 @@ def ipot(
 
 
 def _ipot_log(cost, joint, row_ok, col_ok, x_mask, y_mask, beta, iters, inner_iters) -> Tensor:
-    neg_inf = torch.tensor(float("-inf"), device=cost.device)
+    neg_inf = cost.new_full((), float("-inf"))  # filled on the device: no copy from the host
     # Log marginals: -log(count) on real tokens, -inf elsewhere.
     log_mu = torch.where(row_ok, -x_mask.sum(-1, keepdim=True).clamp_min(1).float().log(), neg_inf)
     log_nu = torch.where(col_ok, -y_mask.sum(-1, keepdim=True).clamp_min(1).float().log(), neg_inf)

@@ -11,6 +11,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from tests.host_traffic import HostTraffic
 from vlparse.config.fiber import FiberObjectiveConfig
 from vlparse.models.fiber import FiberModel, pretraining
 from vlparse.objectives import pretrain_loss
@@ -157,6 +158,24 @@ def test_every_parameter_gets_a_gradient(make_config, set_gates):
     pretrain_loss(out, {"itc": 1.0, "itm": 1.0, "mlm": 1.0}).total.backward()
     missing = [n for n, p in model.named_parameters() if p.grad is None]
     assert not missing
+
+
+def test_the_step_moves_nothing_between_host_and_device_but_the_mlm_gather(make_config,
+                                                                            set_gates):
+    """No read-back, no tensor from host data (hard negatives, their fallback count, the padding
+    mask of the text tower, ITC's excluded pairs): on a GPU, only the gather of the masked
+    positions for MLM synchronises (its size is the number of masked tokens)."""
+    model = _model(make_config, set_gates)
+    model.train()
+    batch = _batch(image_ids=[0, 1, 0, 2])
+    with HostTraffic() as traffic:
+        out = model.forward_pretrain(batch)
+        pretrain_loss(out, {"itc": 1.0, "itm": 1.0, "mlm": 1.0}).total.backward()
+    forward = [(op, where) for op, where in traffic.events if op == "aten.index.Tensor"]
+    assert forward == [("aten.index.Tensor", "pretraining.py:164"),
+                       ("aten.index.Tensor", "pretraining.py:165")]
+    assert [op for op, _ in traffic.events if op != "aten.index.Tensor"] == [
+        "aten.index_put.default"]  # the gather's backward
 
 
 def test_a_batch_of_one_image_is_refused(make_config, set_gates):

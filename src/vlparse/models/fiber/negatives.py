@@ -49,14 +49,15 @@ class Negatives:
         image_for_text: ``(B,)`` long, the image drawn for each local text.
         pool: ``"gathered"`` (indices into the gathered batch) or ``"local"``.
         sizes: pairs per process (``[B]`` for the local pool).
-        fallbacks: rows that had no allowed entry under ``same_image`` and used ``pair``.
+        fallbacks: ``()`` long tensor (kept on the device: no read-back in the step), the rows
+            that had no allowed entry under ``same_image`` and used ``pair``.
     """
 
     text_for_image: Tensor
     image_for_text: Tensor
     pool: Pool
     sizes: list[int]
-    fallbacks: int = 0
+    fallbacks: Tensor | int = 0
 
 
 @dataclass
@@ -97,8 +98,7 @@ def allowed_negatives(
         allowed &= row_ids[:, None] != pool_ids[None, :]
     elif exclude not in ("same_image", "pair"):
         raise ValueError(f"exclude must be 'same_image' or 'pair', got {exclude!r}")
-    allowed[torch.arange(len(own), device=own.device), own] = False
-    return allowed
+    return allowed.scatter_(1, own[:, None], False)  # a scalar fill: no value from the host
 
 
 def _inverse_cdf(probs: Tensor, noise: Tensor) -> Tensor:
@@ -118,6 +118,7 @@ def sample_rows(
     mode: Literal["hard", "random"] = "hard",
     generator: torch.Generator | None = None,
     noise: Tensor | None = None,
+    check: bool = True,
 ) -> Tensor:
     """One draw per row among the allowed entries: ``(B, P)`` logits and mask -> ``(B,)`` long.
 
@@ -130,11 +131,13 @@ def sample_rows(
         noise: ``(B,)`` uniforms in ``[0, 1)``, one per row: the draw is then the inverse of the
             row's cumulative distribution at its uniform, a function of the row alone (whatever
             the other rows, the process or the generator); ``generator`` is not used.
+        check: refuse a row with no allowed entry (a read-back to the host; callers that
+            guarantee one, as :func:`draw_negatives` does, turn it off).
 
     Raises:
         ValueError: a row with no allowed entry.
     """
-    if not bool(allowed.any(1).all()):
+    if check and not bool(allowed.any(1).all()):
         raise ValueError("sample_rows: a row has no allowed entry (a pool of one pair?)")
     if mode == "hard":
         probs = logits.detach().float().masked_fill(~allowed, float("-inf")).softmax(1)
@@ -187,10 +190,11 @@ def draw_negatives(
     pool_ids = ids[cols] if ids is not None else None
     row_ids = ids[g.own()] if ids is not None else None
     size = cols.stop - cols.start
+    if size < 2:
+        raise ValueError("draw_negatives: a pool of one pair has no negative")
     allowed = allowed_negatives(own, size, row_ids, pool_ids, exclude)
-    empty = ~allowed.any(1)
-    if bool(empty.any()):
-        allowed[empty] = allowed_negatives(own[empty], size, exclude="pair")
+    empty = ~allowed.any(1)  # such rows fall back to "pair" (decided on the device)
+    allowed = torch.where(empty[:, None], allowed_negatives(own, size, exclude="pair"), allowed)
     with torch.no_grad():  # the similarities before ITC masked other pairs of an image
         rows = g.own()
         i2t = g.image[rows] @ g.text[cols].t() / logits.temperature
@@ -199,9 +203,9 @@ def draw_negatives(
         raise ValueError(f"draw_negatives: noise must be ({len(own)}, 2), got "
                          f"{tuple(noise.shape)}")
     u = (None, None) if noise is None else (noise[:, 0], noise[:, 1])
-    return Negatives(sample_rows(i2t, allowed, mode, generator, u[0]),
-                     sample_rows(t2i, allowed, mode, generator, u[1]), pool, sizes,
-                     int(empty.sum()))
+    return Negatives(sample_rows(i2t, allowed, mode, generator, u[0], check=False),
+                     sample_rows(t2i, allowed, mode, generator, u[1], check=False), pool, sizes,
+                     empty.sum())
 
 
 def _pad_text(ids: Tensor, mask: Tensor, length: int, pad_id: int) -> tuple[Tensor, Tensor]:

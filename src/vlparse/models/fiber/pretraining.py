@@ -172,7 +172,7 @@ def forward_pretrain(model: nn.Module, batch: dict[str, Tensor], run_masked: boo
 
 def _diagnostics(model: nn.Module, temperature: Tensor, negatives: Negatives) -> dict[str, Tensor]:
     d = {"temperature": temperature.detach(),
-         "negative_fallbacks": torch.tensor(float(negatives.fallbacks))}
+         "negative_fallbacks": torch.as_tensor(negatives.fallbacks).float()}
     for k, (i2t, t2i) in enumerate(model.gates.detach().unbind(0)):
         d[f"gate_i2t_{k}"], d[f"gate_t2i_{k}"] = i2t, t2i
     return d

@@ -19,12 +19,22 @@ the stock layer's arithmetic, operation for operation.
 
 from __future__ import annotations
 
+import functools
+import inspect
+
 from torch import Tensor, nn
 
 from vlparse.config.fiber import FiberTextConfig
 from vlparse.models.fiber.cross_attention import GatedCrossAttention
 
 __all__ = ["TextTower", "hf_text_config"]
+
+
+@functools.cache
+def _no_skip(create_mask) -> dict:
+    """The keyword that keeps transformers from dropping an all-real mask, where it has one."""
+    params = inspect.signature(create_mask).parameters
+    return {"allow_is_bidirectional_skip": False} if "allow_is_bidirectional_skip" in params else {}
 
 
 def hf_text_config(cfg: FiberTextConfig):
@@ -107,9 +117,11 @@ class TextTower(nn.Module):
             from transformers.masking_utils import create_bidirectional_mask
         except ImportError:  # transformers 4.x: the additive (B, 1, 1, L) mask
             return self.model.get_extended_attention_mask(attention_mask, h.shape[:2])
+        # without the skip, the mask of an all-real batch is not dropped: dropping it would read
+        # the mask back to the host (a synchronisation in every step)
         return create_bidirectional_mask(
-            config=self.model.config, inputs_embeds=h, attention_mask=attention_mask
-        )
+            config=self.model.config, inputs_embeds=h, attention_mask=attention_mask,
+            **_no_skip(create_bidirectional_mask))
 
     def layer(self, h: Tensor, index: int, mask: object) -> Tensor:
         """Text layer ``index`` as transformers runs it: ``(B, L, Dt)`` -> ``(B, L, Dt)``."""

@@ -81,7 +81,9 @@ class SwinParser(GridEmbedder):
         for name, value in (("_window_valid", valid), ("_pair_flat", pair.nonzero()[:, 0]),
                             ("_pair_rows", idx[:, :, None].expand(-1, -1, n).flatten()[pair]),
                             ("_pair_cols", idx[:, None, :].expand(-1, n, -1).flatten()[pair])):
-            self.register_buffer(name, value, persistent=False)
+            # on the device the model is built on (a CPU index into a CUDA map is a copy from the
+            # host, which synchronises, in every forward that returns the attention)
+            self.register_buffer(name, value.to(torch.get_default_device()), persistent=False)
 
     # ------------------------------------------------------------------ properties
 
