@@ -147,11 +147,17 @@ class FiberFusionConfig(Config):
     model whose gates are all 0 is exactly the two pretrained backbones in both modes, and the
     poolers, the ITM head and the pretrained MLM head (trained on normalised states) see the same
     normalised states whether fusion is on or off.
+
+    ``gate_init``: the value every cross-attention gate starts at. FIBER: 0 (default), so that a
+    new model is its two backbones; a small value (beyond the paper) lets ITM read a fused
+    feature from the first step instead of waiting for the gates to open, which matters on small
+    budgets from a text backbone trained from scratch.
     """
 
     num_layers: int = ranged(6, ge=1)
     image_query_norm: bool = True
     final_norms: Literal["keep", "drop"] = "keep"
+    gate_init: float = 0.0
 
 
 @dataclass

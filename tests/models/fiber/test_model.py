@@ -145,3 +145,9 @@ def test_mismatched_batches_and_image_sizes_are_refused(make_config, batch):
         model(images[:1], ids, mask)
     with pytest.raises(ValueError, match="image_size"):
         model(torch.randn(2, 3, 32, 32), ids, mask)
+
+
+def test_gates_start_at_the_configured_value(make_config):
+    assert all(float(g) == 0.0 for g in FiberModel(make_config()).gates.flatten())  # FIBER
+    model = FiberModel(make_config(gate_init=0.1))
+    assert model.gates.flatten().tolist() == pytest.approx([0.1] * model.gates.numel())

@@ -110,6 +110,8 @@ class FiberModel(PretrainedMixin, nn.Module):
             )
             for p in self.pairs
         )
+        for cross in (*self.i2t, *self.t2i):
+            nn.init.constant_(cross.gate, cfg.fusion.gate_init)
         c = self.image.out_dim
         self.cross_modal = CrossModalPooler(t.hidden_size, c, cfg.hidden_size)
         self.itc = ITCProjection(t.hidden_size, c, cfg.itc_dim,
