@@ -123,6 +123,16 @@ def test_cached_tokens_equal_per_pair_scoring(small_model):
     part = score_matrix(model, tokens, ids, mask, candidates=cand, batch_pairs=3)
     torch.testing.assert_close(part[cand], fast[cand], atol=1e-5, rtol=1e-5)
     assert bool(torch.isinf(part[~cand]).all())
+    # passes padded to a multiple of 8 (few shapes) or cut exactly: the same scores
+    seen = []
+    real = model.match_scores
+    model.match_scores = lambda f, i, m: seen.append(i.shape[1]) or real(f, i, m)
+    exact = score_matrix(model, tokens, ids, mask, batch_pairs=3, length_multiple=1)
+    bucketed = score_matrix(model, tokens, ids, mask, batch_pairs=3)
+    del model.match_scores
+    half = len(seen) // 2
+    assert seen[:half] != seen[half:] and all(w % 8 == 0 or w == 12 for w in seen[half:])
+    torch.testing.assert_close(bucketed, exact, atol=1e-5, rtol=1e-5)
 
 
 def test_rerank_candidates_are_top_k_both_ways():

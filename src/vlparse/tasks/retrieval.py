@@ -237,6 +237,7 @@ def score_matrix(
     batch_pairs: int = 1024,
     autocast=None,
     progress: bool = False,
+    length_multiple: int = 8,
 ) -> Tensor:
     """Scores of image-caption pairs (``model.match_scores``) from cached image features.
 
@@ -244,7 +245,10 @@ def score_matrix(
         features: ``(I, ...)`` from :func:`encode_images`.
         input_ids, attention_mask: ``(T, L)``.
         candidates: ``(I, T)`` bool, the pairs to score (default all).
-        batch_pairs: pairs per forward pass; each pass is cut to its longest caption.
+        batch_pairs: pairs per forward pass; each pass is cut to its longest caption, rounded
+            up to a multiple of ``length_multiple`` (at most ``L``), so that the passes take a
+            few shapes only (compiled graphs and kernels are reused; the padding is masked, so
+            the scores are the same).
 
     Returns:
         ``(I, T)`` float32 scores; ``-inf`` for pairs not in ``candidates``.
@@ -260,7 +264,8 @@ def score_matrix(
         candidates = candidates.to(device)
     bar = tqdm(total=total, desc="scoring pairs", unit="pair", disable=not progress, leave=False)
     for ii, tt in _pair_chunks(candidates, n_img, order, batch_pairs):
-        cut = int(lengths[tt].max())
+        longest = int(lengths[tt].max())
+        cut = min(-(-longest // length_multiple) * length_multiple, input_ids.shape[1])
         with autocast or nullcontext():
             out[ii, tt] = model.match_scores(features[ii], input_ids[tt, :cut],
                                              attention_mask[tt, :cut])
