@@ -50,7 +50,7 @@ from vlparse.errors import BadImageError, EmptyDatasetError
 from vlparse.processing.grounding import positive_map, tokenize_with_offsets
 from vlparse.processing.images import load_image
 from vlparse.processing.resize import pad_to_multiple, resize_with_boxes
-from vlparse.processing.transforms import IMAGENET_MEAN, IMAGENET_STD
+from vlparse.processing.transforms import normalized_tensor
 
 __all__ = ["BoxDataset", "BoxSource", "collate_boxes", "read_box_source", "record_boxes"]
 
@@ -103,15 +103,6 @@ def record_boxes(record: GroundingRecord) -> Tensor:
     return torch.tensor([b.xyxy for b in record.boxes], dtype=torch.float32).reshape(-1, 4)
 
 
-def _normalise(image) -> Tensor:
-    import numpy as np
-
-    x = torch.from_numpy(np.asarray(image, dtype=np.float32) / 255.0).permute(2, 0, 1)
-    mean = torch.tensor(IMAGENET_MEAN)[:, None, None]
-    std = torch.tensor(IMAGENET_STD)[:, None, None]
-    return (x - mean) / std
-
-
 class BoxDataset(Dataset):
     """Box records as examples of the box model (see the module docstring).
 
@@ -162,7 +153,7 @@ class BoxDataset(Dataset):
         width, height = image.size
         resized, boxes = resize_with_boxes(image, record_boxes(rec), shorter, self.max_size)
         new_w, new_h = resized.size
-        x = _normalise(resized)
+        x = normalized_tensor(resized)
         if (self.train and self.flip_prob > 0 and random.random() < self.flip_prob
                 and not _SIDE_WORDS.search(rec.caption)):
             x = x.flip(-1)

@@ -20,10 +20,21 @@ from torch import Tensor
 
 from vlparse.processing.images import to_rgb
 
-__all__ = ["IMAGENET_MEAN", "IMAGENET_STD", "ImageTransform", "image_transform", "denormalize"]
+__all__ = ["IMAGENET_MEAN", "IMAGENET_STD", "ImageTransform", "denormalize", "image_transform",
+           "normalized_tensor"]
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+def normalized_tensor(img: Image.Image) -> Tensor:
+    """An RGB PIL image ``(W, H)`` -> ``(3, H, W)`` float tensor in ``[0, 1]``, normalised by the
+    ImageNet mean and standard deviation (every image the models see goes through here)."""
+    x = torch.from_numpy(np.asarray(img, dtype=np.uint8).copy()).permute(2, 0, 1)
+    x = x.float().div_(255.0)
+    mean = torch.tensor(IMAGENET_MEAN).view(3, 1, 1)
+    std = torch.tensor(IMAGENET_STD).view(3, 1, 1)
+    return (x - mean) / std
 
 
 class ImageTransform:
@@ -55,11 +66,7 @@ class ImageTransform:
         s = self.image_size
         if img.size != (s, s):
             img = img.resize((s, s), Image.Resampling.BICUBIC)
-        x = torch.from_numpy(np.asarray(img, dtype=np.uint8).copy()).permute(2, 0, 1)
-        x = x.float().div_(255.0)
-        mean = torch.tensor(IMAGENET_MEAN).view(3, 1, 1)
-        std = torch.tensor(IMAGENET_STD).view(3, 1, 1)
-        return (x - mean) / std
+        return normalized_tensor(img)
 
     def __repr__(self) -> str:
         return f"ImageTransform(image_size={self.image_size}, train={self.train})"
