@@ -116,6 +116,8 @@ class BoxDataset(Dataset):
         train: draw sizes and flips.
         flip_prob: chance of a horizontal flip in training.
         on_error: ``"skip"`` replaces a bad image by the next example, ``"raise"`` raises.
+        source: the :class:`BoxSource` the records come from (its kind, categories and images
+            tell evaluation which metric applies), or ``None``.
 
     Items: ``index``, ``skipped``, ``record`` (the index of the record used), ``image``
     ``(3, H, W)`` padded, ``size`` ``(h, w)`` before padding, ``scale`` ``(sx, sy)`` (resized /
@@ -126,9 +128,11 @@ class BoxDataset(Dataset):
 
     def __init__(self, records: Sequence[GroundingRecord], tokenizer: Any, max_text_len: int,
                  sizes: Sequence[int], max_size: int, multiple: int, train: bool = False,
-                 flip_prob: float = 0.0, on_error: str = "skip") -> None:
+                 flip_prob: float = 0.0, on_error: str = "skip",
+                 source: BoxSource | None = None) -> None:
         if not records:
             raise EmptyDatasetError("BoxDataset: no records")
+        self.source = source
         self.records, self.tokenizer, self.max_text_len = list(records), tokenizer, max_text_len
         self.sizes, self.max_size, self.multiple = list(sizes), max_size, multiple
         self.train, self.flip_prob, self.on_error = train, flip_prob, on_error

@@ -54,7 +54,8 @@ def box_dataset(sources: list[BoxSource], model_cfg: Any, tokenizer: Any, train:
                 flip_prob: float = 0.0, on_error: str = "skip", max_records: int = 0
                 ) -> BoxDataset:
     """A :class:`~vlparse.data.grounding.BoxDataset` of the sources' records with the sizes
-    of ``model_cfg.detection`` (``max_records > 0`` keeps the first ones)."""
+    of ``model_cfg.detection`` (``max_records > 0`` keeps the first ones); its ``source`` is
+    the first source."""
     d = model_cfg.detection
     records = [r for s in sources for r in s.records]
     if max_records:
@@ -64,7 +65,8 @@ def box_dataset(sources: list[BoxSource], model_cfg: Any, tokenizer: Any, train:
     sizes = d.train_sizes if train else [d.test_size]
     stride = model_cfg.visual.patch_size * 2 ** (len(model_cfg.visual.depths) - 1)
     return BoxDataset(records, tokenizer, d.max_text_len, sizes, d.max_size, stride,
-                      train=train, flip_prob=flip_prob if train else 0.0, on_error=on_error)
+                      train=train, flip_prob=flip_prob if train else 0.0, on_error=on_error,
+                      source=sources[0])
 
 
 class BoxTask(Task):
@@ -90,10 +92,8 @@ class BoxTask(Task):
                 ) -> Dataset:
         sources = self.sources(manifest, sets, splits)
         cap = 0 if train else cfg.task.eval_max_images
-        data = box_dataset(sources, cfg.model, processor.tokenizer, train, cfg.task.flip_prob,
+        return box_dataset(sources, cfg.model, processor.tokenizer, train, cfg.task.flip_prob,
                            cfg.data.on_error if train else "raise", cap)
-        data.source = sources[0]
-        return data
 
     def texts(self, dataset) -> list[str]:
         return [r.caption for r in dataset.records]

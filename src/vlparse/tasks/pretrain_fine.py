@@ -107,7 +107,6 @@ class FineGrainedPretrainTask:
             src = read_box_source(manifest, d.val_set, d.val_split)
             self._val = box_dataset([src], cfg.model, self.processor.tokenizer, False,
                                     max_records=cfg.train.eval_images)
-            self._val.source = src
         self.log(f"fine-grained data: {len(self._train)} examples ({', '.join(self.kinds)})"
                  + (f", starting from {init}" if init is not None else ""))
 
