@@ -1,8 +1,9 @@
-"""Save fiber_tiny as pre-training starts it (its unimodal initialisation: the bundled MiniLM
-text backbone, a random Swin), with no vision-language pre-training: the "without
-pre-training" starting point of the caption comparison.
+"""Save a FIBER model as its pre-training starts it (the configured backbones' weights, gates at
+their initial value), with no vision-language pre-training: the "without pre-training" start of
+the caption comparisons. CONFIG defaults to fiber_tiny (its bundled MiniLM text backbone and a
+random Swin); further arguments are config overrides (e.g. a pruned tokenizer).
 
-    python reports/2026-12-03-scene-world-captioning/unimodal_init.py OUT_FOLDER
+    python reports/2026-12-03-scene-world-captioning/unimodal_init.py OUT [CONFIG [key=value ...]]
 """
 
 from __future__ import annotations
@@ -14,9 +15,9 @@ from vlparse.models.fiber import FiberModel, FiberProcessor
 from vlparse.utils import seed_everything
 
 
-def main(out: str) -> None:
+def main(out: str, config: str = "fiber_tiny", overrides: list[str] | None = None) -> None:
     seed_everything(0)
-    cfg = load_config("fiber_tiny").model
+    cfg = load_config(config, overrides or []).model
     model = FiberModel(cfg)
     for name, report in model.load_pretrained().items():
         print(f"{name}: {report}")
@@ -25,4 +26,4 @@ def main(out: str) -> None:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1])
+    main(sys.argv[1], *sys.argv[2:3], overrides=sys.argv[3:])

@@ -13,7 +13,7 @@ MORE=${4:-50}
 M="$QS/world/manifest.json"
 mkdir -p "$WORK/runs" "$WORK/eval"
 VOCAB=$(wc -l < "$QS/tokenizer/vocab.txt")
-[ -d "$WORK/runs/unimodal" ] || python "$HERE/unimodal_init.py" "$WORK/runs/unimodal" \
+[ -d "$WORK/runs/unimodal" ] || python "$HERE/../2026-12-03-scene-world-captioning/unimodal_init.py" "$WORK/runs/unimodal" \
   fiber_quickstart "model.text.tokenizer=$QS/tokenizer" "model.text.vocab_size=$VOCAB"
 ft() { [ -f "$WORK/runs/$2/summary.json" ] || vlparse finetune caption --config caption_world \
   --data "$M" --init "$1" --out "$WORK/runs/$2" --no-eval train.progress=false "${@:3}"; }
