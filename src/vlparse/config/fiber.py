@@ -149,9 +149,9 @@ class FiberFusionConfig(Config):
     normalised states whether fusion is on or off.
 
     ``gate_init``: the value every cross-attention gate starts at. FIBER: 0 (default), so that a
-    new model is its two backbones; a small value (beyond the paper) lets ITM read a fused
-    feature from the first step instead of waiting for the gates to open, which matters on small
-    budgets from a text backbone trained from scratch.
+    new model is its two backbones. A non-zero value (beyond the paper) makes the streams fuse
+    from the first step; on the scene world it did not change how soon ITM learns
+    (reports/2026-12-04-fiber-itm-learnability/).
     """
 
     num_layers: int = ranged(6, ge=1)
@@ -268,8 +268,9 @@ class FiberObjectiveConfig(Config):
     MLM 1 from the first step; the defaults 0 / 0): 0 for the first ``mlm_delay`` optimizer
     steps (which skip the masked rows), then rising linearly to ``lambda_mlm`` over
     ``mlm_ramp`` steps (:func:`vlparse.objectives.mlm.ramp_weight`), as the Visual Parsing
-    quickstart does; MLM, learnable from the text alone, otherwise holds back ITM and ITC on
-    small budgets.
+    quickstart does, so that the first steps train ITC and ITM alone and run faster. For
+    FIBER's ITM on the scene world it made no measured difference; what held ITM back there was
+    hard negatives (reports/2026-12-04-fiber-itm-learnability/).
 
     ``stage``: ``"coarse"`` (the image-text objectives above) or ``"fine"`` (FIBER's second
     stage: boxes from phrases on grounding and detection data, with the head and losses of
