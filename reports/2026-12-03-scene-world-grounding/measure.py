@@ -6,9 +6,11 @@ the largest-box and random-box baselines.
     python reports/2026-12-03-scene-world-grounding/measure.py --world WORLD/manifest.json \
         --coarse COARSE_RUN --out OUT --steps STEPS --seeds 0 1 2 --conditions coarse text
 
-Each (condition, seed) is one ``vlparse pretrain --config fiber_fine_tiny`` run (``--init
-COARSE_RUN`` for ``coarse``), then one evaluation per held-out set; ``OUT/runs.jsonl`` gets one
-line per finished run, so a stopped measurement keeps what it has.
+Each (condition, seed) is one ``vlparse pretrain --config CONFIG`` run (``--init COARSE_RUN`` for
+``coarse``; any other condition, e.g. ``text`` or ``unimodal``, starts from the config's
+unimodal sources), then one evaluation per held-out set; ``OUT/runs.jsonl`` gets one line per
+finished run, so a stopped measurement keeps what it has. ``--config`` (default
+``fiber_fine_tiny``) and ``--set key=value ...`` choose the fine-grained recipe.
 """
 
 from __future__ import annotations
@@ -57,6 +59,8 @@ def main() -> None:
     p.add_argument("--steps", type=int, default=150)
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     p.add_argument("--conditions", nargs="+", default=["coarse", "text"])
+    p.add_argument("--config", default="fiber_fine_tiny")
+    p.add_argument("--set", nargs="*", default=[], help="config overrides key=value")
     p.add_argument("--caps", type=int, nargs=3, default=None,
                    help="examples kept of the grounding, refexp and detection sets")
     args = p.parse_args()
@@ -69,14 +73,15 @@ def main() -> None:
     for seed in args.seeds:
         for condition in args.conditions:
             run = out / f"{condition}_seed{seed}"
-            cfg = load_config("fiber_fine_tiny", [f"train.max_steps={args.steps}",
-                                                  f"train.seed={seed}", "train.progress=false"])
+            cfg = load_config(args.config, [*args.set, f"train.max_steps={args.steps}",
+                                            f"train.seed={seed}", "train.progress=false"])
             t0 = time.time()
             init = args.coarse if condition == "coarse" else None
             run_pretrain(cfg, args.world, run, evaluate=False, overwrite=True, init=init)
             train_s = time.time() - t0
             metrics = evaluate_run(run / "model", args.world, cfg)
             line = {"condition": condition, "seed": seed, "steps": args.steps,
+                    "config": args.config,
                     "init": init, "train_s": train_s, "eval_s": time.time() - t0 - train_s,
                     "metrics": metrics}
             with open(out / "runs.jsonl", "a") as f:

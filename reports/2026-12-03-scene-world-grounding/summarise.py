@@ -34,6 +34,12 @@ def main() -> None:
     p.add_argument("runs", nargs="+")
     p.add_argument("--commit", required=True)
     p.add_argument("--out", required=True)
+    # another report's metadata (the defaults are this report's)
+    p.add_argument("--topic")
+    p.add_argument("--date")
+    p.add_argument("--question")
+    p.add_argument("--hardware")
+    p.add_argument("--command", action="append", help="a command of the report (repeatable)")
     args = p.parse_args()
     lines = [json.loads(x) for f in args.runs for x in Path(f).read_text().splitlines() if x]
     by: dict[str, list[dict]] = defaultdict(list)
@@ -42,18 +48,20 @@ def main() -> None:
     results = {}
     for condition, runs in by.items():
         entry = {"seeds": [r["seed"] for r in runs], "steps": runs[0]["steps"],
+                 "config": runs[0].get("config", "fiber_fine_tiny"),
                  "train_s": [round(r["train_s"]) for r in runs]}
         for task, keys in KEYS.items():
             entry[task] = {k: spread([r["metrics"][task][k] for r in runs]) for k in keys}
         results[f"from_{condition}"] = entry
     doc = {
-        "topic": "scene-world-grounding",
-        "question": "How well does a briefly fine-grained fiber_tiny ground phrases, find "
-                    "referred objects and detect prompted shapes on held-out scene-world "
-                    "images, beside the largest-box and random-box baselines?",
-        "date": "2026-12-03", "commit": args.commit, "dirty": False,
-        "hardware": "2 CPU cores, shared with other jobs (load average 10-15)",
-        "commands": [
+        "topic": args.topic or "scene-world-grounding",
+        "question": args.question or (
+            "How well does a briefly fine-grained fiber_tiny ground phrases, find referred "
+            "objects and detect prompted shapes on held-out scene-world images, beside the "
+            "largest-box and random-box baselines?"),
+        "date": args.date or "2026-12-03", "commit": args.commit, "dirty": False,
+        "hardware": args.hardware or "2 CPU cores, shared with other jobs (load average 10-15)",
+        "commands": args.command or [
             "vlparse data synth --out WORLD --images 1500 --seed 0 --image-size 256",
             "python reports/2026-12-03-scene-world-grounding/measure.py --world "
             "WORLD/manifest.json --out OUT --steps 100 --seeds 0 --conditions text "

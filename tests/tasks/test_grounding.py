@@ -136,6 +136,25 @@ def test_fine_grained_pretraining_starts_from_the_coarse_model(fine_run) -> None
     assert shared and 0 < change < 1e-3
 
 
+def test_fine_quickstart_recipe_starts_from_the_fiber_quickstart_model(scene_world,
+                                                                        tmp_path) -> None:
+    """``fiber_fine_quickstart`` fits the one-stage backbone that ``vlparse quickstart --model
+    fiber`` saves: its box head reads that one Swin stage."""
+    coarse_cfg = load_config("fiber_quickstart", ["model.visual.pretrained=null"])
+    coarse = FiberModel(coarse_cfg.model)
+    coarse.save_pretrained(tmp_path / "coarse", FiberProcessor.from_config(coarse_cfg.model))
+    main(["pretrain", "--config", "fiber_fine_quickstart", "--data", str(scene_world), "--out",
+          str(tmp_path / "run"), "--init", str(tmp_path / "coarse"), "train.max_steps=2",
+          "train.eval_images=4", "train.batch_size=4", "train.progress=false",
+          "model.detection.train_sizes=[96]", "model.detection.test_size=96",
+          "model.detection.max_size=96"])
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert summary["stage"] == "fine" and summary["model"] == "fiber_quickstart"
+    fine = vlparse.load(tmp_path / "run", device="cpu").model
+    assert fine.backbone.cfg.detection.num_levels == 1
+    assert len(coarse_cfg.model.visual.depths) == fine.backbone.cfg.detection.num_levels
+
+
 def test_finetuning_a_fine_grained_run_keeps_its_head(fine_run, scene_world) -> None:
     cfg = load_config("refexp_world", SMALL, cls=FinetuneConfig)
     task = finetune_task("refexp", cfg, load_manifest(scene_world), init=fine_run / "run",
