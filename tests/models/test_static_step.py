@@ -1,12 +1,14 @@
 """The pre-training step without host synchronisation: a fixed-size MLM gather
 (``set_static_shapes``) and the MFR gather give the same loss and gradients as boolean indexing,
-and the whole step (passes, loss, backward) runs on the meta device, where any operation whose
-result size depends on the data, or that reads a value back to the host, fails."""
+the whole step (passes, loss, backward) runs on the meta device, where any operation whose
+result size depends on the data, or that reads a value back to the host, fails, and
+``torch.compile`` traces passes and loss as one graph, in float32 and under bf16 autocast."""
 
 from __future__ import annotations
 
 import pytest
 import torch
+from torch._dynamo.testing import CompileCounter
 
 from tests.host_traffic import HostTraffic
 from tests.models.test_forward_pretrain import SMALL, _batch
@@ -86,16 +88,45 @@ def test_the_static_step_moves_nothing_between_host_and_device(mode):
     assert traffic.events == []
 
 
-def test_the_static_step_traces_as_one_graph():
-    """torch.compile(fullgraph=True) of passes and loss (traced only, no code generated): no
-    graph break with random MFR. (Attention-guided MFR still breaks it where the Swin parser
-    registers the hook that captures its attention.)"""
-    cfg = load_config("tiny", [*SMALL, "objectives.mfr_mode=random"])
+@pytest.mark.parametrize(("mode", "amp"), [("attention", True), ("random", False)],
+                         ids=["attention-bf16", "random-fp32"])
+def test_the_static_step_compiles_as_one_graph(mode, amp, monkeypatch):
+    """The step that ``benchmarks/pretrain_throughput.py`` compiles whole for its
+    ``vlparse-*-static-compile`` variants, with bf16 autocast (on the CPU here) or without:
+    torch.compile(fullgraph=True) traces passes and loss as one graph with either MFR mode, three
+    steps with an optimiser update and a new batch each reuse that graph (no recompile), and
+    each loss equals eager's. Traced only (a counting backend that runs the traced graph as it
+    is): no code is generated.
+
+    Attention-guided MFR used to break the graph where the Swin parser registered its attention
+    hook inside the forward. On CUDA, Dynamo also broke it wherever the step called
+    ``torch.amp.is_autocast_available`` (the OT before turning autocast off, the encoder before
+    reading the autocast dtype); the CPU build traces that call, so here it is made to break the
+    graph as it did there, and the step must not call it."""
+    real = torch.amp.is_autocast_available
+
+    def breaks_the_graph(device_type: str) -> bool:
+        torch._dynamo.graph_break()
+        return real(device_type)
+
+    monkeypatch.setattr(torch.amp, "is_autocast_available", breaks_the_graph)
+    cfg = load_config("tiny", [*SMALL, f"objectives.mfr_mode={mode}"])
     torch.manual_seed(0)
     model = VisualParsingModel(cfg.model, 2048, objectives=cfg.objectives)
     model.set_static_shapes(True)
-    batch = _batch(2, 4, 12, model.num_visual_tokens)
-    compiled = torch.compile(lambda b: _step(model, b, cfg), backend="eager", fullgraph=True)
-    loss = compiled(batch)
-    loss.backward()
-    torch.testing.assert_close(loss.detach(), _step(model, batch, cfg).detach())
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    counter = CompileCounter()
+    compiled = torch.compile(lambda b: _step(model, b, cfg), backend=counter, fullgraph=True)
+    for seed in range(3):
+        batch = _batch(2, 4, 12, model.num_visual_tokens, seed=seed)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=amp):
+            loss = compiled(batch)
+            with torch.no_grad():
+                eager = _step(model, batch, cfg)
+        # the traced graph runs the same operations as eager: equal up to rounding
+        torch.testing.assert_close(loss.detach(), eager, rtol=1e-5, atol=1e-5)
+        loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+    assert counter.frame_count == 1, f"{counter.frame_count} graphs: a graph break or recompile"
+

@@ -195,3 +195,25 @@ def test_ipot_bf16_matmuls_against_float32():
     torch.testing.assert_close(half.sum(1), ref.sum(1), atol=1e-5, rtol=1e-2)  # columns: 1/k
     spread = (d_ref.max() - d_ref.min()) / d_ref.mean()
     assert spread / 50 < rel < spread / 10, (rel, spread)
+
+
+def test_ot_stays_float32_under_bf16_autocast_compiled_or_not():
+    """Costs and plan are computed with autocast off: under bf16 autocast the distances and the
+    plain-domain plan equal the float32 ones exactly (with autocast left on, the plan's products
+    run in bf16 and the distances move by about 1e-3 relative), also when torch.compile traces
+    the distance as one graph."""
+    g = torch.Generator().manual_seed(2)
+    x, y = torch.randn(4, 12, 32, generator=g), torch.randn(4, 20, 32, generator=g)
+    x_mask = torch.ones(4, 12, dtype=torch.bool)
+    x_mask[:, 9:] = False
+    y_mask = torch.ones(4, 20, dtype=torch.bool)
+    cost = vl_ot.cosine_cost(x, y)
+    plan = vl_ot.ipot(cost, x_mask, y_mask, iters=10, log_domain=False)
+    ref = vl_ot.ot_distance(x, y, x_mask, y_mask, iters=10)
+    compiled = torch.compile(vl_ot.ot_distance, backend="eager", fullgraph=True)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert torch.equal(vl_ot.cosine_cost(x, y), cost)
+        assert torch.equal(vl_ot.ipot(cost, x_mask, y_mask, iters=10, log_domain=False), plan)
+        assert torch.equal(vl_ot.ot_distance(x, y, x_mask, y_mask, iters=10), ref)
+        torch.testing.assert_close(compiled(x, y, x_mask, y_mask, iters=10), ref, rtol=1e-6,
+                                   atol=1e-7)

@@ -39,9 +39,14 @@ alignment)."""
 
 def compute_dtype(x: Tensor) -> torch.dtype:
     """The dtype matrix products on ``x`` run in: the autocast dtype when autocast is on for its
-    device, else ``x.dtype``."""
+    device, else ``x.dtype``.
+
+    The meta device has no autocast (asking whether it is on there raises). That is checked by
+    comparing the device type, not with ``torch.amp.is_autocast_available``: Dynamo reported
+    that call untraceable when the pre-training step was compiled on CUDA, and a call it cannot
+    trace breaks the compiled graph."""
     kind = x.device.type
-    if torch.amp.is_autocast_available(kind) and torch.is_autocast_enabled(kind):
+    if kind != "meta" and torch.is_autocast_enabled(kind):
         return torch.get_autocast_dtype(kind)
     return x.dtype
 

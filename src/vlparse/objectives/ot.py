@@ -6,7 +6,9 @@ outer step solves ``min_P <C, P> + beta * KL(P || P_t)`` with a few Sinkhorn sca
 to the exact transport plan (not an entropy-blurred one) as the steps go on. Here it runs in
 float32 and without gradient (in the log domain, or multiplying the kernel directly when the
 costs are bounded, as cosine costs are); the distance is differentiated through the cost only
-(the plan is treated as a constant, the envelope-theorem gradient of the OT cost).
+(the plan is treated as a constant, the envelope-theorem gradient of the OT cost). The costs and
+the plan are computed with autocast off, so they stay float32 under bf16 autocast too, compiled
+or not.
 
 Shapes: ``T`` pairs, ``n`` tokens on one side (e.g. words), ``k`` on the other (visual tokens),
 ``D`` feature width.
@@ -14,13 +16,16 @@ Shapes: ``T`` pairs, ``n`` tokens on one side (e.g. words), ``k`` on the other (
 
 from __future__ import annotations
 
-from contextlib import AbstractContextManager, nullcontext
+from collections.abc import Callable
+from typing import TypeVar
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
 from vlparse.objectives.mlm import scale_sum
+
+_R = TypeVar("_R")
 
 
 def cosine_cost(x: Tensor, y: Tensor, eps: float = 1e-8) -> Tensor:
@@ -37,19 +42,30 @@ def cosine_cost(x: Tensor, y: Tensor, eps: float = 1e-8) -> Tensor:
             f"cosine_cost: expected x (T, n, D) and y (T, k, D), got {tuple(x.shape)} and "
             f"{tuple(y.shape)}"
         )
-    with _full_precision(x):
-        xn = F.normalize(x.float(), dim=-1, eps=eps)
-        yn = F.normalize(y.float(), dim=-1, eps=eps)
-        return 1.0 - torch.bmm(xn, yn.transpose(1, 2))
+    return _autocast_off(x.device, _cosine_cost, x, y, eps)
 
 
-def _full_precision(x: Tensor) -> AbstractContextManager:
-    """Autocast off on ``x``'s device (nothing to turn off where autocast does not exist, e.g.
-    the meta device)."""
-    kind = x.device.type
-    if torch.amp.is_autocast_available(kind):
-        return torch.autocast(device_type=kind, enabled=False)
-    return nullcontext()
+def _cosine_cost(x: Tensor, y: Tensor, eps: float) -> Tensor:
+    """:func:`cosine_cost` without the checks: ``(T, n, D), (T, k, D) -> (T, n, k)`` float32."""
+    xn = F.normalize(x.float(), dim=-1, eps=eps)
+    yn = F.normalize(y.float(), dim=-1, eps=eps)
+    return 1.0 - torch.bmm(xn, yn.transpose(1, 2))
+
+
+def _autocast_off(device: torch.device, fn: Callable[..., _R], *args: object) -> _R:
+    """``fn(*args)`` with autocast off on ``device``, so that its products run in the dtype of
+    their operands (float32 here) and not in autocast's bf16.
+
+    The meta device has no autocast, so there is nothing to turn off there. The device type is
+    compared as a string on purpose: ``torch.autocast`` itself is traced by ``torch.compile``
+    into the graph, but a call to ``torch.amp.is_autocast_available`` before it made Dynamo
+    break the compiled pre-training step here on CUDA and recompile the rest of the function at
+    every step.
+    """
+    if device.type == "meta":
+        return fn(*args)
+    with torch.autocast(device_type=device.type, enabled=False):
+        return fn(*args)
 
 
 def _check_masks(cost: Tensor, x_mask: Tensor, y_mask: Tensor, where: str) -> None:
@@ -89,9 +105,9 @@ def ipot(
             log-sum-exps); it needs ``max(cost) / beta`` well under 80 so the kernel does not
             underflow in float32, e.g. cosine costs (at most 2) with ``beta >= 0.05``.
         matmul_dtype: the dtype of the plain domain's matrix products (their operands; the
-            scalings stay float32). ``torch.bfloat16`` halves their bytes but moves the
-            distances by about 1e-3 relative, where float32 holds 1e-5; the VLA loss is a small
-            difference of such distances, so the model keeps float32
+            scalings stay float32), under autocast too. ``torch.bfloat16`` halves their bytes
+            but moves the distances by about 1e-3 relative, where float32 holds 1e-5; the VLA
+            loss is a small difference of such distances, so the model keeps float32
             (``tests/objectives/test_ot.py``).
 
     Returns:
@@ -112,11 +128,14 @@ def ipot(
     valid = (x_mask.any(-1) & y_mask.any(-1))[:, None]  # (T, 1): pairs with mass on both sides
     row_ok = x_mask & valid
     col_ok = y_mask & valid
+    # autocast off: under bf16 autocast the plain domain's products would otherwise run in bf16
+    # whatever matmul_dtype says
     if log_domain:
-        plan = _ipot_log(cost, joint, row_ok, col_ok, x_mask, y_mask, beta, iters, inner_iters)
+        plan = _autocast_off(cost.device, _ipot_log, cost, joint, row_ok, col_ok, x_mask, y_mask,
+                             beta, iters, inner_iters)
     else:
-        plan = _ipot_plain(cost, joint, row_ok, col_ok, x_mask, y_mask, beta, iters, inner_iters,
-                           matmul_dtype)
+        plan = _autocast_off(cost.device, _ipot_plain, cost, joint, row_ok, col_ok, x_mask,
+                             y_mask, beta, iters, inner_iters, matmul_dtype)
     return torch.where(joint & valid[:, :, None], plan, torch.zeros_like(cost))
 
 

@@ -5,11 +5,14 @@ The adapter adds two things to timm's model: the final feature map as a token se
 attention-guided Masked Feature Regression uses to pick correlated tokens.
 
 timm's ``WindowAttention`` may run fused attention and never materialise its weights, so the
-adapter captures the input of the last block's ``attn`` module with a forward pre-hook that lives
-only for that call, and recomputes ``softmax(q k^T * scale + relative position bias + shift
-mask)`` from the module's own ``qkv`` layer and bias table. Each window's ``(N_w, N_w)`` map is
-then scattered back to the original token order (undoing the window partition and the cyclic
-shift), so with several windows the map is block-diagonal up to that permutation.
+adapter captures the input of the last block's ``attn`` module with a forward pre-hook, and
+recomputes ``softmax(q k^T * scale + relative position bias + shift mask)`` from the module's own
+``qkv`` layer and bias table. The hook is registered once, when the parser is built, and keeps
+the input only during a forward that asks for the attention: a hook registered inside the
+forward would break a ``torch.compile`` graph there (Dynamo cannot trace the creation of hook
+handles). Each window's ``(N_w, N_w)`` map is then scattered back to the original token order
+(undoing the window partition and the cyclic shift), so with several windows the map is
+block-diagonal up to that permutation.
 """
 
 from __future__ import annotations
@@ -84,6 +87,10 @@ class SwinParser(GridEmbedder):
             # on the device the model is built on (a CPU index into a CUDA map is a copy from the
             # host, which synchronises, in every forward that returns the attention)
             self.register_buffer(name, value.to(torch.get_default_device()), persistent=False)
+        # the last block's attention input of the running forward: a list to fill while a
+        # forward asks for the attention, None otherwise (the hook then does nothing)
+        self._attn_inputs: list[tuple[Tensor, Tensor | None]] | None = None
+        self.last_block.attn.register_forward_pre_hook(self._keep_attn_input, with_kwargs=True)
 
     # ------------------------------------------------------------------ properties
 
@@ -107,21 +114,11 @@ class SwinParser(GridEmbedder):
         """
         self._check_images(images)
         captured: list[tuple[Tensor, Tensor | None]] = []
-        handle = None
-        if output_attentions:
-
-            def grab(_module: nn.Module, args: tuple, kwargs: dict) -> None:
-                if not captured:
-                    x = args[0] if args else kwargs["x"]
-                    mask = args[1] if len(args) > 1 else kwargs.get("mask")
-                    captured.append((x, mask))
-
-            handle = self.last_block.attn.register_forward_pre_hook(grab, with_kwargs=True)
+        self._attn_inputs = captured if output_attentions else None
         try:
             feats = self.model.forward_features(images)  # (B, h, w, c) NHWC
         finally:
-            if handle is not None:
-                handle.remove()
+            self._attn_inputs = None
         b = feats.shape[0]
         tokens = feats.reshape(b, -1, feats.shape[-1])
         attention = None
@@ -130,6 +127,17 @@ class SwinParser(GridEmbedder):
                 raise RuntimeError("SwinParser: the last block's attention input was not captured")
             attention = self._full_attention(*captured[0], batch=b)
         return VisualOutput(tokens=tokens, grid_size=self.grid_size, attention=attention)
+
+    def _keep_attn_input(self, _module: nn.Module, args: tuple, kwargs: dict) -> None:
+        """Forward pre-hook of the last block's ``attn``: keeps its first input of the running
+        forward, ``x (B * nW, N_w, C)`` and ``mask (nW, N_w, N_w)`` or ``None``, when that forward
+        asked for the attention (``self._attn_inputs`` is a list)."""
+        store = self._attn_inputs
+        if store is None or store:
+            return
+        x = args[0] if args else kwargs["x"]
+        mask = args[1] if len(args) > 1 else kwargs.get("mask")
+        store.append((x, mask))
 
     def window_token_index(self, device: torch.device | None = None) -> Tensor:
         """``(nW, N_w)`` long: the original row-major token index of each position of each window
