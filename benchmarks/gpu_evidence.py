@@ -20,7 +20,8 @@ time left is skipped and the record says so):
               after the parts above; give it a window of its own (--parts compile,ablation)
                                                            -> evidence.json ("compile")
   ablation    the next missing unit of the Table 5 ablation (``vlparse ablate --max-units 1``
-              against the committed units in reports/*-table5-ablation/units/)
+              against the committed units in reports/*-table5-ablation/units/), from random
+              weights (``--base-config ablation_world_gpu``: nothing is downloaded)
                                                            -> units/<row>-seed<k>.json
 plus evidence.json (every part's status, time and small results) and evidence.log (the output).
 
@@ -52,9 +53,13 @@ PARTS = ("checks", "throughput", "retrieval", "probe", "smoke", "fiber", "fp8", 
 LOG_TAIL_BYTES = 200_000
 
 # the Table 5 experiment whose units accumulate, one per GPU window (its arguments are stored
-# in every unit; changing them starts another experiment)
-ABLATION = ["--seeds", "3", "--pretrain-steps", "200", "--finetune-steps", "100",
-            "--probe-samples", "300", "--finetune-config", "vqa_world_gpu", "--no-progress",
+# in every unit; changing them starts another experiment). The base config
+# `ablation_world_gpu` starts every row from random weights (model.visual.pretrained and
+# model.text.pretrained null, which no row overrides) at batch 256: the GPU machine has no
+# network, so neither timm's ImageNet weights nor bert-base-uncased can be fetched there.
+ABLATION = ["--base-config", "ablation_world_gpu", "--seeds", "3", "--pretrain-steps", "200",
+            "--finetune-steps", "100", "--probe-samples", "300",
+            "--finetune-config", "vqa_world_gpu", "--no-progress",
             "model.visual.drop_path_rate=0.0", "objectives.itm_negatives=batch",
             "optim.lr=1e-4", "optim.visual_lr=1e-4", "optim.warmup_steps=20",
             "optim.decay_epochs=[]", "train.precision=bf16", "train.log_every=25",

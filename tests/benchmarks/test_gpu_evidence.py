@@ -7,6 +7,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -73,3 +74,26 @@ def test_cpu_smoke_runs_every_part(tmp_path):
     assert sync["static_shapes"] == "no synchronisation"
     assert sync["boolean_gathers"] != "no synchronisation"
     assert record["parts"]["fp8"]["result"]["verdict"].startswith("not run")
+
+
+def test_the_gpu_ablation_command_needs_no_network(tmp_path):
+    """The GPU machine has no network: every row of the ablation command it runs starts from
+    random weights (no timm or Hugging Face download)."""
+    from vlparse.cli import build_parser
+    from vlparse.tasks.ablation import _resolve_configs, _split_overrides, get_rows
+
+    evidence = _load()
+    run = evidence.Run(tmp_path, False, time.monotonic() + 60, tmp_path / "log", tmp_path / "s")
+    ablate = evidence._ablation_commands(run)[-1]
+    args = build_parser().parse_args(ablate[ablate.index("ablate"):])
+    assert args.base_config == "ablation_world_gpu" and not args.tiny
+    pre, ft = _split_overrides(args.overrides)
+    cfgs, _ = _resolve_configs(get_rows(None), {
+        "task": args.task, "finetune_config": args.finetune_config,
+        "base_config": args.base_config, "pretrain_steps": args.pretrain_steps,
+        "tiny": args.tiny}, pre, ft)
+    assert set(cfgs) == {"r50", "r101", "swin_nomfr", "swin_randmfr", "swin_mfr", "patch"}
+    for name, cfg in cfgs.items():  # every row from random weights, nothing to download
+        assert cfg.model.visual.pretrained is None, name
+        assert cfg.model.text.pretrained is None, name
+        assert cfg.train.batch_size == 256, name
