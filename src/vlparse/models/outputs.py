@@ -81,8 +81,9 @@ class PretrainOutput:
         itm_logits: ``(T, 2)`` image-text matching logits (class 1 = matched).
         itm_labels: ``(T,)`` long, 1 matched / 0 unmatched.
         vla_distance: ``(T,)`` OT distance between the text and visual tokens of each pair.
-        mlm_logits: ``(K, V)`` at the masked text positions only.
-        mlm_labels: ``(K,)`` the original ids there.
+        mlm_logits: ``(K, V)`` at the masked text positions only (with the model's static
+            shapes: at every text position of the masked rows).
+        mlm_labels: ``(K,)`` the original ids there (-100 where nothing was masked).
         mfr_pred: ``(M, c)`` regressed features of the masked visual tokens.
         mfr_target: ``(M, c)`` their features before masking (detached).
         mfr_num_samples: what the MFR sum is divided by (pairs, times ``c`` for a per-channel

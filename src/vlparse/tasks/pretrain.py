@@ -239,7 +239,8 @@ class PretrainTask:
         if self.init_weights and (cfg.model.visual.pretrained or cfg.model.text.pretrained):
             for name, report in model.load_pretrained().items():
                 self.log(f"pretrained {name}: {report}")
-        if cfg.train.compile:
+        if cfg.train.compile:  # data-dependent shapes (the MLM gather) would break the graphs
+            model.set_static_shapes(True)
             model.visual.compile()
             model.encoder.compile()
         return model

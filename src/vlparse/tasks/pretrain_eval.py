@@ -15,6 +15,7 @@ from tqdm.auto import tqdm
 from vlparse.eval.metrics import majority_fraction, recall_at_k
 from vlparse.objectives.itm import itm_accuracy, itm_labels
 from vlparse.probing import IMFAccumulator, NMIAccumulator
+from vlparse.processing.tokenization import IGNORE_INDEX
 
 __all__ = ["evaluate_pretrain", "format_report", "itm_scores"]
 
@@ -97,11 +98,14 @@ def _score_batch(model, batch: dict, tokens: Tensor, num_pos: int, num_neg: int,
              batch["attention_mask"][:, :num_pos].reshape(-1, seq),
              batch["mlm_labels"][:, :num_pos].reshape(-1, seq))
     logits, targets, _ = model.masked_lm(tokens.repeat_interleave(num_pos, 0), *texts)
+    masked = targets != IGNORE_INDEX  # with static shapes: every position, -100 where not masked
+    logits, targets = logits[masked], targets[masked]
     tally.mlm_correct += int((logits.argmax(-1) == targets).sum())
     tally.mlm_total += int(targets.numel())
     tally.targets.append(targets.cpu())
     if bsz > 1:
         wrong, _, _ = model.masked_lm(tokens.roll(1, 0).repeat_interleave(num_pos, 0), *texts)
+        wrong = wrong[masked]
         tally.wrong_correct += int((wrong.argmax(-1) == targets).sum())
         tally.wrong_total += int(targets.numel())
 

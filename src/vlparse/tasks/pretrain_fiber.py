@@ -106,9 +106,10 @@ class FiberPretrainTask(PretrainTask):
         if self.init_weights and (cfg.model.visual.pretrained or cfg.model.text.pretrained):
             for name, report in model.load_pretrained().items():
                 self.log(f"pretrained {name}: {report}")
-        if cfg.train.compile:
-            self.log("train.compile: not applied to FIBER (its fused pass runs the towers "
-                     "block by block)")
+        if cfg.train.compile:  # static shapes only: no host synchronisation in the step
+            model.set_static_shapes(True)
+            self.log("train.compile: FIBER's towers are not compiled (its fused pass runs them "
+                     "block by block); static shapes on (the MLM head on every text position)")
         return model
 
     def step(self, model: nn.Module, batch: dict[str, Any], ctx: StepContext) -> StepOutput:

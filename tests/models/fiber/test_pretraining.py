@@ -5,6 +5,7 @@ a gradient for every parameter."""
 
 from __future__ import annotations
 
+import inspect
 from dataclasses import replace
 
 import pytest
@@ -171,11 +172,68 @@ def test_the_step_moves_nothing_between_host_and_device_but_the_mlm_gather(make_
     with HostTraffic() as traffic:
         out = model.forward_pretrain(batch)
         pretrain_loss(out, {"itc": 1.0, "itm": 1.0, "mlm": 1.0}).total.backward()
+    gather = [f"pretraining.py:{n}" for n, line in enumerate(_source_lines(), 1)
+              if "[selected]" in line]
     forward = [(op, where) for op, where in traffic.events if op == "aten.index.Tensor"]
-    assert forward == [("aten.index.Tensor", "pretraining.py:164"),
-                       ("aten.index.Tensor", "pretraining.py:165")]
+    assert len(gather) == 1 and forward == [("aten.index.Tensor", gather[0])] * 2
     assert [op for op, _ in traffic.events if op != "aten.index.Tensor"] == [
         "aten.index_put.default"]  # the gather's backward
+
+
+def _source_lines() -> list[str]:
+    return inspect.getsource(pretraining).splitlines()
+
+
+def _loss_grads_counts(model: FiberModel, batch: dict) -> tuple[torch.Tensor, dict, dict]:
+    """The total loss of one step, the gradient of every parameter that has one and the
+    accuracy counts."""
+    model.zero_grad(set_to_none=True)
+    torch.manual_seed(0)  # the same dropout in both paths
+    loss = pretrain_loss(model.forward_pretrain(batch), {"itc": 1.0, "itm": 1.0, "mlm": 1.0})
+    loss.total.backward()
+    grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+    return loss.total.detach(), grads, {k: int(v) for k, v in loss.counts.items()}
+
+
+def test_static_shapes_give_the_same_loss_gradients_and_counts(make_config, set_gates):
+    """``set_static_shapes``: the MLM logits at every text position of the masked rows,
+    ``(B * L, V)`` with -100 where not masked; the total loss (to 1e-6), every gradient (to
+    1e-6) and the accuracy counts equal the boolean gather's."""
+    model = _model(make_config, set_gates)
+    model.train()
+    batch = _batch(image_ids=[0, 1, 0, 2])
+    plain, g_plain, c_plain = _loss_grads_counts(model, batch)
+    assert not model.static_shapes
+    model.set_static_shapes()
+    assert model.static_shapes
+    static, g_static, c_static = _loss_grads_counts(model, batch)
+    torch.testing.assert_close(static, plain, rtol=1e-6, atol=1e-6)
+    assert c_static == c_plain and c_plain["mlm_total"] == 2 * B
+    assert g_static.keys() == g_plain.keys()
+    assert any(name.startswith("mlm_head.") for name in g_plain)
+    for name, grad in g_plain.items():
+        torch.testing.assert_close(g_static[name], grad, rtol=1e-6, atol=1e-6, msg=name)
+    with torch.no_grad():
+        out = model.forward_pretrain(batch)
+    assert out.mlm_logits.shape == (B * L, VOCAB) and out.mlm_labels.shape == (B * L,)
+    labels = batch["mlm_labels"][:, 0]
+    assert torch.equal(out.mlm_labels, labels.flatten())
+    assert int((out.mlm_labels != -100).sum()) == 2 * B
+
+
+def test_with_static_shapes_the_step_moves_nothing_between_host_and_device(make_config,
+                                                                            set_gates):
+    """With ``set_static_shapes``, the MLM gather goes too: forward, loss and backward record
+    no host traffic at all."""
+    model = _model(make_config, set_gates)
+    model.train()
+    model.set_static_shapes(True)
+    batch = _batch(image_ids=[0, 1, 0, 2])
+    with HostTraffic() as traffic:
+        out = model.forward_pretrain(batch)
+        pretrain_loss(out, {"itc": 1.0, "itm": 1.0, "mlm": 1.0}).total.backward()
+    assert traffic.events == []
+    assert out.mlm_logits.shape == (B * L, VOCAB)
 
 
 def test_a_batch_of_one_image_is_refused(make_config, set_gates):

@@ -83,6 +83,8 @@ class FiberModel(PretrainedMixin, nn.Module):
     """
 
     family = FAMILY
+    static_shapes: bool = False
+    """Set by :meth:`set_static_shapes`."""
 
     def __init__(self, cfg: FiberModelConfig,
                  objectives: FiberObjectiveConfig | None = None) -> None:
@@ -208,6 +210,25 @@ class FiberModel(PretrainedMixin, nn.Module):
         output are described). Collective under ``torch.distributed``: every process calls it.
         """
         return forward_pretrain(self, batch, run_masked)
+
+    def set_static_shapes(self, enable: bool = True) -> None:
+        """Make :meth:`forward_pretrain` free of data-dependent shapes: the MLM logits come at
+        every text position of the ``B`` masked rows, ``(B * L, V)`` with labels ``(B * L,)``
+        that are -100 where nothing was masked, instead of at the masked positions only. The
+        loss, its gradients and the MLM accuracy counts are the same (-100 is ignored and the
+        count of masked tokens stays on the device); the step then never reads a mask back to
+        the host (the boolean gather was its only host synchronisation in one process), so
+        ``torch.compile`` need not break its graph there.
+
+        The price: the MLM head runs on every text position of the masked rows instead of the
+        ~15 % masked ones, about 6-7 times its work. FIBER's vocabulary is large (RoBERTa:
+        ``V`` = 50,265), so this is not free: for FIBER-B with ``L`` = 40 (counted with
+        ``torch.utils.flop_counter``), 3.1 GFLOPs of head
+        per image in the forward pass instead of about 0.5 (a step's forward is about 330:
+        under 1 % more), and ``B * L * V`` logits, e.g. 64 images x 40 x
+        50,265 = 129 M values (0.5 GB in float32, where the loss computes), and as much again
+        for their gradient."""
+        self.static_shapes = enable
 
     @property
     def gates(self) -> Tensor:

@@ -246,10 +246,11 @@ def itm_inputs(
         ids_neg, mask_neg = text_neg[:, 0], text_neg[:, 1].to(attention_mask.dtype)
         img_neg = fetch_rows(images, negatives.image_for_text, sizes)
     b = images.shape[0]
-    labels = torch.cat([torch.ones(b, dtype=torch.long), torch.zeros(2 * b, dtype=torch.long)])
+    labels = torch.cat([torch.ones(b, dtype=torch.long, device=images.device),
+                        torch.zeros(2 * b, dtype=torch.long, device=images.device)])
     return ItmInputs(
         images=torch.cat([images, images, img_neg]),
         input_ids=torch.cat([input_ids, ids_neg, input_ids]),
         attention_mask=torch.cat([attention_mask, mask_neg, attention_mask]),
-        labels=labels.to(images.device),
+        labels=labels,
     )

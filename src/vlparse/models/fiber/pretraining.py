@@ -20,7 +20,9 @@ One step over ``B`` local image-caption pairs:
 4. One fused pass over ``4 B`` rows: the ``3 B`` ITM rows (images ``[img, img, img_neg]`` with
    texts ``[txt, txt_neg, txt]``, labels ``1, 0, 0``) and the ``B`` MLM rows (each image with
    its masked caption). ITM reads the fused feature, MLM the fused text states at the masked
-   positions.
+   positions (with :meth:`FiberModel.set_static_shapes
+   <vlparse.models.fiber.FiberModel.set_static_shapes>`: at every text position of the masked
+   rows, labelled -100 where not masked, so that no size depends on the data).
 
 The blocks and layers below the first fused pair do not see the other modality
 (:mod:`~vlparse.models.fiber.fusion`), so each image's and each text's *bottom* runs once and
@@ -133,7 +135,9 @@ def forward_pretrain(model: nn.Module, batch: dict[str, Tensor], run_masked: boo
         :class:`~vlparse.models.outputs.PretrainOutput`: ``itc_logits_i2t`` / ``_t2i`` ``(B, N +
         Q)`` and ``itc_targets (B,)``; ``itm_logits (3 B, 2)``, ``itm_labels`` ``1`` for the
         first ``B`` rows, ``0`` for the ``2 B`` others; ``mlm_logits (K, V)`` and ``mlm_labels
-        (K,)``; ``diagnostics``: ``temperature``, ``negative_fallbacks`` (rows whose pool held
+        (K,)`` at the ``K`` masked positions (with ``model.static_shapes``: ``(B * L, V)`` and
+        ``(B * L,)`` at every text position of the ``B`` masked rows, -100 where not masked);
+        ``diagnostics``: ``temperature``, ``negative_fallbacks`` (rows whose pool held
         only pairs of their image), ``gate_i2t_k`` / ``gate_t2i_k`` of each fused pair ``k``.
     """
     images = batch["image"]
@@ -160,14 +164,23 @@ def forward_pretrain(model: nn.Module, batch: dict[str, Tensor], run_masked: boo
                          itc_targets=logits.targets, itm_logits=model.itm_head(pooled[: 3 * b]),
                          itm_labels=itm.labels)
     if run_masked:
-        selected = labels != IGNORE_INDEX
-        out.mlm_logits = model.mlm_head(fused.text[3 * b:][selected])
-        out.mlm_labels = labels[selected]
+        out.mlm_logits, out.mlm_labels = _mlm(model, fused.text[3 * b:], labels)
     if model.itc_queue is not None and model.training:
         g = logits.gathered
         model.itc_queue.enqueue(g.image, g.text, g.image_ids)
     out.diagnostics = _diagnostics(model, logits.temperature, negatives)
     return out
+
+
+def _mlm(model: nn.Module, states: Tensor, labels: Tensor) -> tuple[Tensor, Tensor]:
+    """The MLM logits and labels of the masked rows: fused text states ``(B, L, Dt)`` and labels
+    ``(B, L)`` (-100 where not masked) -> ``(K, V)`` and ``(K,)`` at the ``K`` masked positions,
+    or, with ``model.static_shapes``, ``(B * L, V)`` and ``(B * L,)`` at every position, -100
+    where not masked (no size that depends on the data: nothing is read back to the host)."""
+    if model.static_shapes:
+        return model.mlm_head(states.flatten(0, 1)), labels.flatten()
+    selected = labels != IGNORE_INDEX
+    return model.mlm_head(states[selected]), labels[selected]
 
 
 def _diagnostics(model: nn.Module, temperature: Tensor, negatives: Negatives) -> dict[str, Tensor]:
