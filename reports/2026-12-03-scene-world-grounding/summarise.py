@@ -1,5 +1,5 @@
-"""Gather the ``runs.jsonl`` lines of ``measure.py`` into ``results.json`` (per condition: each
-seed's numbers, their mean and spread).
+"""Gather the ``runs.jsonl`` lines of ``measure.py`` into ``results.json`` (per condition, and per
+step budget when the runs have several: each seed's numbers, their mean and spread).
 
     python reports/2026-12-03-scene-world-grounding/summarise.py OUT/runs.jsonl ... \
         --commit COMMIT --out reports/2026-12-03-scene-world-grounding/results.json
@@ -23,7 +23,7 @@ KEYS = {
 
 
 def spread(values: list[float]) -> dict:
-    out = {"mean": statistics.fmean(values), "n": len(values)}
+    out = {"mean": statistics.fmean(values), "n": len(values), "values": values}
     if len(values) > 1:
         out["std"] = statistics.stdev(values)
     return out
@@ -43,8 +43,10 @@ def main() -> None:
     args = p.parse_args()
     lines = [json.loads(x) for f in args.runs for x in Path(f).read_text().splitlines() if x]
     by: dict[str, list[dict]] = defaultdict(list)
-    for line in lines:
-        by[line["condition"]].append(line)
+    budgets = {line["steps"] for line in lines}
+    for line in lines:  # one entry per start, and per budget when the runs have several
+        key = line["condition"] + (f"_{line['steps']}_steps" if len(budgets) > 1 else "")
+        by[key].append(line)
     results = {}
     for condition, runs in by.items():
         entry = {"seeds": [r["seed"] for r in runs], "steps": runs[0]["steps"],
